@@ -1,0 +1,17 @@
+//! siphon's SIP core, sans-IO: bytes and instants in, bytes, events and deadlines out.
+//!
+//! Nothing here opens a socket, reads a clock or spawns a task. The gateway's tokio
+//! driver feeds datagrams and timeouts into a [`UserAgent`] and carries out what it
+//! asks for, so every protocol edge case is a fast, deterministic unit test.
+
+pub mod auth;
+pub mod keepalive;
+pub mod message;
+pub mod registration;
+pub mod transaction;
+pub mod transport;
+pub mod user_agent;
+
+pub use registration::{LineState, LineStatus};
+pub use transport::{Target, Transmit, Transport};
+pub use user_agent::{Account, Dropped, Event, LineId, UaConfig, UaStats, UserAgent};
