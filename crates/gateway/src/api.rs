@@ -1,0 +1,379 @@
+//! Browser API v1: JSON-RPC 2.0 over the WebSocket at `/api/v1/ws`.
+//!
+//! Every message the browser and the gateway exchange is a type in this module, and
+//! `docs/api.md` documents them; a test parses every example in that document into
+//! these types, so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// JSON-RPC error codes.
+pub mod codes {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The request is well-formed but not possible now (e.g. `accept` with nothing ringing).
+    pub const INVALID_STATE: i64 = -32000;
+}
+
+/// A request from the browser, with its params checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// `ping {}` → `{}`: an application-level liveness check (browsers cannot send
+    /// WebSocket pings).
+    Ping,
+    /// `getState {}` → [`StateSnapshot`].
+    GetState,
+}
+
+/// The JSON-RPC envelope of a request, before its method is known.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    jsonrpc: Option<String>,
+    #[serde(default)]
+    id: Option<Value>,
+    method: Option<Value>,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+/// A parsed incoming frame: the request and its id (absent for notifications).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub id: Option<Value>,
+    pub request: ClientRequest,
+}
+
+/// An error to send back, with the id of the request it answers (null if unknown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub id: Value,
+    pub error: RpcError,
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Params of methods that take none: absent, `{}` or `[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+fn no_params(params: Option<Value>) -> Result<(), String> {
+    match params {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(a)) if a.is_empty() => Ok(()),
+        Some(v @ Value::Object(_)) => serde_json::from_value::<NoParams>(v)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Some(other) => Err(format!("expected an object, got {other}")),
+    }
+}
+
+impl Incoming {
+    /// Parses one text frame. Errors carry the JSON-RPC code the browser gets.
+    pub fn parse(text: &str) -> Result<Incoming, Rejection> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Rejection {
+            id: Value::Null,
+            error: RpcError::new(codes::PARSE_ERROR, format!("Parse error: {e}")),
+        })?;
+        let invalid = |id: Value, why: &str| Rejection {
+            id,
+            error: RpcError::new(codes::INVALID_REQUEST, format!("Invalid Request: {why}")),
+        };
+        if !value.is_object() {
+            return Err(invalid(
+                Value::Null,
+                "expected a JSON object (batches are not supported)",
+            ));
+        }
+        let env: Envelope =
+            serde_json::from_value(value).map_err(|e| invalid(Value::Null, &e.to_string()))?;
+        let id = env.id.clone().unwrap_or(Value::Null);
+        if !matches!(id, Value::Null | Value::String(_) | Value::Number(_)) {
+            return Err(invalid(Value::Null, "id must be a string or a number"));
+        }
+        if env.jsonrpc.as_deref() != Some("2.0") {
+            return Err(invalid(id, "jsonrpc must be \"2.0\""));
+        }
+        let Some(Value::String(method)) = env.method else {
+            return Err(invalid(id, "method must be a string"));
+        };
+        let bad_params = |id: Value, why: String| Rejection {
+            id,
+            error: RpcError::new(
+                codes::INVALID_PARAMS,
+                format!("Invalid params for {method}: {why}"),
+            ),
+        };
+        let request = match method.as_str() {
+            "ping" => no_params(env.params).map(|_| ClientRequest::Ping),
+            "getState" => no_params(env.params).map(|_| ClientRequest::GetState),
+            _ => {
+                return Err(Rejection {
+                    id,
+                    error: RpcError::new(
+                        codes::METHOD_NOT_FOUND,
+                        format!("Method not found: {method}"),
+                    ),
+                });
+            }
+        }
+        .map_err(|why| bad_params(id.clone(), why))?;
+        Ok(Incoming {
+            id: env.id,
+            request,
+        })
+    }
+}
+
+/// `registrationStateChanged` states: was the browser given a line?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationState {
+    Accepted,
+    ConnectionLimit,
+}
+
+/// `phoneLineStateChanged` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PhoneLineState {
+    Registering,
+    Registered,
+    RegistrationFailed,
+    Unregistering,
+    Unregistered,
+}
+
+impl From<siphon_sip::LineState> for PhoneLineState {
+    fn from(s: siphon_sip::LineState) -> Self {
+        use siphon_sip::LineState as L;
+        match s {
+            L::Registering => PhoneLineState::Registering,
+            L::Registered => PhoneLineState::Registered,
+            L::RegistrationFailed => PhoneLineState::RegistrationFailed,
+            L::Unregistering => PhoneLineState::Unregistering,
+            L::Unregistered => PhoneLineState::Unregistered,
+        }
+    }
+}
+
+/// A notification from the gateway (no id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "method",
+    content = "params",
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Notification {
+    RegistrationStateChanged {
+        state: RegistrationState,
+    },
+    #[serde(rename_all = "camelCase")]
+    SipUserNameReceived {
+        user: String,
+        display_name: Option<String>,
+    },
+    PhoneLineStateChanged {
+        state: PhoneLineState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl Notification {
+    /// The method names, for the documentation check.
+    pub const METHODS: &'static [&'static str] = &[
+        "registrationStateChanged",
+        "sipUserNameReceived",
+        "phoneLineStateChanged",
+    ];
+
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut v {
+            o.insert("jsonrpc".into(), json!("2.0"));
+        }
+        v.to_string()
+    }
+}
+
+/// The result of `getState`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateSnapshot {
+    pub user: String,
+    pub display_name: Option<String>,
+    pub line: PhoneLineState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A successful response frame.
+pub fn result_json(id: &Value, result: Value) -> String {
+    json!({ "jsonrpc": "2.0", "id": id, "result": result }).to_string()
+}
+
+/// An error response frame.
+pub fn error_json(id: &Value, error: &RpcError) -> String {
+    json!({ "jsonrpc": "2.0", "id": id, "error": error }).to_string()
+}
+
+/// Any frame the gateway sends, for checking documentation examples.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerFrame {
+    Notification(Notification),
+    Result { id: Value, result: Value },
+    Error { id: Value, error: RpcError },
+}
+
+impl ServerFrame {
+    pub fn parse(text: &str) -> Result<ServerFrame, String> {
+        let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let o = v.as_object_mut().ok_or("not an object")?;
+        if o.remove("jsonrpc") != Some(json!("2.0")) {
+            return Err("jsonrpc must be \"2.0\"".into());
+        }
+        if let Some(result) = o.remove("result") {
+            let id = o.remove("id").ok_or("result without id")?;
+            return Ok(ServerFrame::Result { id, result });
+        }
+        if let Some(error) = o.remove("error") {
+            let id = o.remove("id").ok_or("error without id")?;
+            let error = serde_json::from_value(error).map_err(|e| e.to_string())?;
+            return Ok(ServerFrame::Error { id, error });
+        }
+        serde_json::from_value(v)
+            .map(ServerFrame::Notification)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests_and_classifies_errors() {
+        let ok = Incoming::parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        assert_eq!(ok.request, ClientRequest::Ping);
+        assert_eq!(ok.id, Some(json!(1)));
+        let ok = Incoming::parse(r#"{"jsonrpc":"2.0","id":"a","method":"getState","params":{}}"#)
+            .unwrap();
+        assert_eq!(ok.request, ClientRequest::GetState);
+        let code = |t: &str| Incoming::parse(t).unwrap_err().error.code;
+        assert_eq!(code("{not json"), codes::PARSE_ERROR);
+        assert_eq!(code("[1,2]"), codes::INVALID_REQUEST);
+        assert_eq!(code(r#"{"id":1,"method":"ping"}"#), codes::INVALID_REQUEST);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":5}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"fly"}"#),
+            codes::METHOD_NOT_FOUND
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#),
+            codes::INVALID_PARAMS
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":1}}"#),
+            codes::INVALID_PARAMS
+        );
+        // the id of a bad request is echoed when it can be read
+        assert_eq!(
+            Incoming::parse(r#"{"jsonrpc":"2.0","id":7,"method":"fly"}"#)
+                .unwrap_err()
+                .id,
+            json!(7)
+        );
+    }
+
+    #[test]
+    fn notifications_serialise_as_json_rpc() {
+        let n = Notification::PhoneLineStateChanged {
+            state: PhoneLineState::RegistrationFailed,
+            code: Some(403),
+            reason: Some("Forbidden".into()),
+        };
+        let text = n.to_json();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","method":"phoneLineStateChanged","params":{"state":"registrationFailed","code":403,"reason":"Forbidden"}})
+        );
+        assert_eq!(
+            ServerFrame::parse(&text).unwrap(),
+            ServerFrame::Notification(n)
+        );
+        let u = Notification::SipUserNameReceived {
+            user: "880".into(),
+            display_name: None,
+        };
+        assert!(u.to_json().contains("\"displayName\":null"));
+    }
+
+    /// Every JSON example in docs/api.md parses into these types, and every
+    /// notification these types define is documented.
+    #[test]
+    fn api_document_matches_the_types() {
+        let doc = include_str!("../../../docs/api.md");
+        let mut examples = 0;
+        let mut lines = doc.lines();
+        while let Some(line) = lines.next() {
+            let kind = match line.trim() {
+                "```json client" => "client",
+                "```json server" => "server",
+                _ => continue,
+            };
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            for frame in block.iter().filter(|l| !l.trim().is_empty()) {
+                examples += 1;
+                match kind {
+                    "client" => {
+                        let parsed = Incoming::parse(frame);
+                        // examples of errors are marked with the word "invalid" in their id
+                        if !frame.contains("invalid") {
+                            parsed.unwrap_or_else(|e| panic!("{frame}: {e:?}"));
+                        }
+                    }
+                    _ => {
+                        ServerFrame::parse(frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+                    }
+                }
+            }
+        }
+        assert!(examples >= 10, "only {examples} examples found");
+        for m in Notification::METHODS {
+            assert!(
+                doc.contains(&format!("\"method\":\"{m}\"")),
+                "{m} has no example in docs/api.md"
+            );
+        }
+    }
+}

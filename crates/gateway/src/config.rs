@@ -1,0 +1,618 @@
+//! siphon's configuration: the TOML file (`siphon --config PATH`), its defaults,
+//! environment overrides for secrets, and the checks that turn a bad file into one
+//! clear start-up error naming the key and the problem.
+//!
+//! Every key is documented in `siphon.example.toml`; a test keeps that file loadable.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use siphon_sip::message::Uri;
+use siphon_sip::transaction::Timers;
+use siphon_sip::{Account, Target, Transport, UaConfig};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub sip: SipConfig,
+    pub pool: PoolConfig,
+    pub media: MediaConfig,
+}
+
+impl Default for Config {
+    /// With no file: a local PBX on 127.0.0.1:5060 and the original example's pool
+    /// (accounts 880–898, password = user name).
+    fn default() -> Config {
+        Config {
+            http: HttpConfig::default(),
+            sip: SipConfig::default(),
+            pool: PoolConfig {
+                range: Some(AccountRange { from: 880, to: 898 }),
+                ..PoolConfig::default()
+            },
+            media: MediaConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the page and `/api/v1/ws` are served.
+    pub listen: SocketAddr,
+    /// Bearer tokens a browser must present; required when `listen` is not loopback.
+    pub tokens: Vec<String>,
+    /// Seconds between WebSocket pings.
+    pub ws_ping_interval: f64,
+    /// Seconds without any frame from the browser after which it counts as gone.
+    pub ws_idle_timeout: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: Vec::new(),
+            ws_ping_interval: 10.0,
+            ws_idle_timeout: 25.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub transport: String,
+    pub registrar: String,
+    pub outbound_proxy: Option<String>,
+    pub expires: u32,
+    /// Seconds between OPTIONS pings to the registrar; 0 turns them off.
+    pub keepalive_interval: f64,
+    /// Seconds a ping may go unanswered before the PBX counts as down.
+    pub keepalive_timeout: f64,
+    /// First and longest pause before re-registering after a failure, seconds.
+    pub retry_min: f64,
+    pub retry_max: f64,
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5090)),
+            advertise: None,
+            transport: "udp".into(),
+            registrar: "sip:127.0.0.1:5060".into(),
+            outbound_proxy: None,
+            expires: 600,
+            keepalive_interval: 10.0,
+            keepalive_timeout: 4.0,
+            retry_min: 5.0,
+            retry_max: 300.0,
+            user_agent: concat!("siphon/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub domain: Option<String>,
+    pub range: Option<AccountRange>,
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRange {
+    pub from: u64,
+    pub to: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("auth_user", &self.auth_user)
+            .field("display_name", &self.display_name)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub rtp_ports: String,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: "40000-40999".into(),
+        }
+    }
+}
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The configuration after checking: everything the gateway needs, resolved.
+#[derive(Clone)]
+pub struct Settings {
+    pub http_listen: SocketAddr,
+    pub tokens: Vec<String>,
+    pub ws_ping_interval: Duration,
+    pub ws_idle_timeout: Duration,
+    pub sip_listen: SocketAddr,
+    pub ua: UaConfig,
+    pub accounts: Vec<Account>,
+    pub rtp_ports: RangeInclusive<u16>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("http_listen", &self.http_listen)
+            .field("tokens", &format_args!("{} configured", self.tokens.len()))
+            .field("sip_listen", &self.sip_listen)
+            .field("ua", &self.ua)
+            .field("accounts", &self.accounts)
+            .field("rtp_ports", &self.rtp_ports)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Environment variable holding extra HTTP tokens (comma-separated).
+pub const ENV_TOKENS: &str = "SIPHON_HTTP_TOKENS";
+
+/// Environment variable overriding the password of explicit account `user`.
+pub fn env_password_var(user: &str) -> String {
+    let cleaned: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("SIPHON_ACCOUNT_{cleaned}_PASSWORD")
+}
+
+impl Config {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message names the key and shows the line; keep it on one line
+            let msg = e.to_string().replace('\n', " ").replace("  ", " ");
+            ConfigError::new("", format!("invalid config: {}", msg.trim()))
+        })
+    }
+
+    /// Checks everything and resolves addresses. `env` looks up environment
+    /// variables (a parameter so tests need not touch the process environment).
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let secs = |key: &str, v: f64, allow_zero: bool| -> Result<Duration, ConfigError> {
+            if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > 86_400.0 {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{v} is not a sensible number of seconds"),
+                ));
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+
+        // [http]
+        let mut tokens: Vec<String> = self.http.tokens.clone();
+        if let Some(extra) = env(ENV_TOKENS) {
+            tokens.extend(
+                extra
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        if tokens.iter().any(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "http.tokens",
+                "every token must be at least 16 characters",
+            ));
+        }
+        let ws_ping_interval = secs("http.ws_ping_interval", self.http.ws_ping_interval, false)?;
+        let ws_idle_timeout = secs("http.ws_idle_timeout", self.http.ws_idle_timeout, false)?;
+        if ws_idle_timeout <= ws_ping_interval {
+            return Err(ConfigError::new(
+                "http.ws_idle_timeout",
+                "must be longer than http.ws_ping_interval",
+            ));
+        }
+
+        // [sip]
+        let transport = Transport::parse(&self.sip.transport).ok_or_else(|| {
+            ConfigError::new(
+                "sip.transport",
+                format!("{:?} is not \"udp\" or \"tcp\"", self.sip.transport),
+            )
+        })?;
+        let advertise_host = match &self.sip.advertise {
+            Some(a) => {
+                let a = a.trim();
+                if a.is_empty()
+                    || a.contains(|c: char| c.is_whitespace() || c == ':' && !a.starts_with('['))
+                {
+                    return Err(ConfigError::new(
+                        "sip.advertise",
+                        format!("{a:?} is not a host name or address"),
+                    ));
+                }
+                a.to_owned()
+            }
+            None if self.sip.listen.ip().is_unspecified() => {
+                return Err(ConfigError::new(
+                    "sip.advertise",
+                    "required when sip.listen is a wildcard address (which address should peers use?)",
+                ));
+            }
+            None => host_text(self.sip.listen.ip()),
+        };
+        let (registrar_uri, registrar) =
+            resolve_sip_uri("sip.registrar", &self.sip.registrar, transport)?;
+        let outbound_proxy = match &self.sip.outbound_proxy {
+            Some(p) => Some(resolve_sip_uri("sip.outbound_proxy", p, transport)?),
+            None => None,
+        };
+        if !(10..=86_400).contains(&self.sip.expires) {
+            return Err(ConfigError::new(
+                "sip.expires",
+                "must be between 10 and 86400 seconds",
+            ));
+        }
+        let keepalive_interval = secs("sip.keepalive_interval", self.sip.keepalive_interval, true)?;
+        let keepalive_timeout = secs("sip.keepalive_timeout", self.sip.keepalive_timeout, false)?;
+        let retry_min = secs("sip.retry_min", self.sip.retry_min, false)?;
+        let retry_max = secs("sip.retry_max", self.sip.retry_max, false)?;
+        if retry_max < retry_min {
+            return Err(ConfigError::new(
+                "sip.retry_max",
+                "must not be shorter than sip.retry_min",
+            ));
+        }
+        if self.sip.user_agent.trim().is_empty() || self.sip.user_agent.contains(['\r', '\n']) {
+            return Err(ConfigError::new(
+                "sip.user_agent",
+                "must be one non-empty line",
+            ));
+        }
+
+        // [pool]
+        let domain = match &self.pool.domain {
+            Some(d) => {
+                let d = d.trim();
+                if d.is_empty() || d.contains(|c: char| c.is_whitespace() || "<>@;\"".contains(c)) {
+                    return Err(ConfigError::new(
+                        "pool.domain",
+                        format!("{d:?} is not a SIP domain"),
+                    ));
+                }
+                d.to_owned()
+            }
+            None => registrar_uri.host.clone(),
+        };
+        let mut accounts = Vec::new();
+        if let Some(r) = &self.pool.range {
+            if r.from > r.to {
+                return Err(ConfigError::new(
+                    "pool.range",
+                    "from must not be greater than to",
+                ));
+            }
+            if r.to - r.from >= 10_000 {
+                return Err(ConfigError::new("pool.range", "more than 10000 accounts"));
+            }
+            for n in r.from..=r.to {
+                let user = n.to_string();
+                accounts.push(Account {
+                    auth_user: user.clone(),
+                    password: user.clone(),
+                    user,
+                    display_name: None,
+                    domain: domain.clone(),
+                });
+            }
+        }
+        for (i, a) in self.pool.accounts.iter().enumerate() {
+            let key = |k: &str| format!("pool.accounts[{i}].{k}");
+            let user = a.user.trim();
+            if user.is_empty()
+                || !user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c))
+            {
+                return Err(ConfigError::new(
+                    &key("user"),
+                    format!("{user:?} is not a valid SIP user name"),
+                ));
+            }
+            let password = env(&env_password_var(user))
+                .or_else(|| a.password.clone())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        &key("password"),
+                        format!("missing (set it here or in {})", env_password_var(user)),
+                    )
+                })?;
+            if let Some(d) = &a.display_name
+                && d.contains(['\r', '\n'])
+            {
+                return Err(ConfigError::new(&key("display_name"), "must be one line"));
+            }
+            accounts.push(Account {
+                user: user.to_owned(),
+                auth_user: a.auth_user.clone().unwrap_or_else(|| user.to_owned()),
+                password,
+                display_name: a.display_name.clone().filter(|d| !d.is_empty()),
+                domain: domain.clone(),
+            });
+        }
+        if accounts.is_empty() {
+            return Err(ConfigError::new(
+                "pool",
+                "no accounts: set pool.range and/or pool.accounts",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in &accounts {
+            if !seen.insert(a.user.clone()) {
+                return Err(ConfigError::new(
+                    "pool",
+                    format!("account {} is listed twice", a.user),
+                ));
+            }
+        }
+
+        // [media]
+        let rtp_ports = parse_port_range(&self.media.rtp_ports)
+            .map_err(|p| ConfigError::new("media.rtp_ports", p))?;
+
+        Ok(Settings {
+            http_listen: self.http.listen,
+            tokens,
+            ws_ping_interval,
+            ws_idle_timeout,
+            sip_listen: self.sip.listen,
+            ua: UaConfig {
+                transport,
+                advertise_host,
+                advertise_port: self.sip.listen.port(),
+                registrar_uri,
+                registrar,
+                outbound_proxy,
+                expires: self.sip.expires,
+                keepalive_interval: (!keepalive_interval.is_zero()).then_some(keepalive_interval),
+                keepalive_timeout,
+                retry_min,
+                retry_max,
+                user_agent: self.sip.user_agent.clone(),
+                timers: Timers::default(),
+            },
+            accounts,
+            rtp_ports,
+        })
+    }
+}
+
+fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Parses a `sip:` URI from the config and resolves where to send to reach it.
+fn resolve_sip_uri(
+    key: &str,
+    text: &str,
+    transport: Transport,
+) -> Result<(Uri, Target), ConfigError> {
+    let uri = Uri::parse(text)
+        .map_err(|e| ConfigError::new(key, format!("{text:?} is not a SIP URI ({e})")))?;
+    if uri.scheme != "sip" {
+        return Err(ConfigError::new(
+            key,
+            format!("only sip: URIs are supported, not {}:", uri.scheme),
+        ));
+    }
+    let port = uri.port.unwrap_or(5060);
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| ConfigError::new(key, format!("cannot resolve {}", uri.host)))?;
+    Ok((uri, Target { transport, addr }))
+}
+
+/// `"40000-40999"` → 40000..=40999 (an even start, at least two ports).
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a range like \"40000-40999\""))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port"))?;
+    if a < 1024 || b < a + 1 {
+        return Err(format!("{s:?} must be at least two ports above 1023"));
+    }
+    Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let s = Config::default().resolve(no_env).unwrap();
+        assert_eq!(s.accounts.len(), 19);
+        assert_eq!(s.accounts[0].user, "880");
+        assert_eq!(s.accounts[0].password, "880");
+        assert_eq!(s.accounts[0].domain, "127.0.0.1");
+        assert_eq!(s.ua.registrar.addr, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(s.ua.advertise_host, "127.0.0.1");
+        assert_eq!(s.ua.advertise_port, 5090);
+        assert_eq!(s.http_listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn example_file_loads() {
+        let text = include_str!("../../../siphon.example.toml");
+        let cfg = Config::parse(text).unwrap();
+        let env = |k: &str| (k == "SIPHON_ACCOUNT_1000_PASSWORD").then(|| "from-env".to_owned());
+        let s = cfg.resolve(env).unwrap();
+        let a = s.accounts.iter().find(|a| a.user == "1000").unwrap();
+        assert_eq!(a.password, "from-env", "environment overrides the file");
+        assert_eq!(a.display_name.as_deref(), Some("Reception"));
+    }
+
+    #[test]
+    fn explicit_pool_replaces_the_default_range() {
+        let cfg =
+            Config::parse("[pool]\naccounts = [{ user = \"1000\", password = \"secret\" }]\n")
+                .unwrap();
+        let s = cfg.resolve(no_env).unwrap();
+        assert_eq!(s.accounts.len(), 1);
+        assert_eq!(s.accounts[0].auth_user, "1000");
+    }
+
+    fn err(text: &str) -> String {
+        match Config::parse(text) {
+            Err(e) => e.to_string(),
+            Ok(c) => c.resolve(no_env).unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("[sip]\ntransport = \"sctp\"", "sip.transport"),
+            ("[sip]\nregistrar = \"http://x\"", "sip.registrar"),
+            (
+                "[sip]\nregistrar = \"sip:no.such.host.invalid\"",
+                "sip.registrar",
+            ),
+            ("[sip]\nexpires = 1", "sip.expires"),
+            ("[sip]\nlisten = \"0.0.0.0:5090\"", "sip.advertise"),
+            ("[sip]\nretry_min = 10\nretry_max = 5", "sip.retry_max"),
+            ("[sip]\nkeepalive_interval = -1", "sip.keepalive_interval"),
+            ("[pool]\nrange = { from = 10, to = 1 }", "pool.range"),
+            (
+                "[pool]\naccounts = [{ user = \"1000\" }]",
+                "pool.accounts[0].password",
+            ),
+            (
+                "[pool]\naccounts = [{ user = \"a b\", password = \"x\" }]",
+                "pool.accounts[0].user",
+            ),
+            ("[pool]\ndomain = \"x\"", "pool: no accounts"),
+            (
+                "[pool]\nrange = { from = 1, to = 2 }\naccounts = [{ user = \"1\", password = \"x\" }]",
+                "listed twice",
+            ),
+            ("[media]\nrtp_ports = \"40000\"", "media.rtp_ports"),
+            ("[media]\nrtp_ports = \"5-4\"", "media.rtp_ports"),
+            ("[http]\ntokens = [\"short\"]", "http.tokens"),
+            (
+                "[http]\nws_ping_interval = 30\nws_idle_timeout = 10",
+                "http.ws_idle_timeout",
+            ),
+            ("[http]\nlisten = \"nonsense\"", "listen"),
+            ("[sip]\nlisen = \"127.0.0.1:5090\"", "lisen"),
+            ("[nope]\n", "nope"),
+        ];
+        for (text, needle) in cases {
+            let e = err(text);
+            assert!(
+                e.contains(needle),
+                "{text:?}: {e:?} should mention {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let cfg =
+            Config::parse("[pool]\naccounts = [{ user = \"1000\", password = \"hunter2\" }]\n")
+                .unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert!(!format!("{:?}", cfg.resolve(no_env).unwrap()).contains("hunter2"));
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(env_password_var("1000"), "SIPHON_ACCOUNT_1000_PASSWORD");
+        assert_eq!(env_password_var("a.b-c"), "SIPHON_ACCOUNT_A_B_C_PASSWORD");
+    }
+}

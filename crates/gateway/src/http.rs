@@ -1,0 +1,150 @@
+//! The HTTP side: the phone page, the browser API's WebSocket (`/api/v1/ws`) and
+//! `/metrics`, with the access rules: a configured token is required when set
+//! (always when listening beyond loopback), and browsers may only connect from the
+//! page's own origin, so that no other web site can place calls through siphon.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::session::{self, Gateway};
+
+/// Largest JSON-RPC frame a browser may send.
+const MAX_FRAME: usize = 64 * 1024;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1/ws", get(ws_upgrade))
+        .route("/metrics", get(metrics))
+        .with_state(gw)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../../web/index.html"))
+}
+
+/// Constant-time comparison of a presented token with the configured ones.
+fn token_ok(gw: &Gateway, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
+    if gw.settings.tokens.is_empty() {
+        return true;
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| query.get("token").map(String::as_str));
+    let Some(presented) = presented else {
+        return false;
+    };
+    gw.settings.tokens.iter().fold(false, |ok, t| {
+        let same = t.len() == presented.len()
+            && t.bytes()
+                .zip(presented.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        ok | same
+    })
+}
+
+/// Browsers always send Origin on a WebSocket; it must be the page's own host.
+/// Clients that are not browsers send none and are judged by the token alone.
+fn origin_ok(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+async fn ws_upgrade(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !token_ok(&gw, &headers, &query) {
+        tracing::warn!(%peer, "WebSocket refused: missing or wrong token");
+        return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
+    }
+    if !origin_ok(&headers) {
+        tracing::warn!(%peer, origin = ?headers.get(header::ORIGIN), "WebSocket refused: foreign origin");
+        return (
+            StatusCode::FORBIDDEN,
+            "cross-origin connections are not allowed\n",
+        )
+            .into_response();
+    }
+    ws.max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| session::run(socket, gw, peer))
+}
+
+/// Prometheus text format: the counts a leak test or a dashboard needs.
+async fn metrics(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !token_ok(&gw, &headers, &query) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
+    }
+    let Ok(sip) = gw.sip.stats().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    let body = format!(
+        "# HELP siphon_pool_accounts Accounts in the pool.\n# TYPE siphon_pool_accounts gauge\nsiphon_pool_accounts {}\n\
+         # HELP siphon_pool_leased Accounts leased to browser sessions.\n# TYPE siphon_pool_leased gauge\nsiphon_pool_leased {}\n\
+         # HELP siphon_sessions Open browser sessions.\n# TYPE siphon_sessions gauge\nsiphon_sessions {}\n\
+         # HELP siphon_sip_lines Lines (accounts) the SIP user agent hosts.\n# TYPE siphon_sip_lines gauge\nsiphon_sip_lines {}\n\
+         # HELP siphon_sip_client_transactions Live SIP client transactions.\n# TYPE siphon_sip_client_transactions gauge\nsiphon_sip_client_transactions {}\n\
+         # HELP siphon_sip_server_transactions Live SIP server transactions.\n# TYPE siphon_sip_server_transactions gauge\nsiphon_sip_server_transactions {}\n",
+        gw.pool.size(),
+        gw.pool.leased(),
+        gw.sessions.load(Ordering::Relaxed),
+        sip.lines,
+        sip.client_transactions,
+        sip.server_transactions,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn origin_must_match_host() {
+        let mut h = HeaderMap::new();
+        assert!(origin_ok(&h), "non-browser clients send no Origin");
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(origin_ok(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!origin_ok(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!origin_ok(&h));
+    }
+}

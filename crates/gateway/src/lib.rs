@@ -1,0 +1,97 @@
+//! siphon, the gateway: the tokio side that owns sockets and tasks and drives the
+//! sans-IO SIP core (`siphon-sip`) for browser sessions.
+//!
+//! Data path: browser ⇄ WebSocket (`http`, `session`) ⇄ SIP task (`sip_driver`,
+//! `sip_transport`) ⇄ PBX. `pool` leases the accounts, `config` checks the file,
+//! `api` holds every JSON-RPC message type.
+
+pub mod api;
+pub mod config;
+pub mod http;
+pub mod pool;
+pub mod session;
+pub mod sip_driver;
+pub mod sip_transport;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use config::Settings;
+use pool::AccountPool;
+use session::Gateway;
+
+/// A started gateway.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    server: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+/// Binds every socket and starts serving. Errors are bind failures.
+pub async fn start(settings: Settings) -> io::Result<Running> {
+    let sip = sip_driver::start(settings.ua.clone(), settings.sip_listen)
+        .await
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind SIP on {}: {e}", settings.sip_listen),
+            )
+        })?;
+    let listener = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind HTTP on {}: {e}", settings.http_listen),
+            )
+        })?;
+    let http_addr = listener.local_addr()?;
+    let pool = AccountPool::new(settings.accounts.clone());
+    let gateway = Arc::new(Gateway::new(settings, pool, sip));
+    let app =
+        http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Running {
+        http_addr,
+        gateway,
+        server,
+    })
+}
+
+impl Running {
+    /// Serves until SIGINT/SIGTERM, then unregisters every line and returns.
+    pub async fn run_until_signal(self) -> io::Result<()> {
+        let server = self.server;
+        tokio::select! {
+            r = server => return r.map_err(io::Error::other)?,
+            _ = shutdown_signal() => {}
+        }
+        tracing::info!("shutting down");
+        self.gateway.sip.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,91 @@
+//! The `siphon` command: reads the configuration, refuses unsafe set-ups, starts the
+//! gateway and runs it until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use siphon::config::Config;
+
+#[derive(Parser)]
+#[command(version, about = "WebRTC-to-SIP gateway and browser phone")]
+struct Cli {
+    /// TOML configuration file (see siphon.example.toml); without one, built-in defaults.
+    #[arg(long, env = "SIPHON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Allow serving a non-loopback address without any access token.
+    #[arg(long)]
+    insecure: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+
+    let config = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    };
+    let settings = match config.and_then(|c| c.resolve(|k| std::env::var(k).ok())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("siphon: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !settings.http_listen.ip().is_loopback() && settings.tokens.is_empty() && !cli.insecure {
+        eprintln!(
+            "siphon: refusing to serve {} without access tokens: anyone who can reach it could \
+             place calls on your PBX. Set http.tokens (or SIPHON_HTTP_TOKENS), or pass --insecure.",
+            settings.http_listen
+        );
+        return ExitCode::from(2);
+    }
+    if cli.check_config {
+        println!("configuration OK: {} accounts", settings.accounts.len());
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("siphon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let summary = format!(
+            "SIP {} over {} as {}:{}, registrar {}, {} accounts",
+            settings.sip_listen,
+            settings.ua.transport,
+            settings.ua.advertise_host,
+            settings.ua.advertise_port,
+            settings.ua.registrar_uri,
+            settings.accounts.len()
+        );
+        let running = match siphon::start(settings).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("siphon: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("siphon serving http://{} ({summary})", running.http_addr);
+        match running.run_until_signal().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("siphon: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,228 @@
+//! One browser connection (the original example's server-side `SIPClient`): leases an
+//! account, registers it as a line, answers the browser's JSON-RPC requests, pushes
+//! line events as notifications, and on disconnect (clean close, reset, or silence
+//! past the idle timeout) unregisters the line and only then frees the account.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use siphon_sip::{LineState, LineStatus};
+use tokio::time::{Instant, sleep_until};
+
+use crate::api::{
+    ClientRequest, Incoming, Notification, PhoneLineState, RegistrationState, RpcError,
+    StateSnapshot, codes, error_json, result_json,
+};
+use crate::config::Settings;
+use crate::pool::AccountPool;
+use crate::sip_driver::{LineEvent, SipHandle};
+
+/// WebSocket close code "Try Again Later" (RFC 6455 registry), sent with `connectionLimit`.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// Longest wait for a line to unregister after its browser left (beyond the 32 s a
+/// SIP transaction may take), so a lease is always returned.
+const UNREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
+
+/// What every session shares.
+pub struct Gateway {
+    pub settings: Settings,
+    pub pool: Arc<AccountPool>,
+    pub sip: SipHandle,
+    pub sessions: AtomicUsize,
+    next_conn: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, pool: Arc<AccountPool>, sip: SipHandle) -> Gateway {
+        Gateway {
+            settings,
+            pool,
+            sip,
+            sessions: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Counts a live session for as long as it exists.
+struct SessionCount<'a>(&'a AtomicUsize);
+
+impl<'a> SessionCount<'a> {
+    fn new(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        SessionCount(c)
+    }
+}
+
+impl Drop for SessionCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn text(s: String) -> Message {
+    Message::Text(s.into())
+}
+
+/// Runs one browser session to its end.
+pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
+    let conn = gw.next_conn.fetch_add(1, Ordering::Relaxed);
+    let _count = SessionCount::new(&gw.sessions);
+    tracing::info!(conn, %peer, "browser connected");
+    let (mut sink, mut stream) = socket.split();
+
+    let Some(lease) = gw.pool.lease() else {
+        tracing::info!(conn, "no free account: connection limit");
+        let n = Notification::RegistrationStateChanged {
+            state: RegistrationState::ConnectionLimit,
+        };
+        let _ = sink.send(text(n.to_json())).await;
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CLOSE_TRY_AGAIN_LATER,
+                reason: "connection limit".into(),
+            })))
+            .await;
+        tracing::info!(conn, "browser disconnected (connection limit)");
+        return;
+    };
+    let account = lease.account().clone();
+    tracing::info!(conn, user = %account.user, "account leased");
+
+    let hello = [
+        Notification::RegistrationStateChanged {
+            state: RegistrationState::Accepted,
+        },
+        Notification::SipUserNameReceived {
+            user: account.user.clone(),
+            display_name: account.display_name.clone(),
+        },
+    ];
+    for n in hello {
+        if sink.send(text(n.to_json())).await.is_err() {
+            break;
+        }
+    }
+
+    let Ok((line, mut events)) = gw.sip.add_line(account.clone()).await else {
+        tracing::error!(conn, "SIP task gone");
+        return;
+    };
+    let mut status: Option<LineStatus> = None;
+    let ping_every = gw.settings.ws_ping_interval;
+    let idle = gw.settings.ws_idle_timeout;
+    let mut next_ping = Instant::now() + ping_every;
+    let mut silent_until = Instant::now() + idle;
+    let mut removed = false;
+
+    let why = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let msg = match frame {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => break format!("connection error: {e}"),
+                    None => break "connection lost".to_owned(),
+                };
+                silent_until = Instant::now() + idle;
+                let reply = match msg {
+                    Message::Text(t) => handle_text(t.as_str(), &account, status.as_ref()),
+                    Message::Binary(_) => Some(error_json(
+                        &Value::Null,
+                        &RpcError::new(codes::INVALID_REQUEST, "Invalid Request: binary frames are not supported"),
+                    )),
+                    Message::Close(_) => break "closed by browser".to_owned(),
+                    Message::Ping(_) | Message::Pong(_) => None,
+                };
+                if let Some(r) = reply
+                    && sink.send(text(r)).await.is_err()
+                {
+                    break "send failed".to_owned();
+                }
+            }
+            ev = events.recv() => match ev {
+                Some(LineEvent::Status(s)) => {
+                    let n = Notification::PhoneLineStateChanged {
+                        state: s.state.into(),
+                        code: s.code,
+                        reason: s.reason.clone(),
+                    };
+                    status = Some(s);
+                    if sink.send(text(n.to_json())).await.is_err() {
+                        break "send failed".to_owned();
+                    }
+                }
+                Some(LineEvent::Removed) | None => {
+                    removed = true;
+                    break "line removed".to_owned();
+                }
+            },
+            _ = sleep_until(next_ping) => {
+                next_ping = Instant::now() + ping_every;
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break "ping failed".to_owned();
+                }
+            }
+            _ = sleep_until(silent_until) => {
+                break format!("silent for {} s (no pong)", idle.as_secs_f64());
+            }
+        }
+    };
+    tracing::info!(conn, user = %account.user, reason = %why, "browser disconnected");
+    // completes the closing handshake when the browser started one
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+    drop(sink);
+    drop(stream);
+
+    // Unregister, and free the account only once the PBX has forgotten the binding.
+    if !removed {
+        gw.sip.remove_line(line);
+        let deadline = Instant::now() + UNREGISTER_GRACE;
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(LineEvent::Removed) | None => break,
+                    Some(LineEvent::Status(_)) => {}
+                },
+                _ = sleep_until(deadline) => {
+                    tracing::warn!(conn, user = %account.user, "line did not unregister in time");
+                    break;
+                }
+            }
+        }
+    }
+    drop(lease);
+    tracing::info!(conn, user = %account.user, "account released");
+}
+
+/// Answers one text frame (None for JSON-RPC notifications, which get no reply).
+fn handle_text(
+    text: &str,
+    account: &siphon_sip::Account,
+    status: Option<&LineStatus>,
+) -> Option<String> {
+    let incoming = match Incoming::parse(text) {
+        Ok(i) => i,
+        Err(rejection) => return Some(error_json(&rejection.id, &rejection.error)),
+    };
+    let result = match incoming.request {
+        ClientRequest::Ping => json!({}),
+        ClientRequest::GetState => {
+            let snapshot = StateSnapshot {
+                user: account.user.clone(),
+                display_name: account.display_name.clone(),
+                line: PhoneLineState::from(
+                    status.map(|s| s.state).unwrap_or(LineState::Registering),
+                ),
+                code: status.and_then(|s| s.code),
+                reason: status.and_then(|s| s.reason.clone()),
+            };
+            serde_json::to_value(snapshot).unwrap_or(Value::Null)
+        }
+    };
+    incoming.id.map(|id| result_json(&id, result))
+}

@@ -1,0 +1,448 @@
+//! The test lab: a real Kamailio (the repo's `lab/pbx`), the real `siphon` binary, and
+//! WebSocket clients that behave like browsers. Everything on 127.0.0.1; each test
+//! takes its own `slot` so tests running in parallel never share a port.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Ports of one test: PBX, siphon SIP, siphon HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub pbx: u16,
+    pub sip: u16,
+    pub http: u16,
+}
+
+impl Slot {
+    pub fn new(n: u16) -> Slot {
+        Slot {
+            pbx: 16000 + n * 10,
+            sip: 16002 + n * 10,
+            http: 18000 + n,
+        }
+    }
+}
+
+/// A running lab Kamailio.
+pub struct Pbx {
+    child: Option<Child>,
+    pub port: u16,
+    run_dir: tempfile::TempDir,
+}
+
+impl Pbx {
+    pub fn start(port: u16) -> Pbx {
+        let run_dir = tempfile::tempdir().unwrap();
+        let mut pbx = Pbx {
+            child: None,
+            port,
+            run_dir,
+        };
+        pbx.launch();
+        pbx
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.run_dir.path().join("kamailio.log")).unwrap();
+        let child = Command::new(repo_root().join("lab/pbx/kamailio.sh"))
+            .arg(self.run_dir.path())
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start kamailio (is it installed? run lab/install.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sip_ping(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not answer OPTIONS:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops Kamailio (its registrations are lost with it).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.run_dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+
+    /// The AoRs (user names) in Kamailio's location table, from `kamcmd ul.dump`.
+    pub fn registered_users(&self) -> Vec<String> {
+        let out = Command::new("kamcmd")
+            .arg("-s")
+            .arg(format!(
+                "unix:{}/kamailio_ctl",
+                self.run_dir.path().display()
+            ))
+            .arg("ul.dump")
+            .output()
+            .expect("kamcmd");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut users: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("AoR: "))
+            .map(|s| s.trim().to_owned())
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// The full `ul.dump` text.
+    pub fn dump(&self) -> String {
+        let out = Command::new("kamcmd")
+            .arg("-s")
+            .arg(format!(
+                "unix:{}/kamailio_ctl",
+                self.run_dir.path().display()
+            ))
+            .arg("ul.dump")
+            .output()
+            .expect("kamcmd");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `pred(users)` holds; returns how long it took.
+    pub fn wait_users(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let users = self.registered_users();
+            if pred(&users) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting on Kamailio's location table: {users:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Pbx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends an OPTIONS and reports whether a 200 came back within 200 ms.
+pub fn sip_ping(port: u16) -> bool {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let lp = s.local_addr().unwrap().port();
+    let tag: u32 = fastrand::u32(..);
+    let msg = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK{tag}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag={tag}\r\nTo: <sip:127.0.0.1>\r\n\
+         Call-ID: probe{tag}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    if s.send_to(msg.as_bytes(), ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    matches!(s.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"SIP/2.0 200"))
+}
+
+/// A running `siphon` binary.
+pub struct Siphon {
+    child: Child,
+    pub http: SocketAddr,
+    pub sip_port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// A config for `slot` with `extra` TOML appended to the [sip] section... or replacing
+/// sections: `extra` is appended verbatim after the base `[http]` and `[sip]` keys.
+pub fn base_config(slot: Slot) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip}\"\nregistrar = \"sip:127.0.0.1:{pbx}\"\n",
+        http = slot.http,
+        sip = slot.sip,
+        pbx = slot.pbx
+    )
+}
+
+impl Siphon {
+    /// Starts siphon with this config text and waits until it serves HTTP.
+    pub fn start(config: &str) -> Siphon {
+        Siphon::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Siphon {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("siphon.toml");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(config.as_bytes())
+            .unwrap();
+        let parsed: toml::Table = config.parse().unwrap();
+        let http: SocketAddr = parsed["http"]["listen"].as_str().unwrap().parse().unwrap();
+        let sip_port = parsed["sip"]["listen"]
+            .as_str()
+            .unwrap()
+            .parse::<SocketAddr>()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("siphon.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
+        cmd.arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut s = Siphon {
+            child,
+            http,
+            sip_port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(http).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("siphon exited ({status}):\n{}", s.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "siphon did not start:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("siphon.log")).unwrap_or_default()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/api/v1/ws", self.http)
+    }
+
+    /// `/metrics` as name → value.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let mut stream = TcpStream::connect(self.http).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).as_bytes())
+            .await
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body.lines()
+            .filter(|l| l.starts_with("siphon_"))
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Waits until the metrics satisfy `pred`.
+    pub async fn wait_metrics(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&HashMap<String, f64>) -> bool,
+    ) {
+        let t0 = Instant::now();
+        loop {
+            let m = self.metrics().await;
+            if pred(&m) {
+                return;
+            }
+            assert!(t0.elapsed() < timeout, "metrics never settled: {m:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Siphon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- siphon log ----\n{}", self.log());
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client that behaves like the browser page.
+pub struct Browser {
+    pub ws: Ws,
+    next_id: u64,
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Browser {
+    pub async fn connect(url: &str) -> Browser {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        Browser { ws, next_id: 1 }
+    }
+
+    /// The next JSON frame (answering pings along the way, as a browser does).
+    pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match frame {
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"));
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Skips frames until a notification `method` whose params satisfy `pred`.
+    pub async fn wait_for(
+        &mut self,
+        method: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(v) if v["method"] == method && pred(&v["params"]) => {
+                    return v["params"].clone();
+                }
+                Some(_) => continue,
+                None => panic!("no {method} matching within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Waits for `phoneLineStateChanged` with this state.
+    pub async fn wait_line(&mut self, state: &str, timeout: Duration) -> Value {
+        self.wait_for("phoneLineStateChanged", |p| p["state"] == state, timeout)
+            .await
+    }
+
+    /// Connects and waits for admission and registration; returns (browser, user).
+    pub async fn registered(url: &str) -> (Browser, String) {
+        let mut b = Browser::connect(url).await;
+        b.wait_for(
+            "registrationStateChanged",
+            |p| p["state"] == "accepted",
+            WAIT,
+        )
+        .await;
+        let user = b.wait_for("sipUserNameReceived", |_| true, WAIT).await["user"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        b.wait_line("registered", WAIT).await;
+        (b, user)
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Sends a request and returns its response frame (skipping notifications).
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_text(&frame.to_string()).await;
+        self.response_to(json!(id)).await
+    }
+
+    pub async fn response_to(&mut self, id: Value) -> Value {
+        loop {
+            let v = self.next(WAIT).await.expect("response");
+            if v.get("id") == Some(&id) {
+                return v;
+            }
+        }
+    }
+
+    /// Clean close with a close frame.
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: 1000u16.into(),
+                reason: "bye".into(),
+            }))
+            .await;
+        // drain until the server's close arrives
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while self.ws.next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// Vanishes with a TCP reset: no close frame.
+    #[allow(deprecated)]
+    pub fn reset(self) {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+        }
+        drop(self);
+    }
+}

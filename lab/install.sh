@@ -1,0 +1,18 @@
+#!/bin/bash
+# Installs the real peers the tests use (Debian packages), only those missing.
+# Retries while another apt/dpkg holds the lock. Needs root (CI runs as root).
+set -euo pipefail
+PKGS=(kamailio sip-tester baresip-core sox tcpdump)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "lab: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+try() { for i in 1 2 3 4 5 6 7 8 9 10; do "$@" && return 0; echo "apt busy or failed, retry in 20 s ($i)"; sleep 20; done; return 1; }
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+[ -n "$(find /var/lib/apt/lists -name '*_Packages' 2>/dev/null | head -1)" ] || try $SUDO apt-get update -q
+try $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" || { try $SUDO apt-get update -q && try $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+# Debian's packaged kamailio service must not hold port 5060; the lab runs its own.
+command -v systemctl >/dev/null && $SUDO systemctl disable --now kamailio >/dev/null 2>&1 || true

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs the real peers the
+# tests drive (lab/install.sh: Kamailio, sipp, baresip...), then checks formatting,
+# lints, and runs every unit and integration test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lab/install.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
