@@ -25,6 +25,34 @@ pub enum ClientRequest {
     Ping,
     /// `getState {}` → [`StateSnapshot`].
     GetState,
+    /// `call {number}` → `{callId}`.
+    Call { number: String },
+    /// `accept {}` → `{}`: answer the ringing incoming call.
+    Accept,
+    /// `hangUp {code?}` → `{}`: cancel, reject (with `code`, default from the config)
+    /// or end the call.
+    HangUp { code: Option<u16> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallParams {
+    number: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HangUpParams {
+    #[serde(default)]
+    code: Option<u16>,
+}
+
+fn params<T: serde::de::DeserializeOwned>(params: Option<Value>) -> Result<T, String> {
+    match params {
+        Some(v @ Value::Object(_)) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        Some(other) => Err(format!("expected an object, got {other}")),
+        None => serde_json::from_value(json!({})).map_err(|e| e.to_string()),
+    }
 }
 
 /// The JSON-RPC envelope of a request, before its method is known.
@@ -123,21 +151,23 @@ impl Incoming {
         let request = match method.as_str() {
             "ping" => no_params(env.params).map(|_| ClientRequest::Ping),
             "getState" => no_params(env.params).map(|_| ClientRequest::GetState),
+            "call" => params::<CallParams>(env.params).map(|p| ClientRequest::Call { number: p.number }),
+            "accept" => no_params(env.params).map(|_| ClientRequest::Accept),
+            "hangUp" => params::<HangUpParams>(env.params).and_then(|p| match p.code {
+                Some(c) if !(400..=699).contains(&c) => {
+                    Err(format!("code {c} is not a SIP status between 400 and 699"))
+                }
+                code => Ok(ClientRequest::HangUp { code }),
+            }),
             _ => {
                 return Err(Rejection {
                     id,
-                    error: RpcError::new(
-                        codes::METHOD_NOT_FOUND,
-                        format!("Method not found: {method}"),
-                    ),
+                    error: RpcError::new(codes::METHOD_NOT_FOUND, format!("Method not found: {method}")),
                 });
             }
         }
         .map_err(|why| bad_params(id.clone(), why))?;
-        Ok(Incoming {
-            id: env.id,
-            request,
-        })
+        Ok(Incoming { id: env.id, request })
     }
 }
 
@@ -173,6 +203,40 @@ impl From<siphon_sip::LineState> for PhoneLineState {
     }
 }
 
+/// `callStateChanged` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CallState {
+    Dialing,
+    Ringing,
+    EarlyMedia,
+    InCall,
+    Busy,
+    Rejected,
+    Cancelled,
+    NoAnswer,
+    Completed,
+    Failed,
+}
+
+impl From<siphon_sip::CallState> for CallState {
+    fn from(s: siphon_sip::CallState) -> Self {
+        use siphon_sip::CallState as C;
+        match s {
+            C::Dialing => CallState::Dialing,
+            C::Ringing => CallState::Ringing,
+            C::EarlyMedia => CallState::EarlyMedia,
+            C::InCall => CallState::InCall,
+            C::Busy => CallState::Busy,
+            C::Rejected => CallState::Rejected,
+            C::Cancelled => CallState::Cancelled,
+            C::NoAnswer => CallState::NoAnswer,
+            C::Completed => CallState::Completed,
+            C::Failed => CallState::Failed,
+        }
+    }
+}
+
 /// A notification from the gateway (no id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -197,6 +261,29 @@ pub enum Notification {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    #[serde(rename_all = "camelCase")]
+    IncomingCall {
+        call_id: String,
+        from: String,
+        display_name: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    CallStateChanged {
+        call_id: String,
+        state: CallState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    CallErrorOccurred {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 impl Notification {
@@ -205,6 +292,9 @@ impl Notification {
         "registrationStateChanged",
         "sipUserNameReceived",
         "phoneLineStateChanged",
+        "incomingCall",
+        "callStateChanged",
+        "callErrorOccurred",
     ];
 
     pub fn to_json(&self) -> String {
@@ -227,6 +317,20 @@ pub struct StateSnapshot {
     pub code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The current call, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallSnapshot>,
+}
+
+/// A call as `getState` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallSnapshot {
+    pub call_id: String,
+    pub state: CallState,
+    /// The other party's number.
+    pub peer: String,
+    pub incoming: bool,
 }
 
 /// A successful response frame.
@@ -278,8 +382,7 @@ mod tests {
         let ok = Incoming::parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         assert_eq!(ok.request, ClientRequest::Ping);
         assert_eq!(ok.id, Some(json!(1)));
-        let ok = Incoming::parse(r#"{"jsonrpc":"2.0","id":"a","method":"getState","params":{}}"#)
-            .unwrap();
+        let ok = Incoming::parse(r#"{"jsonrpc":"2.0","id":"a","method":"getState","params":{}}"#).unwrap();
         assert_eq!(ok.request, ClientRequest::GetState);
         let code = |t: &str| Incoming::parse(t).unwrap_err().error.code;
         assert_eq!(code("{not json"), codes::PARSE_ERROR);
@@ -315,6 +418,33 @@ mod tests {
     }
 
     #[test]
+    fn call_requests() {
+        let code = |t: &str| Incoming::parse(t).unwrap_err().error.code;
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"call"}"#),
+            codes::INVALID_PARAMS
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"call","params":{"number":5}}"#),
+            codes::INVALID_PARAMS
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"hangUp","params":{"code":200}}"#),
+            codes::INVALID_PARAMS
+        );
+        let call = Incoming::parse(r#"{"jsonrpc":"2.0","id":2,"method":"call","params":{"number":"1000"}}"#)
+            .unwrap();
+        assert_eq!(
+            call.request,
+            ClientRequest::Call {
+                number: "1000".into()
+            }
+        );
+        let hang = Incoming::parse(r#"{"jsonrpc":"2.0","id":3,"method":"hangUp"}"#).unwrap();
+        assert_eq!(hang.request, ClientRequest::HangUp { code: None });
+    }
+
+    #[test]
     fn notifications_serialise_as_json_rpc() {
         let n = Notification::PhoneLineStateChanged {
             state: PhoneLineState::RegistrationFailed,
@@ -327,10 +457,7 @@ mod tests {
             v,
             json!({"jsonrpc":"2.0","method":"phoneLineStateChanged","params":{"state":"registrationFailed","code":403,"reason":"Forbidden"}})
         );
-        assert_eq!(
-            ServerFrame::parse(&text).unwrap(),
-            ServerFrame::Notification(n)
-        );
+        assert_eq!(ServerFrame::parse(&text).unwrap(), ServerFrame::Notification(n));
         let u = Notification::SipUserNameReceived {
             user: "880".into(),
             display_name: None,

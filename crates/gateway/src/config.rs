@@ -22,6 +22,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub sip: SipConfig,
     pub pool: PoolConfig,
+    pub calls: CallsConfig,
     pub media: MediaConfig,
 }
 
@@ -36,6 +37,7 @@ impl Default for Config {
                 range: Some(AccountRange { from: 880, to: 898 }),
                 ..PoolConfig::default()
             },
+            calls: CallsConfig::default(),
             media: MediaConfig::default(),
         }
     }
@@ -142,6 +144,31 @@ impl fmt::Debug for AccountConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// Numbers a browser may dial (a regular expression matched against the whole number).
+    pub dial_pattern: String,
+    /// Status sent when a browser rejects an incoming call.
+    pub reject_code: u16,
+    /// Seconds a call may ring before it counts as not answered.
+    pub no_answer_timeout: f64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            dial_pattern: DEFAULT_DIAL_PATTERN.into(),
+            reject_code: 486,
+            no_answer_timeout: 120.0,
+        }
+    }
+}
+
+/// Digits, `*`, `#` and `+`, at most 32 of them: enough for any phone number or
+/// feature code, nothing that could be a SIP URI of somewhere else.
+pub const DEFAULT_DIAL_PATTERN: &str = "^[0-9*#+]{1,32}$";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     pub rtp_ports: String,
 }
@@ -192,7 +219,11 @@ pub struct Settings {
     pub sip_listen: SocketAddr,
     pub ua: UaConfig,
     pub accounts: Vec<Account>,
+    pub dial_pattern: regex::Regex,
+    pub reject_code: u16,
     pub rtp_ports: RangeInclusive<u16>,
+    /// Where RTP is received and what SDP advertises.
+    pub media_ip: IpAddr,
 }
 
 impl fmt::Debug for Settings {
@@ -203,6 +234,8 @@ impl fmt::Debug for Settings {
             .field("sip_listen", &self.sip_listen)
             .field("ua", &self.ua)
             .field("accounts", &self.accounts)
+            .field("dial_pattern", &self.dial_pattern.as_str())
+            .field("reject_code", &self.reject_code)
             .field("rtp_ports", &self.rtp_ports)
             .finish_non_exhaustive()
     }
@@ -291,8 +324,7 @@ impl Config {
         let advertise_host = match &self.sip.advertise {
             Some(a) => {
                 let a = a.trim();
-                if a.is_empty()
-                    || a.contains(|c: char| c.is_whitespace() || c == ':' && !a.starts_with('['))
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == ':' && !a.starts_with('['))
                 {
                     return Err(ConfigError::new(
                         "sip.advertise",
@@ -309,8 +341,7 @@ impl Config {
             }
             None => host_text(self.sip.listen.ip()),
         };
-        let (registrar_uri, registrar) =
-            resolve_sip_uri("sip.registrar", &self.sip.registrar, transport)?;
+        let (registrar_uri, registrar) = resolve_sip_uri("sip.registrar", &self.sip.registrar, transport)?;
         let outbound_proxy = match &self.sip.outbound_proxy {
             Some(p) => Some(resolve_sip_uri("sip.outbound_proxy", p, transport)?),
             None => None,
@@ -332,10 +363,7 @@ impl Config {
             ));
         }
         if self.sip.user_agent.trim().is_empty() || self.sip.user_agent.contains(['\r', '\n']) {
-            return Err(ConfigError::new(
-                "sip.user_agent",
-                "must be one non-empty line",
-            ));
+            return Err(ConfigError::new("sip.user_agent", "must be one non-empty line"));
         }
 
         // [pool]
@@ -355,10 +383,7 @@ impl Config {
         let mut accounts = Vec::new();
         if let Some(r) = &self.pool.range {
             if r.from > r.to {
-                return Err(ConfigError::new(
-                    "pool.range",
-                    "from must not be greater than to",
-                ));
+                return Err(ConfigError::new("pool.range", "from must not be greater than to"));
             }
             if r.to - r.from >= 10_000 {
                 return Err(ConfigError::new("pool.range", "more than 10000 accounts"));
@@ -424,9 +449,40 @@ impl Config {
             }
         }
 
+        // [calls]
+        let pattern = &self.calls.dial_pattern;
+        let anchored = if pattern.starts_with('^') && pattern.ends_with('$') {
+            pattern.clone()
+        } else {
+            format!("^(?:{pattern})$")
+        };
+        let dial_pattern = regex::Regex::new(&anchored)
+            .map_err(|e| ConfigError::new("calls.dial_pattern", format!("not a regular expression: {e}")))?;
+        if !(400..=699).contains(&self.calls.reject_code) {
+            return Err(ConfigError::new(
+                "calls.reject_code",
+                "must be a SIP status between 400 and 699",
+            ));
+        }
+        let no_answer_timeout = secs("calls.no_answer_timeout", self.calls.no_answer_timeout, false)?;
+
         // [media]
-        let rtp_ports = parse_port_range(&self.media.rtp_ports)
-            .map_err(|p| ConfigError::new("media.rtp_ports", p))?;
+        let rtp_ports =
+            parse_port_range(&self.media.rtp_ports).map_err(|p| ConfigError::new("media.rtp_ports", p))?;
+        let media_ip = match advertise_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => ip,
+            Err(_) if !self.sip.listen.ip().is_unspecified() => self.sip.listen.ip(),
+            Err(_) => {
+                return Err(ConfigError::new(
+                    "sip.advertise",
+                    "must be an IP address when sip.listen is a wildcard (it goes into SDP)",
+                ));
+            }
+        };
 
         Ok(Settings {
             http_listen: self.http.listen,
@@ -447,10 +503,14 @@ impl Config {
                 retry_min,
                 retry_max,
                 user_agent: self.sip.user_agent.clone(),
+                no_answer_timeout,
                 timers: Timers::default(),
             },
             accounts,
+            dial_pattern,
+            reject_code: self.calls.reject_code,
             rtp_ports,
+            media_ip,
         })
     }
 }
@@ -463,13 +523,9 @@ fn host_text(ip: IpAddr) -> String {
 }
 
 /// Parses a `sip:` URI from the config and resolves where to send to reach it.
-fn resolve_sip_uri(
-    key: &str,
-    text: &str,
-    transport: Transport,
-) -> Result<(Uri, Target), ConfigError> {
-    let uri = Uri::parse(text)
-        .map_err(|e| ConfigError::new(key, format!("{text:?} is not a SIP URI ({e})")))?;
+fn resolve_sip_uri(key: &str, text: &str, transport: Transport) -> Result<(Uri, Target), ConfigError> {
+    let uri =
+        Uri::parse(text).map_err(|e| ConfigError::new(key, format!("{text:?} is not a SIP URI ({e})")))?;
     if uri.scheme != "sip" {
         return Err(ConfigError::new(
             key,
@@ -491,14 +547,8 @@ fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     let (a, b) = s
         .split_once('-')
         .ok_or_else(|| format!("{s:?} is not a range like \"40000-40999\""))?;
-    let a: u16 = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("{a:?} is not a port"))?;
-    let b: u16 = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("{b:?} is not a port"))?;
+    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
     if a < 1024 || b < a + 1 {
         return Err(format!("{s:?} must be at least two ports above 1023"));
     }
@@ -539,9 +589,7 @@ mod tests {
 
     #[test]
     fn explicit_pool_replaces_the_default_range() {
-        let cfg =
-            Config::parse("[pool]\naccounts = [{ user = \"1000\", password = \"secret\" }]\n")
-                .unwrap();
+        let cfg = Config::parse("[pool]\naccounts = [{ user = \"1000\", password = \"secret\" }]\n").unwrap();
         let s = cfg.resolve(no_env).unwrap();
         assert_eq!(s.accounts.len(), 1);
         assert_eq!(s.accounts[0].auth_user, "1000");
@@ -559,10 +607,7 @@ mod tests {
         let cases = [
             ("[sip]\ntransport = \"sctp\"", "sip.transport"),
             ("[sip]\nregistrar = \"http://x\"", "sip.registrar"),
-            (
-                "[sip]\nregistrar = \"sip:no.such.host.invalid\"",
-                "sip.registrar",
-            ),
+            ("[sip]\nregistrar = \"sip:no.such.host.invalid\"", "sip.registrar"),
             ("[sip]\nexpires = 1", "sip.expires"),
             ("[sip]\nlisten = \"0.0.0.0:5090\"", "sip.advertise"),
             ("[sip]\nretry_min = 10\nretry_max = 5", "sip.retry_max"),
@@ -591,23 +636,44 @@ mod tests {
             ("[http]\nlisten = \"nonsense\"", "listen"),
             ("[sip]\nlisen = \"127.0.0.1:5090\"", "lisen"),
             ("[nope]\n", "nope"),
+            ("[calls]\ndial_pattern = \"([\"", "calls.dial_pattern"),
+            ("[calls]\nreject_code = 200", "calls.reject_code"),
         ];
         for (text, needle) in cases {
             let e = err(text);
-            assert!(
-                e.contains(needle),
-                "{text:?}: {e:?} should mention {needle:?}"
-            );
+            assert!(e.contains(needle), "{text:?}: {e:?} should mention {needle:?}");
         }
     }
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let cfg =
-            Config::parse("[pool]\naccounts = [{ user = \"1000\", password = \"hunter2\" }]\n")
-                .unwrap();
+            Config::parse("[pool]\naccounts = [{ user = \"1000\", password = \"hunter2\" }]\n").unwrap();
         assert!(!format!("{cfg:?}").contains("hunter2"));
         assert!(!format!("{:?}", cfg.resolve(no_env).unwrap()).contains("hunter2"));
+    }
+
+    #[test]
+    fn dial_policy_defaults_to_short_numbers() {
+        let s = Config::default().resolve(no_env).unwrap();
+        for ok in ["1000", "*97", "+4930123456", "#31#"] {
+            assert!(s.dial_pattern.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1000@evil.example",
+            "sip:1000@x",
+            "12 34",
+            &"1".repeat(33),
+            "1000;user=phone",
+        ] {
+            assert!(!s.dial_pattern.is_match(bad), "{bad}");
+        }
+        // unanchored patterns are anchored
+        let cfg = Config::parse("[calls]\ndial_pattern = \"9[0-9]+\"\n").unwrap();
+        let s = cfg.resolve(no_env).unwrap();
+        assert!(s.dial_pattern.is_match("9123"));
+        assert!(!s.dial_pattern.is_match("89123"));
     }
 
     #[test]

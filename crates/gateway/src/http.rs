@@ -104,23 +104,59 @@ async fn metrics(
     if !token_ok(&gw, &headers, &query) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
     }
-    let Ok(sip) = gw.sip.stats().await else {
+    let Ok(stats) = gw.sip.stats().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    let body = format!(
-        "# HELP siphon_pool_accounts Accounts in the pool.\n# TYPE siphon_pool_accounts gauge\nsiphon_pool_accounts {}\n\
-         # HELP siphon_pool_leased Accounts leased to browser sessions.\n# TYPE siphon_pool_leased gauge\nsiphon_pool_leased {}\n\
-         # HELP siphon_sessions Open browser sessions.\n# TYPE siphon_sessions gauge\nsiphon_sessions {}\n\
-         # HELP siphon_sip_lines Lines (accounts) the SIP user agent hosts.\n# TYPE siphon_sip_lines gauge\nsiphon_sip_lines {}\n\
-         # HELP siphon_sip_client_transactions Live SIP client transactions.\n# TYPE siphon_sip_client_transactions gauge\nsiphon_sip_client_transactions {}\n\
-         # HELP siphon_sip_server_transactions Live SIP server transactions.\n# TYPE siphon_sip_server_transactions gauge\nsiphon_sip_server_transactions {}\n",
-        gw.pool.size(),
-        gw.pool.leased(),
-        gw.sessions.load(Ordering::Relaxed),
-        sip.lines,
-        sip.client_transactions,
-        sip.server_transactions,
-    );
+    let gauges: [(&str, &str, usize); 9] = [
+        ("siphon_pool_accounts", "Accounts in the pool.", gw.pool.size()),
+        (
+            "siphon_pool_leased",
+            "Accounts leased to browser sessions.",
+            gw.pool.leased(),
+        ),
+        (
+            "siphon_sessions",
+            "Open browser sessions.",
+            gw.sessions.load(Ordering::Relaxed),
+        ),
+        (
+            "siphon_sip_lines",
+            "Lines (accounts) the SIP user agent hosts.",
+            stats.ua.lines,
+        ),
+        (
+            "siphon_sip_calls",
+            "Calls, including those still winding down.",
+            stats.ua.calls,
+        ),
+        ("siphon_sip_dialogs", "Established SIP dialogs.", stats.ua.dialogs),
+        (
+            "siphon_sip_client_transactions",
+            "Live SIP client transactions.",
+            stats.ua.client_transactions,
+        ),
+        (
+            "siphon_sip_server_transactions",
+            "Live SIP server transactions.",
+            stats.ua.server_transactions,
+        ),
+        (
+            "siphon_rtp_ports_in_use",
+            "RTP/RTCP port pairs held by calls.",
+            stats.rtp_ports_in_use,
+        ),
+    ];
+    let mut body = String::new();
+    for (name, help, value) in gauges {
+        body.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
+    let received = crate::media::RTP_PACKETS_RECEIVED.load(Ordering::Relaxed);
+    body.push_str(&format!(
+        "# HELP siphon_rtp_packets_received_total RTP packets received on call ports.\n\
+         # TYPE siphon_rtp_packets_received_total counter\nsiphon_rtp_packets_received_total {received}\n"
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -134,15 +170,9 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(origin_ok(&h), "non-browser clients send no Origin");
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:8080"),
-        );
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
         assert!(origin_ok(&h));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
         assert!(!origin_ok(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!origin_ok(&h));

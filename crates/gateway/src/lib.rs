@@ -2,12 +2,13 @@
 //! sans-IO SIP core (`siphon-sip`) for browser sessions.
 //!
 //! Data path: browser ⇄ WebSocket (`http`, `session`) ⇄ SIP task (`sip_driver`,
-//! `sip_transport`) ⇄ PBX. `pool` leases the accounts, `config` checks the file,
-//! `api` holds every JSON-RPC message type.
+//! `sip_transport`) ⇄ PBX. `pool` leases the accounts, `media` the RTP ports,
+//! `config` checks the file, `api` holds every JSON-RPC message type.
 
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod pool;
 pub mod session;
 pub mod sip_driver;
@@ -30,7 +31,8 @@ pub struct Running {
 
 /// Binds every socket and starts serving. Errors are bind failures.
 pub async fn start(settings: Settings) -> io::Result<Running> {
-    let sip = sip_driver::start(settings.ua.clone(), settings.sip_listen)
+    let rtp = media::RtpPortPool::new(settings.media_ip, settings.rtp_ports.clone());
+    let sip = sip_driver::start(settings.ua.clone(), settings.sip_listen, rtp, settings.media_ip)
         .await
         .map_err(|e| {
             io::Error::new(
@@ -49,8 +51,7 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
     let http_addr = listener.local_addr()?;
     let pool = AccountPool::new(settings.accounts.clone());
     let gateway = Arc::new(Gateway::new(settings, pool, sip));
-    let app =
-        http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {
         http_addr,
@@ -77,14 +78,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

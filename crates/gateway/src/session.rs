@@ -14,12 +14,12 @@ use siphon_sip::{LineState, LineStatus};
 use tokio::time::{Instant, sleep_until};
 
 use crate::api::{
-    ClientRequest, Incoming, Notification, PhoneLineState, RegistrationState, RpcError,
+    CallSnapshot, ClientRequest, Incoming, Notification, PhoneLineState, RegistrationState, RpcError,
     StateSnapshot, codes, error_json, result_json,
 };
 use crate::config::Settings;
 use crate::pool::AccountPool;
-use crate::sip_driver::{LineEvent, SipHandle};
+use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
 
 /// WebSocket close code "Try Again Later" (RFC 6455 registry), sent with `connectionLimit`.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
@@ -130,7 +130,10 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                 };
                 silent_until = Instant::now() + idle;
                 let reply = match msg {
-                    Message::Text(t) => handle_text(t.as_str(), &account, status.as_ref()),
+                    Message::Text(t) => {
+                        let line = LineContext { gw: &gw, line, account: &account, status: status.as_ref() };
+                        handle_text(t.as_str(), &line).await
+                    }
                     Message::Binary(_) => Some(error_json(
                         &Value::Null,
                         &RpcError::new(codes::INVALID_REQUEST, "Invalid Request: binary frames are not supported"),
@@ -145,6 +148,11 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                 }
             }
             ev = events.recv() => match ev {
+                Some(LineEvent::Call(notice)) => {
+                    if sink.send(text(call_notification(notice).to_json())).await.is_err() {
+                        break "send failed".to_owned();
+                    }
+                }
                 Some(LineEvent::Status(s)) => {
                     let n = Notification::PhoneLineStateChanged {
                         state: s.state.into(),
@@ -186,7 +194,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(LineEvent::Removed) | None => break,
-                    Some(LineEvent::Status(_)) => {}
+                    Some(LineEvent::Status(_) | LineEvent::Call(_)) => {}
                 },
                 _ = sleep_until(deadline) => {
                     tracing::warn!(conn, user = %account.user, "line did not unregister in time");
@@ -199,30 +207,111 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     tracing::info!(conn, user = %account.user, "account released");
 }
 
+/// What a request may need to know about its session.
+struct LineContext<'a> {
+    gw: &'a Gateway,
+    line: siphon_sip::LineId,
+    account: &'a siphon_sip::Account,
+    status: Option<&'a LineStatus>,
+}
+
+/// The browser-facing id of a call.
+pub fn call_id(call: siphon_sip::CallRef) -> String {
+    call.0.to_string()
+}
+
+fn call_notification(notice: CallNotice) -> Notification {
+    match notice {
+        CallNotice::Incoming {
+            call,
+            from,
+            display_name,
+        } => Notification::IncomingCall {
+            call_id: call_id(call),
+            from,
+            display_name,
+        },
+        CallNotice::State { call, status } => Notification::CallStateChanged {
+            call_id: call_id(call),
+            state: status.state.into(),
+            code: status.code,
+            reason: status.reason,
+        },
+        CallNotice::Error { call, code, reason } => Notification::CallErrorOccurred {
+            call_id: call.map(call_id),
+            code,
+            reason,
+        },
+    }
+}
+
+fn invalid_state(message: impl Into<String>) -> RpcError {
+    RpcError::new(codes::INVALID_STATE, message)
+}
+
+/// Carries out one request: a result, or an error for the browser.
+async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value, RpcError> {
+    let gone = |e: crate::sip_driver::SipGone| invalid_state(e.to_string());
+    match request {
+        ClientRequest::Ping => Ok(json!({})),
+        ClientRequest::GetState => {
+            let call = ctx.gw.sip.call_info(ctx.line).await.map_err(gone)?;
+            let snapshot = StateSnapshot {
+                user: ctx.account.user.clone(),
+                display_name: ctx.account.display_name.clone(),
+                line: PhoneLineState::from(ctx.status.map(|s| s.state).unwrap_or(LineState::Registering)),
+                code: ctx.status.and_then(|s| s.code),
+                reason: ctx.status.and_then(|s| s.reason.clone()),
+                call: call.map(|c| CallSnapshot {
+                    call_id: call_id(c.call),
+                    state: c.state.into(),
+                    peer: c.peer,
+                    incoming: c.incoming,
+                }),
+            };
+            Ok(serde_json::to_value(snapshot).unwrap_or(Value::Null))
+        }
+        ClientRequest::Call { number } => {
+            let number = number.trim().to_owned();
+            if !ctx.gw.settings.dial_pattern.is_match(&number) {
+                tracing::warn!(user = %ctx.account.user, %number, "number refused by the dial policy");
+                return Err(RpcError::new(
+                    codes::INVALID_PARAMS,
+                    format!("Invalid params for call: {number:?} is not a number this gateway may dial"),
+                ));
+            }
+            if ctx.status.map(|s| s.state) != Some(LineState::Registered) {
+                return Err(invalid_state("the line is not registered"));
+            }
+            match ctx.gw.sip.place_call(ctx.line, number).await.map_err(gone)? {
+                Ok(call) => Ok(json!({ "callId": call_id(call) })),
+                Err(e) => Err(invalid_state(format!("cannot call: {e}"))),
+            }
+        }
+        ClientRequest::Accept => match ctx.gw.sip.accept(ctx.line).await.map_err(gone)? {
+            Ok(()) => Ok(json!({})),
+            Err(e) => Err(invalid_state(format!("cannot accept: {e}"))),
+        },
+        ClientRequest::HangUp { code } => {
+            let code = code.unwrap_or(ctx.gw.settings.reject_code);
+            match ctx.gw.sip.hang_up(ctx.line, code).await.map_err(gone)? {
+                Ok(()) => Ok(json!({})),
+                Err(e) => Err(invalid_state(format!("cannot hang up: {e}"))),
+            }
+        }
+    }
+}
+
 /// Answers one text frame (None for JSON-RPC notifications, which get no reply).
-fn handle_text(
-    text: &str,
-    account: &siphon_sip::Account,
-    status: Option<&LineStatus>,
-) -> Option<String> {
+async fn handle_text(text: &str, ctx: &LineContext<'_>) -> Option<String> {
     let incoming = match Incoming::parse(text) {
         Ok(i) => i,
         Err(rejection) => return Some(error_json(&rejection.id, &rejection.error)),
     };
-    let result = match incoming.request {
-        ClientRequest::Ping => json!({}),
-        ClientRequest::GetState => {
-            let snapshot = StateSnapshot {
-                user: account.user.clone(),
-                display_name: account.display_name.clone(),
-                line: PhoneLineState::from(
-                    status.map(|s| s.state).unwrap_or(LineState::Registering),
-                ),
-                code: status.and_then(|s| s.code),
-                reason: status.and_then(|s| s.reason.clone()),
-            };
-            serde_json::to_value(snapshot).unwrap_or(Value::Null)
-        }
-    };
-    incoming.id.map(|id| result_json(&id, result))
+    let outcome = execute(incoming.request, ctx).await;
+    let id = incoming.id?;
+    Some(match outcome {
+        Ok(result) => result_json(&id, result),
+        Err(error) => error_json(&id, &error),
+    })
 }

@@ -1,25 +1,69 @@
 //! The tokio driver of the SIP core (the original example's `SoftPhone`): one task
-//! owns the [`UserAgent`] and the SIP sockets, feeds it datagrams and timeouts, sends
-//! what it asks, and routes its events to the session that owns each line.
+//! owns the [`UserAgent`], the SIP sockets and every call's media state; it feeds the
+//! core datagrams and timeouts, sends what it asks, negotiates SDP for its calls, and
+//! routes events to the session that owns each line.
 //!
 //! Sessions talk to it through a cloneable [`SipHandle`]; nothing else touches SIP
 //! state, so there are no locks around it.
 
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use siphon_sip::{Account, Event, LineId, LineStatus, UaConfig, UaStats, UserAgent};
+use siphon_media::sdp::{self, LocalMedia, Sdp};
+use siphon_sip::{
+    Account, CallError, CallEvent, CallRef, CallState, CallStatus, Event, LineId, LineStatus, UaConfig,
+    UaStats, UserAgent,
+};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::{CallMedia, RtpPortPool};
 use crate::sip_transport::{Received, SipTransport};
 
 /// What a session hears about its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
     Status(LineStatus),
+    Call(CallNotice),
     /// The line is unregistered and gone: its account may be released.
     Removed,
+}
+
+/// What a session hears about its line's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallNotice {
+    Incoming {
+        call: CallRef,
+        from: String,
+        display_name: Option<String>,
+    },
+    State {
+        call: CallRef,
+        status: CallStatus,
+    },
+    Error {
+        call: Option<CallRef>,
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// A call as the session may ask about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    pub call: CallRef,
+    pub peer: String,
+    pub incoming: bool,
+    pub state: CallState,
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DriverStats {
+    pub ua: UaStats,
+    pub rtp_ports_in_use: usize,
 }
 
 enum Command {
@@ -29,7 +73,25 @@ enum Command {
         reply: oneshot::Sender<LineId>,
     },
     RemoveLine(LineId),
-    Stats(oneshot::Sender<UaStats>),
+    PlaceCall {
+        line: LineId,
+        number: String,
+        reply: oneshot::Sender<Result<CallRef, String>>,
+    },
+    Accept {
+        line: LineId,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    HangUp {
+        line: LineId,
+        code: u16,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    CallInfo {
+        line: LineId,
+        reply: oneshot::Sender<Option<CallInfo>>,
+    },
+    Stats(oneshot::Sender<DriverStats>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -43,152 +105,461 @@ pub struct SipHandle {
 #[derive(Debug)]
 pub struct SipGone;
 
+impl std::fmt::Display for SipGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gateway is shutting down")
+    }
+}
+
 impl SipHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SipGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| SipGone)?;
+        rx.await.map_err(|_| SipGone)
+    }
+
     /// Starts registering `account`; its events arrive on the returned receiver.
     pub async fn add_line(
         &self,
         account: Account,
     ) -> Result<(LineId, mpsc::UnboundedReceiver<LineEvent>), SipGone> {
         let (events, rx) = mpsc::unbounded_channel();
-        let (reply, id) = oneshot::channel();
-        self.commands
-            .send(Command::AddLine {
+        let id = self
+            .ask(|reply| Command::AddLine {
                 account,
                 events,
                 reply,
             })
-            .map_err(|_| SipGone)?;
-        Ok((id.await.map_err(|_| SipGone)?, rx))
+            .await?;
+        Ok((id, rx))
     }
 
-    /// Unregisters a line; [`LineEvent::Removed`] follows.
+    /// Unregisters a line (ending its call first); [`LineEvent::Removed`] follows.
     pub fn remove_line(&self, line: LineId) {
         let _ = self.commands.send(Command::RemoveLine(line));
     }
 
-    pub async fn stats(&self) -> Result<UaStats, SipGone> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Stats(tx))
-            .map_err(|_| SipGone)?;
-        rx.await.map_err(|_| SipGone)
+    pub async fn place_call(&self, line: LineId, number: String) -> Result<Result<CallRef, String>, SipGone> {
+        self.ask(|reply| Command::PlaceCall { line, number, reply }).await
+    }
+
+    pub async fn accept(&self, line: LineId) -> Result<Result<(), String>, SipGone> {
+        self.ask(|reply| Command::Accept { line, reply }).await
+    }
+
+    pub async fn hang_up(&self, line: LineId, code: u16) -> Result<Result<(), String>, SipGone> {
+        self.ask(|reply| Command::HangUp { line, code, reply }).await
+    }
+
+    pub async fn call_info(&self, line: LineId) -> Result<Option<CallInfo>, SipGone> {
+        self.ask(|reply| Command::CallInfo { line, reply }).await
+    }
+
+    pub async fn stats(&self) -> Result<DriverStats, SipGone> {
+        self.ask(Command::Stats).await
     }
 
     /// Unregisters every line (bounded in time) and stops the task.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.ask(Command::Shutdown).await;
     }
 }
 
 /// Binds the SIP sockets and starts the SIP task.
-pub async fn start(config: UaConfig, listen: std::net::SocketAddr) -> io::Result<SipHandle> {
+pub async fn start(
+    config: UaConfig,
+    listen: std::net::SocketAddr,
+    rtp: Arc<RtpPortPool>,
+    media_ip: IpAddr,
+) -> io::Result<SipHandle> {
     let transport = SipTransport::bind(listen).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
     let (commands, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(ua, transport, rx));
+    let driver = Driver {
+        ua,
+        lines: HashMap::new(),
+        calls: HashMap::new(),
+        rtp,
+        media_ip,
+    };
+    tokio::spawn(driver.run(transport, rx));
     Ok(SipHandle { commands })
 }
 
-/// How long shutdown waits for unregistrations.
+/// How long shutdown waits for hang-ups and unregistrations.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-async fn run(
-    mut ua: UserAgent,
-    mut transport: SipTransport,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) {
-    let mut lines: HashMap<LineId, (String, mpsc::UnboundedSender<LineEvent>)> = HashMap::new();
-    let mut shutdown: Option<(oneshot::Sender<()>, tokio::time::Instant)> = None;
-    loop {
-        while let Some(t) = ua.poll_transmit() {
-            transport.send(t);
+struct LineRecord {
+    user: String,
+    events: mpsc::UnboundedSender<LineEvent>,
+}
+
+struct CallRecord {
+    peer: String,
+    incoming: bool,
+    state: CallState,
+    /// None only if no RTP ports could be had (the call is being refused).
+    media: Option<CallMedia>,
+}
+
+struct Driver {
+    ua: UserAgent,
+    lines: HashMap<LineId, LineRecord>,
+    calls: HashMap<CallRef, CallRecord>,
+    rtp: Arc<RtpPortPool>,
+    media_ip: IpAddr,
+}
+
+impl Driver {
+    async fn run(mut self, mut transport: SipTransport, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut shutdown: Option<(oneshot::Sender<()>, tokio::time::Instant)> = None;
+        loop {
+            while let Some(t) = self.ua.poll_transmit() {
+                transport.send(t);
+            }
+            while let Some(ev) = self.ua.poll_event() {
+                self.on_event(ev);
+            }
+            // events may have made the core send (SDP answers): flush again
+            while let Some(t) = self.ua.poll_transmit() {
+                transport.send(t);
+            }
+            if let Some((_, deadline)) = &shutdown
+                && (self.lines.is_empty() || tokio::time::Instant::now() >= *deadline)
+            {
+                if !self.lines.is_empty() {
+                    tracing::warn!(
+                        lines = self.lines.len(),
+                        "shutting down before every line unregistered"
+                    );
+                }
+                if let Some((reply, _)) = shutdown.take() {
+                    let _ = reply.send(());
+                }
+                return;
+            }
+            let mut wake = self
+                .ua
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            if let Some((_, deadline)) = &shutdown {
+                wake = wake.min(*deadline);
+            }
+            tokio::select! {
+                received = transport.recv() => match received {
+                    Received::Message(source, data) => {
+                        if let Err(dropped) = self.ua.handle_receive(Instant::now(), source, &data) {
+                            tracing::warn!("{dropped}");
+                        }
+                    }
+                    Received::TransportError(target) => self.ua.handle_transport_error(Instant::now(), target),
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => {
+                        tracing::info!(lines = self.lines.len(), "ending calls and unregistering every line before exit");
+                        let ids: Vec<LineId> = self.lines.keys().copied().collect();
+                        for id in ids {
+                            self.ua.remove_line(Instant::now(), id);
+                        }
+                        shutdown = Some((reply, tokio::time::Instant::now() + SHUTDOWN_GRACE));
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake) => self.ua.handle_timeout(Instant::now()),
+            }
         }
-        while let Some(ev) = ua.poll_event() {
-            dispatch(ev, &mut lines);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::AddLine {
+                account,
+                events,
+                reply,
+            } => {
+                let user = account.user.clone();
+                let id = self.ua.add_line(now, account);
+                self.lines.insert(id, LineRecord { user, events });
+                let _ = reply.send(id);
+            }
+            Command::RemoveLine(id) => self.ua.remove_line(now, id),
+            Command::PlaceCall { line, number, reply } => {
+                let _ = reply.send(self.place_call(now, line, number));
+            }
+            Command::Accept { line, reply } => {
+                let _ = reply.send(self.accept(now, line));
+            }
+            Command::HangUp { line, code, reply } => {
+                let result = match self.ua.line_call(line) {
+                    Some(call) => self.ua.hang_up(now, call, code).map_err(|e| e.to_string()),
+                    None => Err("there is no call to hang up".to_owned()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::CallInfo { line, reply } => {
+                let info = self.ua.line_call(line).and_then(|call| {
+                    self.calls.get(&call).map(|r| CallInfo {
+                        call,
+                        peer: r.peer.clone(),
+                        incoming: r.incoming,
+                        state: r.state,
+                    })
+                });
+                let _ = reply.send(info);
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(DriverStats {
+                    ua: self.ua.stats(),
+                    rtp_ports_in_use: self.rtp.in_use(),
+                });
+            }
+            Command::Shutdown(_) => {}
         }
-        if let Some((_, deadline)) = &shutdown
-            && (lines.is_empty() || tokio::time::Instant::now() >= *deadline)
-        {
-            if !lines.is_empty() {
-                tracing::warn!(
-                    lines = lines.len(),
-                    "shutting down before every line unregistered"
+    }
+
+    /// Fresh media for a call: a port pair and our SDP parameters.
+    fn new_media(&self) -> Result<CallMedia, String> {
+        let ports = self.rtp.allocate().map_err(|e| {
+            tracing::warn!(error = %e, "no RTP ports for a call");
+            "no free media port".to_owned()
+        })?;
+        let local = LocalMedia::new(self.media_ip, ports.port, fastrand::u64(1..u64::MAX / 2));
+        Ok(CallMedia::new(ports, local))
+    }
+
+    fn place_call(&mut self, now: Instant, line: LineId, number: String) -> Result<CallRef, String> {
+        if self.ua.line_call(line).is_some() {
+            return Err("already in a call".into());
+        }
+        let media = self.new_media()?;
+        let offer = sdp::build_offer(&media.local).into_bytes();
+        let call = self
+            .ua
+            .place_call(now, line, &number, offer)
+            .map_err(|e| match e {
+                CallError::LineBusy => "already in a call".to_owned(),
+                other => other.to_string(),
+            })?;
+        tracing::info!(user = %self.user(line), %call, %number, "placing call");
+        self.calls.insert(
+            call,
+            CallRecord {
+                peer: number,
+                incoming: false,
+                state: CallState::Dialing,
+                media: Some(media),
+            },
+        );
+        Ok(call)
+    }
+
+    fn accept(&mut self, now: Instant, line: LineId) -> Result<(), String> {
+        let call = self.ua.line_call(line).ok_or("no incoming call is ringing")?;
+        let record = self.calls.get_mut(&call).ok_or("no incoming call is ringing")?;
+        if !record.incoming || record.state != CallState::Ringing {
+            return Err("no incoming call is ringing".into());
+        }
+        let Some(media) = record.media.as_mut() else {
+            return Err("no free media port".into());
+        };
+        let sdp = match media.remote_offer.take() {
+            Some(offer) => match sdp::answer(&offer, &media.local) {
+                Ok(answer) => {
+                    media.negotiated = Some(answer.media);
+                    answer.sdp
+                }
+                Err(e) => {
+                    tracing::warn!(%call, error = %e, "incoming offer not acceptable");
+                    let _ = self.ua.hang_up(now, call, 488);
+                    self.notify(
+                        line,
+                        CallNotice::Error {
+                            call: Some(call),
+                            code: Some(488),
+                            reason: format!("the caller's media is not acceptable: {e}"),
+                        },
+                    );
+                    return Err(format!("the call cannot be accepted: {e}"));
+                }
+            },
+            // no offer in the INVITE: ours goes in the 200, theirs comes in the ACK
+            None => sdp::build_offer(&media.local),
+        };
+        self.ua
+            .accept_call(now, call, sdp.into_bytes())
+            .map_err(|e| e.to_string())
+    }
+
+    fn user(&self, line: LineId) -> &str {
+        self.lines.get(&line).map(|l| l.user.as_str()).unwrap_or("?")
+    }
+
+    fn notify(&self, line: LineId, notice: CallNotice) {
+        if let Some(l) = self.lines.get(&line) {
+            let _ = l.events.send(LineEvent::Call(notice));
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Line { line, status } => {
+                if let Some(l) = self.lines.get(&line) {
+                    tracing::info!(
+                        user = %l.user,
+                        state = ?status.state,
+                        code = status.code,
+                        reason = status.reason.as_deref().unwrap_or(""),
+                        "line state changed"
+                    );
+                    let _ = l.events.send(LineEvent::Status(status));
+                }
+            }
+            Event::LineRemoved { line } => {
+                if let Some(l) = self.lines.remove(&line) {
+                    let _ = l.events.send(LineEvent::Removed);
+                }
+            }
+            Event::Registrar { reachable: false } => {
+                tracing::warn!("PBX unreachable (no answer to OPTIONS keepalive)")
+            }
+            Event::Registrar { reachable: true } => {
+                tracing::info!("PBX reachable again: re-registering every line")
+            }
+            Event::Call { line, call, event } => self.on_call_event(now, line, call, event),
+        }
+    }
+
+    fn on_call_event(&mut self, now: Instant, line: LineId, call: CallRef, event: CallEvent) {
+        match event {
+            CallEvent::Incoming {
+                from,
+                display_name,
+                offer,
+            } => {
+                let media = self.new_media().ok();
+                let mut record = CallRecord {
+                    peer: from.clone(),
+                    incoming: true,
+                    state: CallState::Ringing,
+                    media,
+                };
+                tracing::info!(user = %self.user(line), %call, %from, "incoming call");
+                if record.media.is_none() {
+                    self.calls.insert(call, record);
+                    let _ = self.ua.hang_up(now, call, 503);
+                    return;
+                }
+                if let (Some(offer), Some(media)) = (offer, record.media.as_mut()) {
+                    match parse_sdp(&offer) {
+                        Ok(sdp) => media.remote_offer = Some(sdp),
+                        Err(e) => {
+                            tracing::warn!(%call, error = %e, "unreadable SDP offer");
+                            self.calls.insert(call, record);
+                            let _ = self.ua.hang_up(now, call, 488);
+                            return;
+                        }
+                    }
+                }
+                self.calls.insert(call, record);
+                self.notify(
+                    line,
+                    CallNotice::Incoming {
+                        call,
+                        from,
+                        display_name,
+                    },
                 );
             }
-            if let Some((reply, _)) = shutdown.take() {
-                let _ = reply.send(());
+            CallEvent::Status(status) => {
+                if let Some(r) = self.calls.get_mut(&call) {
+                    r.state = status.state;
+                }
+                tracing::info!(
+                    user = %self.user(line),
+                    %call,
+                    state = ?status.state,
+                    code = status.code,
+                    reason = status.reason.as_deref().unwrap_or(""),
+                    "call state changed"
+                );
+                if status.state == CallState::Failed {
+                    self.notify(
+                        line,
+                        CallNotice::Error {
+                            call: Some(call),
+                            code: status.code,
+                            reason: status.reason.clone().unwrap_or_else(|| "call failed".into()),
+                        },
+                    );
+                }
+                self.notify(line, CallNotice::State { call, status });
             }
-            return;
-        }
-        let mut wake = ua
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        if let Some((_, deadline)) = &shutdown {
-            wake = wake.min(*deadline);
-        }
-        tokio::select! {
-            received = transport.recv() => match received {
-                Received::Message(source, data) => {
-                    if let Err(dropped) = ua.handle_receive(Instant::now(), source, &data) {
-                        tracing::warn!("{dropped}");
+            CallEvent::RemoteSdp { sdp: body, early } => {
+                let Some(media) = self.calls.get_mut(&call).and_then(|r| r.media.as_mut()) else {
+                    return;
+                };
+                let negotiated = parse_sdp(&body).and_then(|answer| {
+                    sdp::negotiate_answer(&media.local, &answer).map_err(|e| e.to_string())
+                });
+                match negotiated {
+                    Ok(n) => {
+                        tracing::debug!(%call, codec = ?n.codec, remote = %n.remote_rtp, early, "media negotiated");
+                        media.negotiated = Some(n);
+                    }
+                    Err(e) if early => tracing::warn!(%call, error = %e, "unusable early media SDP"),
+                    Err(e) => {
+                        tracing::warn!(%call, error = %e, "unusable SDP answer: ending the call");
+                        let _ = self.ua.hang_up(now, call, 488);
+                        self.notify(
+                            line,
+                            CallNotice::Error {
+                                call: Some(call),
+                                code: Some(488),
+                                reason: format!("the far end's media is not acceptable: {e}"),
+                            },
+                        );
                     }
                 }
-                Received::TransportError(target) => ua.handle_transport_error(Instant::now(), target),
-            },
-            cmd = commands.recv() => match cmd {
-                Some(Command::AddLine { account, events, reply }) => {
-                    let user = account.user.clone();
-                    let id = ua.add_line(Instant::now(), account);
-                    lines.insert(id, (user, events));
-                    let _ = reply.send(id);
-                }
-                Some(Command::RemoveLine(id)) => ua.remove_line(Instant::now(), id),
-                Some(Command::Stats(reply)) => {
-                    let _ = reply.send(ua.stats());
-                }
-                Some(Command::Shutdown(reply)) => {
-                    tracing::info!(lines = lines.len(), "unregistering every line before exit");
-                    let ids: Vec<LineId> = lines.keys().copied().collect();
-                    for id in ids {
-                        ua.remove_line(Instant::now(), id);
+            }
+            CallEvent::Offer { sdp: offer } => {
+                let Some(media) = self.calls.get_mut(&call).and_then(|r| r.media.as_mut()) else {
+                    let _ = self.ua.answer_offer(now, call, Err(488));
+                    return;
+                };
+                let answer = match offer {
+                    None => Ok(sdp::build_offer(&media.local)),
+                    Some(offer) => parse_sdp(&offer)
+                        .and_then(|o| sdp::answer(&o, &media.local).map_err(|e| e.to_string()))
+                        .map(|a| {
+                            media.negotiated = Some(a.media);
+                            a.sdp
+                        }),
+                };
+                let result = match answer {
+                    Ok(sdp) => Ok(sdp.into_bytes()),
+                    Err(e) => {
+                        tracing::warn!(%call, error = %e, "re-INVITE offer not acceptable");
+                        Err(488)
                     }
-                    shutdown = Some((reply, tokio::time::Instant::now() + SHUTDOWN_GRACE));
-                }
-                None => return,
-            },
-            _ = tokio::time::sleep_until(wake) => ua.handle_timeout(Instant::now()),
+                };
+                let _ = self.ua.answer_offer(now, call, result);
+            }
+            CallEvent::Info { content_type, .. } => {
+                tracing::debug!(%call, %content_type, "INFO received");
+            }
+            CallEvent::Ended => {
+                // dropping the record releases the RTP ports
+                self.calls.remove(&call);
+            }
         }
     }
 }
 
-fn dispatch(ev: Event, lines: &mut HashMap<LineId, (String, mpsc::UnboundedSender<LineEvent>)>) {
-    match ev {
-        Event::Line { line, status } => {
-            if let Some((user, tx)) = lines.get(&line) {
-                tracing::info!(
-                    user = %user,
-                    state = ?status.state,
-                    code = status.code,
-                    reason = status.reason.as_deref().unwrap_or(""),
-                    "line state changed"
-                );
-                let _ = tx.send(LineEvent::Status(status));
-            }
-        }
-        Event::LineRemoved { line } => {
-            if let Some((_, tx)) = lines.remove(&line) {
-                let _ = tx.send(LineEvent::Removed);
-            }
-        }
-        Event::Registrar { reachable: false } => {
-            tracing::warn!("PBX unreachable (no answer to OPTIONS keepalive)")
-        }
-        Event::Registrar { reachable: true } => {
-            tracing::info!("PBX reachable again: re-registering every line")
-        }
-    }
+fn parse_sdp(body: &[u8]) -> Result<Sdp, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "SDP is not UTF-8".to_owned())?;
+    Sdp::parse(text).map_err(|e| e.to_string())
 }

@@ -41,9 +41,7 @@ async fn nineteen_browsers_get_lines_and_the_twentieth_is_refused() {
     let first = twentieth.next(WAIT).await.unwrap();
     assert_eq!(first["method"], "registrationStateChanged");
     assert_eq!(first["params"]["state"], "connectionLimit");
-    let close = tokio::time::timeout(WAIT, twentieth.ws.next())
-        .await
-        .unwrap();
+    let close = tokio::time::timeout(WAIT, twentieth.ws.next()).await.unwrap();
     match close {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1013),
         other => panic!("expected close 1013, got {other:?}"),
@@ -174,9 +172,7 @@ async fn a_thousand_connect_disconnect_cycles_leave_nothing_behind() {
     println!("{} cycles in {:?}", workers * per_worker, t0.elapsed());
     siphon
         .wait_metrics(WAIT, |m| {
-            m["siphon_pool_leased"] == 0.0
-                && m["siphon_sip_lines"] == 0.0
-                && m["siphon_sessions"] == 0.0
+            m["siphon_pool_leased"] == 0.0 && m["siphon_sip_lines"] == 0.0 && m["siphon_sessions"] == 0.0
         })
         .await;
     pbx.wait_users(WAIT, |u| u.is_empty());
@@ -202,10 +198,7 @@ async fn wrong_password_reports_the_sip_code_and_backs_off() {
     let t0 = Instant::now();
     let mut attempts = 0;
     while t0.elapsed() < Duration::from_secs(8) {
-        match b
-            .next(Duration::from_secs(8).saturating_sub(t0.elapsed()))
-            .await
-        {
+        match b.next(Duration::from_secs(8).saturating_sub(t0.elapsed())).await {
             Some(v) if v["params"]["state"] == "registering" => attempts += 1,
             Some(v) if v["params"]["state"] == "registrationFailed" => {
                 assert_eq!(v["params"]["code"], 401)
@@ -242,9 +235,7 @@ async fn pbx_outage_is_noticed_and_every_line_comes_back() {
     pbx.stop();
     let t_down = Instant::now();
     for b in &mut browsers {
-        let p = b
-            .wait_line("registrationFailed", Duration::from_secs(8))
-            .await;
+        let p = b.wait_line("registrationFailed", Duration::from_secs(8)).await;
         assert_eq!(p["code"], 503);
     }
     println!("outage reported after {:?}", t_down.elapsed());
@@ -284,13 +275,10 @@ async fn json_rpc_errors_leave_the_connection_usable() {
     let v = b.request("ping", json!("now")).await;
     assert_eq!(v["error"]["code"], -32602);
 
-    b.send_text(r#"{"jsonrpc":"1.0","id":"x","method":"ping"}"#)
-        .await;
+    b.send_text(r#"{"jsonrpc":"1.0","id":"x","method":"ping"}"#).await;
     assert_eq!(b.response_to(json!("x")).await["error"]["code"], -32600);
 
-    b.ws.send(Message::Binary(vec![1u8, 2, 3].into()))
-        .await
-        .unwrap();
+    b.ws.send(Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
     assert_eq!(b.response_to(json!(null)).await["error"]["code"], -32600);
 
     // still usable
@@ -354,8 +342,7 @@ async fn garbage_on_the_sip_port_is_logged_and_dropped() {
 async fn registers_over_tcp() {
     let slot = Slot::new(8);
     let pbx = Pbx::start(slot.pbx);
-    let config = base_config(slot).replace("[sip]\n", "[sip]\ntransport = \"tcp\"\n")
-        + &pool_range(885, 885);
+    let config = base_config(slot).replace("[sip]\n", "[sip]\ntransport = \"tcp\"\n") + &pool_range(885, 885);
     let siphon = Siphon::start(&config);
     let (b, _) = Browser::registered(&siphon.ws_url()).await;
     pbx.wait_users(WAIT, |u| u == ["885"]);

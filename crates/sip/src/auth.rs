@@ -59,9 +59,7 @@ impl Algorithm {
         match self {
             Algorithm::Md5 | Algorithm::Md5Sess => hex(&Md5::digest(data.as_bytes())),
             Algorithm::Sha256 | Algorithm::Sha256Sess => hex(&Sha256::digest(data.as_bytes())),
-            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => {
-                hex(&Sha512_256::digest(data.as_bytes()))
-            }
+            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => hex(&Sha512_256::digest(data.as_bytes())),
         }
     }
 }
@@ -121,8 +119,9 @@ impl Challenge {
         let nonce = get("nonce").ok_or_else(|| ChallengeError::Malformed("no nonce".into()))?;
         let algorithm = match params.get_unquoted("algorithm") {
             None => Algorithm::Md5,
-            Some(a) => Algorithm::parse(a)
-                .ok_or_else(|| ChallengeError::Unsupported(format!("algorithm {a}")))?,
+            Some(a) => {
+                Algorithm::parse(a).ok_or_else(|| ChallengeError::Unsupported(format!("algorithm {a}")))?
+            }
         };
         let qop_auth = match params.get_unquoted("qop") {
             None => false,
@@ -148,9 +147,7 @@ impl Challenge {
 
     /// Picks the best challenge we support among several header values
     /// (RFC 8760: prefer SHA-512/256, then SHA-256, then MD5).
-    pub fn pick<'a>(
-        values: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Challenge, ChallengeError> {
+    pub fn pick<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Challenge, ChallengeError> {
         let mut best: Option<Challenge> = None;
         let mut last_err = ChallengeError::Malformed("no challenge".into());
         for v in values {
@@ -458,12 +455,7 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
         };
-        for alg in [
-            "MD5-sess",
-            "SHA-256-sess",
-            "SHA-512-256",
-            "SHA-512-256-sess",
-        ] {
+        for alg in ["MD5-sess", "SHA-256-sess", "SHA-512-256", "SHA-512-256-sess"] {
             let ch = Challenge::parse(&format!(
                 "Digest realm=\"r\", nonce=\"n\", qop=auth, algorithm={alg}"
             ))

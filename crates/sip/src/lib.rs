@@ -5,6 +5,8 @@
 //! asks for, so every protocol edge case is a fast, deterministic unit test.
 
 pub mod auth;
+pub mod call;
+pub mod dialog;
 pub mod keepalive;
 pub mod message;
 pub mod registration;
@@ -12,6 +14,7 @@ pub mod transaction;
 pub mod transport;
 pub mod user_agent;
 
+pub use call::{CallError, CallEvent, CallRef, CallState, CallStatus};
 pub use registration::{LineState, LineStatus};
 pub use transport::{Target, Transmit, Transport};
 pub use user_agent::{Account, Dropped, Event, LineId, UaConfig, UaStats, UserAgent};

@@ -131,6 +131,11 @@ impl Registration {
         self.visible.as_ref()
     }
 
+    /// True once [`Registration::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.goal == Goal::Unregistered
+    }
+
     /// True once the line has unregistered after [`Registration::stop`].
     pub fn is_done(&self) -> bool {
         self.done
@@ -193,13 +198,7 @@ impl Registration {
     }
 
     /// A final (or provisional) response to our REGISTER.
-    pub fn on_response(
-        &mut self,
-        now: Instant,
-        resp: &Response,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) {
+    pub fn on_response(&mut self, now: Instant, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
         let Some(sent_expires) = self.in_flight else {
             return;
         };
@@ -271,14 +270,7 @@ impl Registration {
                     }
                     Err(e) => {
                         self.challenges_in_row = 0;
-                        self.outcome_failed(
-                            now,
-                            rng,
-                            config,
-                            sent_expires,
-                            resp.status,
-                            e.to_string(),
-                        );
+                        self.outcome_failed(now, rng, config, sent_expires, resp.status, e.to_string());
                     }
                 }
             }
@@ -289,14 +281,7 @@ impl Registration {
                         self.expires = min;
                         self.send(now, config, rng, min);
                     }
-                    _ => self.outcome_failed(
-                        now,
-                        rng,
-                        config,
-                        sent_expires,
-                        423,
-                        resp.reason.clone(),
-                    ),
+                    _ => self.outcome_failed(now, rng, config, sent_expires, 423, resp.reason.clone()),
                 }
             }
             code => self.outcome_failed(now, rng, config, sent_expires, code, resp.reason.clone()),
@@ -373,14 +358,7 @@ impl Registration {
         self.fail(now, rng, config, code, reason);
     }
 
-    fn fail(
-        &mut self,
-        now: Instant,
-        rng: &mut fastrand::Rng,
-        config: &UaConfig,
-        code: u16,
-        reason: String,
-    ) {
+    fn fail(&mut self, now: Instant, rng: &mut fastrand::Rng, config: &UaConfig, code: u16, reason: String) {
         self.failures += 1;
         let delay = backoff(config.retry_min, config.retry_max, self.failures, rng);
         self.timer = Some((now + delay, TimerKind::Retry));
@@ -394,14 +372,8 @@ impl Registration {
     }
 
     fn set_visible(&mut self, state: LineState, code: Option<u16>, reason: Option<String>) {
-        let status = LineStatus {
-            state,
-            code,
-            reason,
-        };
-        if self.visible.as_ref().map(|s| s.state) == Some(state)
-            && state != LineState::RegistrationFailed
-        {
+        let status = LineStatus { state, code, reason };
+        if self.visible.as_ref().map(|s| s.state) == Some(state) && state != LineState::RegistrationFailed {
             // refreshes do not re-announce "registered"
             self.visible = Some(status);
             return;
@@ -429,8 +401,7 @@ impl Registration {
         let uri = Uri::sip(None, &self.account.domain, None);
         let mut req = config.new_request(Method::Register, uri.clone(), rng);
         let from = display_addr(&self.account.display_name, &self.aor);
-        req.headers
-            .push("From", format!("{from};tag={}", self.from_tag));
+        req.headers.push("From", format!("{from};tag={}", self.from_tag));
         req.headers.push("To", from);
         req.headers.push("Call-ID", self.call_id.clone());
         req.headers.push("CSeq", format!("{} REGISTER", self.cseq));
@@ -438,8 +409,7 @@ impl Registration {
         req.headers.push("Expires", expires.to_string());
         req.headers.push("Allow", crate::user_agent::ALLOW);
         req.headers.push("User-Agent", config.user_agent.clone());
-        self.answered_challenge =
-            self.challenge.is_some() && std::mem::take(&mut self.fresh_challenge);
+        self.answered_challenge = self.challenge.is_some() && std::mem::take(&mut self.fresh_challenge);
         if let Some((ch, proxy)) = &self.challenge {
             self.nc += 1;
             let creds = Credentials {
@@ -447,8 +417,7 @@ impl Registration {
                 password: self.account.password.clone(),
             };
             let cnonce = random_token(rng, 16);
-            let auth =
-                Authorization::answer(ch, &creds, "REGISTER", &uri.to_string(), &cnonce, self.nc);
+            let auth = Authorization::answer(ch, &creds, "REGISTER", &uri.to_string(), &cnonce, self.nc);
             let name = if *proxy {
                 "Proxy-Authorization"
             } else {
@@ -465,10 +434,7 @@ impl Registration {
 pub(crate) fn display_addr(display: &Option<String>, uri: &Uri) -> String {
     match display {
         Some(d) if !d.is_empty() => {
-            format!(
-                "\"{}\" <{uri}>",
-                d.replace('\\', "\\\\").replace('"', "\\\"")
-            )
+            format!("\"{}\" <{uri}>", d.replace('\\', "\\\\").replace('"', "\\\""))
         }
         _ => format!("<{uri}>"),
     }

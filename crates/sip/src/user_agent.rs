@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::call::{Call, CallError, CallEvent, CallRef};
 use crate::keepalive::{Keepalive, Reachability, Transition};
 use crate::message::{Message, Method, Request, Response, Uri};
 use crate::registration::{LineStatus, Registration};
@@ -41,6 +42,8 @@ pub struct UaConfig {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub user_agent: String,
+    /// How long a call may ring (either way) before it counts as not answered.
+    pub no_answer_timeout: Duration,
     pub timers: Timers,
 }
 
@@ -114,6 +117,14 @@ impl fmt::Display for LineId {
 enum Owner {
     Line(LineId),
     Keepalive(u64),
+    Call(CallRef),
+}
+
+/// A hosted account: its registration and its one current call.
+#[derive(Debug)]
+struct Line {
+    registration: Registration,
+    call: Option<CallRef>,
 }
 
 /// What happened, for the driver to pass on.
@@ -125,6 +136,12 @@ pub enum Event {
     LineRemoved { line: LineId },
     /// The registrar stopped or resumed answering keepalives.
     Registrar { reachable: bool },
+    /// Something happened to a call on a line.
+    Call {
+        line: LineId,
+        call: CallRef,
+        event: CallEvent,
+    },
 }
 
 /// Why received bytes were dropped (for a log line; the UA itself stays usable).
@@ -141,6 +158,8 @@ impl fmt::Display for Dropped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UaStats {
     pub lines: usize,
+    pub calls: usize,
+    pub dialogs: usize,
     pub client_transactions: usize,
     pub server_transactions: usize,
 }
@@ -151,12 +170,14 @@ pub struct UserAgent {
     config: UaConfig,
     rng: fastrand::Rng,
     transactions: Transactions<Owner>,
-    lines: BTreeMap<LineId, Registration>,
+    lines: BTreeMap<LineId, Line>,
+    calls: BTreeMap<CallRef, Call>,
     keepalive: Option<Keepalive>,
     events: VecDeque<Event>,
     /// Responses sent outside any transaction (400s to malformed requests).
     stateless: VecDeque<Transmit>,
     next_line: u64,
+    next_call: u64,
 }
 
 impl UserAgent {
@@ -171,10 +192,12 @@ impl UserAgent {
             config,
             rng: fastrand::Rng::with_seed(seed),
             lines: BTreeMap::new(),
+            calls: BTreeMap::new(),
             keepalive,
             events: VecDeque::new(),
             stateless: VecDeque::new(),
             next_line: 1,
+            next_call: 1,
         }
     }
 
@@ -186,25 +209,106 @@ impl UserAgent {
     pub fn add_line(&mut self, now: Instant, account: Account) -> LineId {
         let id = LineId(self.next_line);
         self.next_line += 1;
-        let mut reg = Registration::new(account, &self.config, &mut self.rng);
-        reg.start(now, &self.config, &mut self.rng);
-        self.lines.insert(id, reg);
+        let mut registration = Registration::new(account, &self.config, &mut self.rng);
+        registration.start(now, &self.config, &mut self.rng);
+        self.lines.insert(
+            id,
+            Line {
+                registration,
+                call: None,
+            },
+        );
         self.flush_line(now, id);
         id
     }
 
-    /// Unregisters a line; [`Event::LineRemoved`] follows when it is gone.
+    /// Unregisters a line, ending its call first (BYE, CANCEL or 486);
+    /// [`Event::LineRemoved`] follows when both are done.
     pub fn remove_line(&mut self, now: Instant, id: LineId) {
+        if let Some(call) = self.line_call(id) {
+            let _ = self.hang_up(now, call, 486);
+        }
         let reachable = self.registrar_reachable();
-        if let Some(reg) = self.lines.get_mut(&id) {
-            reg.stop(now, &self.config, &mut self.rng, reachable);
+        if let Some(line) = self.lines.get_mut(&id) {
+            line.registration
+                .stop(now, &self.config, &mut self.rng, reachable);
             self.flush_line(now, id);
         }
     }
 
     /// The current visible status of a line.
     pub fn line_status(&self, id: LineId) -> Option<&LineStatus> {
-        self.lines.get(&id).and_then(|r| r.status())
+        self.lines.get(&id).and_then(|l| l.registration.status())
+    }
+
+    /// The line's current call, if any.
+    pub fn line_call(&self, id: LineId) -> Option<CallRef> {
+        self.lines.get(&id).and_then(|l| l.call)
+    }
+
+    /// Calls `number` from a line, with our SDP offer.
+    pub fn place_call(
+        &mut self,
+        now: Instant,
+        line: LineId,
+        number: &str,
+        offer: Vec<u8>,
+    ) -> Result<CallRef, CallError> {
+        let l = self.lines.get(&line).ok_or(CallError::NoSuchLine)?;
+        if l.call.is_some() {
+            return Err(CallError::LineBusy);
+        }
+        if l.registration.is_stopping() {
+            return Err(CallError::NoSuchLine);
+        }
+        let id = CallRef(self.next_call);
+        let call = Call::outgoing(
+            now,
+            id,
+            line,
+            l.registration.account(),
+            l.registration.contact(),
+            number,
+            offer,
+            &self.config,
+            &mut self.rng,
+        )?;
+        self.next_call += 1;
+        self.calls.insert(id, call);
+        if let Some(l) = self.lines.get_mut(&line) {
+            l.call = Some(id);
+        }
+        self.flush_call(now, id);
+        Ok(id)
+    }
+
+    /// Answers a ringing incoming call with our SDP.
+    pub fn accept_call(&mut self, now: Instant, call: CallRef, sdp: Vec<u8>) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        c.accept(sdp, &self.config)?;
+        self.flush_call(now, call);
+        Ok(())
+    }
+
+    /// Ends a call: CANCEL (ours, unanswered), `reject_code` (theirs, unanswered) or BYE.
+    pub fn hang_up(&mut self, now: Instant, call: CallRef, reject_code: u16) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        c.hang_up(now, reject_code, &self.config, &mut self.rng)?;
+        self.flush_call(now, call);
+        Ok(())
+    }
+
+    /// Answers the far end's offer ([`CallEvent::Offer`]) with our SDP, or refuses it.
+    pub fn answer_offer(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        answer: Result<Vec<u8>, u16>,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        c.answer_offer(answer, &self.config)?;
+        self.flush_call(now, call);
+        Ok(())
     }
 
     fn registrar_reachable(&self) -> bool {
@@ -214,25 +318,17 @@ impl UserAgent {
     }
 
     /// Bytes received from `source`.
-    pub fn handle_receive(
-        &mut self,
-        now: Instant,
-        source: Target,
-        data: &[u8],
-    ) -> Result<(), Dropped> {
+    pub fn handle_receive(&mut self, now: Instant, source: Target, data: &[u8]) -> Result<(), Dropped> {
         if data.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(()); // CRLF keep-alive
         }
-        let msg = Message::parse(data)
-            .map_err(|e| Dropped(format!("unparsable SIP from {source}: {e}")))?;
+        let msg = Message::parse(data).map_err(|e| Dropped(format!("unparsable SIP from {source}: {e}")))?;
         let result = match msg {
             Message::Response(resp) => {
                 if self.transactions.receive_response(now, resp) {
                     Ok(())
                 } else {
-                    Err(Dropped(format!(
-                        "response from {source} matches no transaction"
-                    )))
+                    Err(Dropped(format!("response from {source} matches no transaction")))
                 }
             }
             Message::Request(req) => self.handle_request(now, req, source),
@@ -241,12 +337,7 @@ impl UserAgent {
         result
     }
 
-    fn handle_request(
-        &mut self,
-        now: Instant,
-        req: Request,
-        source: Target,
-    ) -> Result<(), Dropped> {
+    fn handle_request(&mut self, now: Instant, req: Request, source: Target) -> Result<(), Dropped> {
         if let Err(e) = req.validate() {
             if req.method != Method::Ack && req.headers.top_via().is_ok() {
                 let mut resp = Response::for_request(&req, 400, "Bad Request");
@@ -258,12 +349,53 @@ impl UserAgent {
             }
             return Err(Dropped(format!("bad {} from {source}: {e}", req.method)));
         }
-        let key = match self.transactions.receive_request(now, &req, source) {
+        let incoming = self.transactions.receive_request(now, &req, source);
+        if req.method == Method::Ack {
+            // an ACK for a 2xx has its own branch and belongs to its dialog
+            if incoming == Incoming::Stateless
+                && let Some(id) = self.call_in_dialog(&req)
+            {
+                if let Some(key) = self.calls.get(&id).and_then(Call::invite_server_key) {
+                    self.transactions.ack_received(&key);
+                }
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.on_request(now, None, &req, &self.config);
+                }
+                self.flush_call(now, id);
+            }
+            return Ok(());
+        }
+        let key = match incoming {
             Incoming::New(key) => key,
             Incoming::Absorbed | Incoming::Stateless => return Ok(()),
         };
+        if req.method == Method::Invite {
+            let trying = Response::for_request(&req, 100, "Trying");
+            self.transactions.respond(now, &key, &trying);
+        }
         if !req.uri.is_sip() {
             self.reply(now, &key, &req, 416, "Unsupported URI Scheme");
+            return Ok(());
+        }
+        if req.method == Method::Cancel {
+            // a CANCEL names the INVITE it cancels by branch
+            match self
+                .calls
+                .iter()
+                .find(|(_, c)| c.is_cancel_target(&key))
+                .map(|(id, _)| *id)
+            {
+                Some(id) => self.call_request(now, id, key, &req),
+                None => self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
+            }
+            return Ok(());
+        }
+        let in_dialog = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
+        if in_dialog {
+            match self.call_in_dialog(&req) {
+                Some(id) => self.call_request(now, id, key, &req),
+                None => self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
+            }
             return Ok(());
         }
         match req.method {
@@ -273,10 +405,8 @@ impl UserAgent {
                 resp.headers.push("Accept", "application/sdp");
                 self.transactions.respond(now, &key, &resp);
             }
-            Method::Invite => self.reply(now, &key, &req, 480, "Temporarily Unavailable"),
-            Method::Bye | Method::Cancel | Method::Info => {
-                self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist")
-            }
+            Method::Invite => self.incoming_invite(now, key, req),
+            Method::Bye | Method::Info => self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
             Method::Other(_) => self.reply(now, &key, &req, 501, "Not Implemented"),
             _ => {
                 let mut resp = self.response(&req, 405, "Method Not Allowed");
@@ -287,6 +417,49 @@ impl UserAgent {
         Ok(())
     }
 
+    fn call_in_dialog(&self, req: &Request) -> Option<CallRef> {
+        self.calls.iter().find(|(_, c)| c.matches(req)).map(|(id, _)| *id)
+    }
+
+    fn call_request(&mut self, now: Instant, id: CallRef, key: ServerKey, req: &Request) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.on_request(now, Some(key), req, &self.config);
+        }
+        self.flush_call(now, id);
+    }
+
+    /// A new INVITE: ring the line its Request-URI names (our Contact), or refuse.
+    fn incoming_invite(&mut self, now: Instant, key: ServerKey, req: Request) {
+        let line = self
+            .lines
+            .iter()
+            .find(|(_, l)| l.registration.contact().user == req.uri.user && !l.registration.is_stopping())
+            .map(|(id, _)| *id);
+        let Some(line) = line else {
+            self.reply(now, &key, &req, 404, "Not Found");
+            return;
+        };
+        if self.line_call(line).is_some() {
+            self.reply(now, &key, &req, 486, "Busy Here");
+            return;
+        }
+        if req.headers.contacts().map(|c| c.is_empty()).unwrap_or(true) {
+            self.reply(now, &key, &req, 400, "Bad Request");
+            return;
+        }
+        let Some(account) = self.lines.get(&line).map(|l| l.registration.account().clone()) else {
+            return;
+        };
+        let id = CallRef(self.next_call);
+        self.next_call += 1;
+        let call = Call::incoming(now, id, line, &account, key, req, &self.config, &mut self.rng);
+        self.calls.insert(id, call);
+        if let Some(l) = self.lines.get_mut(&line) {
+            l.call = Some(id);
+        }
+        self.flush_call(now, id);
+    }
+
     /// A response with a To tag (added when the request had none) and our User-Agent.
     fn response(&mut self, req: &Request, status: u16, reason: &str) -> Response {
         let mut resp = Response::for_request(req, status, reason);
@@ -295,10 +468,8 @@ impl UserAgent {
             && to.tag().is_none()
             && let Some(raw) = req.headers.get("To")
         {
-            resp.headers.set(
-                "To",
-                format!("{raw};tag={}", random_token(&mut self.rng, 12)),
-            );
+            resp.headers
+                .set("To", format!("{raw};tag={}", random_token(&mut self.rng, 12)));
         }
         resp.headers.push("Server", self.config.user_agent.clone());
         resp
@@ -326,17 +497,30 @@ impl UserAgent {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
         let reachable = self.registrar_reachable();
-        let ids: Vec<LineId> = self
+        let due: Vec<LineId> = self
             .lines
             .iter()
-            .filter(|(_, r)| r.poll_timeout().is_some_and(|t| t <= now))
+            .filter(|(_, l)| l.registration.poll_timeout().is_some_and(|t| t <= now))
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
-            if let Some(reg) = self.lines.get_mut(&id) {
-                reg.handle_timeout(now, &self.config, &mut self.rng, reachable);
+        for id in due {
+            if let Some(l) = self.lines.get_mut(&id) {
+                l.registration
+                    .handle_timeout(now, &self.config, &mut self.rng, reachable);
             }
             self.flush_line(now, id);
+        }
+        let due: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.handle_timeout(now, &self.config);
+            }
+            self.flush_call(now, id);
         }
         if let Some(k) = &mut self.keepalive {
             let t = k.handle_timeout(now);
@@ -364,36 +548,26 @@ impl UserAgent {
         req.headers.push("To", format!("<{uri}>"));
         req.headers.push("Call-ID", random_token(&mut self.rng, 24));
         req.headers.push("CSeq", "1 OPTIONS");
-        req.headers
-            .push("User-Agent", self.config.user_agent.clone());
+        req.headers.push("User-Agent", self.config.user_agent.clone());
         let hop = self.config.next_hop();
         self.transactions
             .send_request(now, req, hop, Owner::Keepalive(id));
     }
 
     fn on_transition(&mut self, now: Instant, t: Option<Transition>) {
-        match t {
-            Some(Transition::WentDown) => {
-                self.events.push_back(Event::Registrar { reachable: false });
-                let ids: Vec<LineId> = self.lines.keys().copied().collect();
-                for id in ids {
-                    if let Some(reg) = self.lines.get_mut(&id) {
-                        reg.registrar_down();
-                    }
-                    self.flush_line(now, id);
+        let Some(t) = t else { return };
+        self.events.push_back(Event::Registrar {
+            reachable: t == Transition::CameBack,
+        });
+        let ids: Vec<LineId> = self.lines.keys().copied().collect();
+        for id in ids {
+            if let Some(l) = self.lines.get_mut(&id) {
+                match t {
+                    Transition::WentDown => l.registration.registrar_down(),
+                    Transition::CameBack => l.registration.registrar_up(now, &self.config, &mut self.rng),
                 }
             }
-            Some(Transition::CameBack) => {
-                self.events.push_back(Event::Registrar { reachable: true });
-                let ids: Vec<LineId> = self.lines.keys().copied().collect();
-                for id in ids {
-                    if let Some(reg) = self.lines.get_mut(&id) {
-                        reg.registrar_up(now, &self.config, &mut self.rng);
-                    }
-                    self.flush_line(now, id);
-                }
-            }
-            None => {}
+            self.flush_line(now, id);
         }
     }
 
@@ -401,60 +575,75 @@ impl UserAgent {
     fn process(&mut self, now: Instant) {
         while let Some(ev) = self.transactions.poll_event() {
             match ev {
-                TxEvent::Response {
-                    owner: Owner::Line(id),
-                    response,
-                    ..
-                } => {
-                    if let Some(reg) = self.lines.get_mut(&id) {
-                        reg.on_response(now, &response, &self.config, &mut self.rng);
+                TxEvent::Response { owner, key, response } => match owner {
+                    Owner::Line(id) => {
+                        if let Some(l) = self.lines.get_mut(&id) {
+                            l.registration
+                                .on_response(now, &response, &self.config, &mut self.rng);
+                        }
+                        self.flush_line(now, id);
                     }
-                    self.flush_line(now, id);
-                }
-                TxEvent::Timeout {
-                    owner: Owner::Line(id),
-                    ..
-                } => {
-                    if let Some(reg) = self.lines.get_mut(&id) {
-                        reg.on_timeout(now, &self.config, &mut self.rng);
+                    Owner::Call(id) => {
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.on_response(now, &key, &response, &self.config, &mut self.rng);
+                        }
+                        self.flush_call(now, id);
                     }
-                    self.flush_line(now, id);
-                }
-                TxEvent::Response {
-                    owner: Owner::Keepalive(p),
-                    response,
-                    ..
-                } => {
-                    if !response.is_provisional() {
-                        let t = self.keepalive.as_mut().and_then(|k| k.on_answer(p));
+                    Owner::Keepalive(p) => {
+                        if !response.is_provisional() {
+                            let t = self.keepalive.as_mut().and_then(|k| k.on_answer(p));
+                            self.on_transition(now, t);
+                        }
+                    }
+                },
+                TxEvent::Timeout { owner, key } => match owner {
+                    Owner::Line(id) => {
+                        if let Some(l) = self.lines.get_mut(&id) {
+                            l.registration.on_timeout(now, &self.config, &mut self.rng);
+                        }
+                        self.flush_line(now, id);
+                    }
+                    Owner::Call(id) => {
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.on_timeout(&key);
+                        }
+                        self.flush_call(now, id);
+                    }
+                    Owner::Keepalive(p) => {
+                        let t = self.keepalive.as_mut().and_then(|k| k.on_lost(p));
                         self.on_transition(now, t);
                     }
+                },
+                TxEvent::AckTimeout { key } => {
+                    let id = self
+                        .calls
+                        .iter()
+                        .find(|(_, c)| c.invite_server_key().as_ref() == Some(&key))
+                        .map(|(id, _)| *id);
+                    if let Some(id) = id {
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.on_ack_timeout(&key, &self.config, &mut self.rng);
+                        }
+                        self.flush_call(now, id);
+                    }
                 }
-                TxEvent::Timeout {
-                    owner: Owner::Keepalive(p),
-                    ..
-                } => {
-                    let t = self.keepalive.as_mut().and_then(|k| k.on_lost(p));
-                    self.on_transition(now, t);
-                }
-                TxEvent::AckTimeout { .. } => {}
             }
         }
         self.send_probe(now);
     }
 
-    /// Sends a line's requests, publishes its state changes, and removes it when done.
+    /// Sends a line's requests, publishes its state changes, and removes it once it
+    /// has unregistered and has no call left.
     fn flush_line(&mut self, now: Instant, id: LineId) {
-        let Some(reg) = self.lines.get_mut(&id) else {
+        let Some(line) = self.lines.get_mut(&id) else {
             return;
         };
-        let requests: Vec<Request> = reg.drain_requests().collect();
-        let changes: Vec<LineStatus> = reg.drain_changes().collect();
-        let done = reg.is_done();
+        let requests: Vec<Request> = line.registration.drain_requests().collect();
+        let changes: Vec<LineStatus> = line.registration.drain_changes().collect();
+        let done = line.registration.is_done() && line.call.is_none();
         let hop = self.config.next_hop();
         for req in requests {
-            self.transactions
-                .send_request(now, req, hop, Owner::Line(id));
+            self.transactions.send_request(now, req, hop, Owner::Line(id));
         }
         for status in changes {
             self.events.push_back(Event::Line { line: id, status });
@@ -463,6 +652,55 @@ impl UserAgent {
             self.lines.remove(&id);
             self.transactions.forget_owner(|o| *o == Owner::Line(id));
             self.events.push_back(Event::LineRemoved { line: id });
+        }
+    }
+
+    /// Sends a call's messages, publishes its events, frees its line once the call is
+    /// over, and forgets the call when nothing more can happen to it.
+    fn flush_call(&mut self, now: Instant, id: CallRef) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let line = call.line;
+        let requests: Vec<(Request, Target)> = call.drain_requests().collect();
+        let responses: Vec<(ServerKey, Response)> = call.drain_responses().collect();
+        let events: Vec<CallEvent> = call.drain_events().collect();
+        let ended = call.is_ended();
+        for (key, resp) in responses {
+            self.transactions.respond(now, &key, &resp);
+        }
+        for (req, target) in requests {
+            let is_invite = req.method == Method::Invite;
+            let key = self.transactions.send_request(now, req, target, Owner::Call(id));
+            if is_invite
+                && let Some(key) = key
+                && let Some(c) = self.calls.get_mut(&id)
+            {
+                c.set_invite_key(key);
+            }
+        }
+        let mut over = ended;
+        for event in events {
+            if let CallEvent::Status(s) = &event {
+                over |= s.state.is_final();
+            }
+            self.events.push_back(Event::Call {
+                line,
+                call: id,
+                event,
+            });
+        }
+        if ended {
+            self.calls.remove(&id);
+            self.transactions.forget_owner(|o| *o == Owner::Call(id));
+        }
+        if over
+            && let Some(l) = self.lines.get_mut(&line)
+            && l.call == Some(id)
+        {
+            l.call = None;
+            // a line waiting to go away may have been waiting for this call only
+            self.flush_line(now, line);
         }
     }
 
@@ -479,11 +717,17 @@ impl UserAgent {
 
     /// When to call [`UserAgent::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let lines = self.lines.values().filter_map(|r| r.poll_timeout()).min();
+        let lines = self
+            .lines
+            .values()
+            .filter_map(|l| l.registration.poll_timeout())
+            .min();
+        let calls = self.calls.values().filter_map(Call::poll_timeout).min();
         [
             self.transactions.poll_timeout(),
             lines,
-            self.keepalive.as_ref().map(|k| k.poll_timeout()),
+            calls,
+            self.keepalive.as_ref().map(Keepalive::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -493,9 +737,36 @@ impl UserAgent {
     pub fn stats(&self) -> UaStats {
         UaStats {
             lines: self.lines.len(),
+            calls: self.calls.len(),
+            dialogs: self.calls.values().filter(|c| c.has_dialog()).count(),
             client_transactions: self.transactions.client_count(),
             server_transactions: self.transactions.server_count(),
         }
+    }
+}
+
+/// A configuration for unit tests: UDP to a registrar at 127.0.0.1:5060, us on 5090.
+#[cfg(test)]
+pub(crate) fn test_config() -> UaConfig {
+    let pbx: std::net::SocketAddr = "127.0.0.1:5060".parse().expect("literal");
+    UaConfig {
+        transport: Transport::Udp,
+        advertise_host: "127.0.0.1".into(),
+        advertise_port: 5090,
+        registrar_uri: Uri::parse("sip:127.0.0.1:5060").expect("literal"),
+        registrar: Target {
+            transport: Transport::Udp,
+            addr: pbx,
+        },
+        outbound_proxy: None,
+        expires: 600,
+        keepalive_interval: None,
+        keepalive_timeout: Duration::from_secs(2),
+        retry_min: Duration::from_secs(5),
+        retry_max: Duration::from_secs(300),
+        user_agent: "siphon-test".into(),
+        no_answer_timeout: Duration::from_secs(120),
+        timers: Timers::default(),
     }
 }
 
@@ -506,3 +777,6 @@ pub fn random_token(rng: &mut fastrand::Rng, len: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod call_tests;

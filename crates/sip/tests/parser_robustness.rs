@@ -73,30 +73,16 @@ fn mutated_messages_never_panic_and_round_trip() {
         };
         parsed += 1;
         let h = msg.headers();
-        let _ = (
-            h.vias(),
-            h.cseq(),
-            h.from(),
-            h.to(),
-            h.contacts(),
-            h.call_id(),
-        );
+        let _ = (h.vias(), h.cseq(), h.from(), h.to(), h.contacts(), h.call_id());
         if let Message::Request(r) = &msg {
             let _ = r.validate();
         }
         let bytes = msg.to_bytes();
-        let again = Message::parse(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "re-parse failed ({e}) for {:?}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
+        let again = Message::parse(&bytes)
+            .unwrap_or_else(|e| panic!("re-parse failed ({e}) for {:?}", String::from_utf8_lossy(&bytes)));
         assert_eq!(again.to_bytes(), bytes);
     }
-    assert!(
-        parsed > 10_000,
-        "mutations too destructive: only {parsed} parsed"
-    );
+    assert!(parsed > 10_000, "mutations too destructive: only {parsed} parsed");
 }
 
 #[test]

@@ -87,10 +87,7 @@ impl Pbx {
     /// Stops Kamailio (its registrations are lost with it).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -116,10 +113,7 @@ impl Pbx {
     pub fn registered_users(&self) -> Vec<String> {
         let out = Command::new("kamcmd")
             .arg("-s")
-            .arg(format!(
-                "unix:{}/kamailio_ctl",
-                self.run_dir.path().display()
-            ))
+            .arg(format!("unix:{}/kamailio_ctl", self.run_dir.path().display()))
             .arg("ul.dump")
             .output()
             .expect("kamcmd");
@@ -137,10 +131,7 @@ impl Pbx {
     pub fn dump(&self) -> String {
         let out = Command::new("kamcmd")
             .arg("-s")
-            .arg(format!(
-                "unix:{}/kamailio_ctl",
-                self.run_dir.path().display()
-            ))
+            .arg(format!("unix:{}/kamailio_ctl", self.run_dir.path().display()))
             .arg("ul.dump")
             .output()
             .expect("kamcmd");
@@ -173,8 +164,7 @@ impl Drop for Pbx {
 /// Sends an OPTIONS and reports whether a 200 came back within 200 ms.
 pub fn sip_ping(port: u16) -> bool {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let lp = s.local_addr().unwrap().port();
     let tag: u32 = fastrand::u32(..);
     let msg = format!(
@@ -252,11 +242,7 @@ impl Siphon {
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!("siphon exited ({status}):\n{}", s.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "siphon did not start:\n{}",
-                s.log()
-            );
+            assert!(Instant::now() < deadline, "siphon did not start:\n{}", s.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         s
@@ -290,11 +276,7 @@ impl Siphon {
     }
 
     /// Waits until the metrics satisfy `pred`.
-    pub async fn wait_metrics(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&HashMap<String, f64>) -> bool,
-    ) {
+    pub async fn wait_metrics(&self, timeout: Duration, pred: impl Fn(&HashMap<String, f64>) -> bool) {
         let t0 = Instant::now();
         loop {
             let m = self.metrics().await;
@@ -343,9 +325,7 @@ impl Browser {
     pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
             match frame {
                 Ok(Message::Text(t)) => {
                     return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"));
@@ -385,12 +365,8 @@ impl Browser {
     /// Connects and waits for admission and registration; returns (browser, user).
     pub async fn registered(url: &str) -> (Browser, String) {
         let mut b = Browser::connect(url).await;
-        b.wait_for(
-            "registrationStateChanged",
-            |p| p["state"] == "accepted",
-            WAIT,
-        )
-        .await;
+        b.wait_for("registrationStateChanged", |p| p["state"] == "accepted", WAIT)
+            .await;
         let user = b.wait_for("sipUserNameReceived", |_| true, WAIT).await["user"]
             .as_str()
             .unwrap()

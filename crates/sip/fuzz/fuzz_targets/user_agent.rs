@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         retry_min: Duration::from_secs(1),
         retry_max: Duration::from_secs(60),
         user_agent: "fuzz".into(),
+        no_answer_timeout: Duration::from_secs(120),
         timers: Timers::default(),
     };
     let t0 = Instant::now();

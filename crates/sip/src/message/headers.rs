@@ -74,11 +74,7 @@ impl Headers {
     /// Replaces every field called `name` by one with `value`, keeping its position.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let name = canonical_name(name);
-        match self
-            .0
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(&name))
-        {
+        match self.0.iter().position(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             Some(i) => {
                 self.0[i].1 = value.into();
                 let mut idx = 0;
@@ -148,10 +144,7 @@ impl Headers {
     }
 
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
-        CSeq::parse(
-            self.get("CSeq")
-                .ok_or_else(|| ParseError::new("missing CSeq"))?,
-        )
+        CSeq::parse(self.get("CSeq").ok_or_else(|| ParseError::new("missing CSeq"))?)
     }
 
     pub fn call_id(&self) -> Result<&str, ParseError> {
@@ -162,25 +155,16 @@ impl Headers {
     }
 
     pub fn from(&self) -> Result<NameAddr, ParseError> {
-        NameAddr::parse(
-            self.get("From")
-                .ok_or_else(|| ParseError::new("missing From"))?,
-        )
+        NameAddr::parse(self.get("From").ok_or_else(|| ParseError::new("missing From"))?)
     }
 
     pub fn to(&self) -> Result<NameAddr, ParseError> {
-        NameAddr::parse(
-            self.get("To")
-                .ok_or_else(|| ParseError::new("missing To"))?,
-        )
+        NameAddr::parse(self.get("To").ok_or_else(|| ParseError::new("missing To"))?)
     }
 
     /// All Contact values (a `*` Contact yields an error; only REGISTER may use it).
     pub fn contacts(&self) -> Result<Vec<NameAddr>, ParseError> {
-        self.values("Contact")
-            .into_iter()
-            .map(NameAddr::parse)
-            .collect()
+        self.values("Contact").into_iter().map(NameAddr::parse).collect()
     }
 
     /// A header holding a non-negative integer (Expires, Max-Forwards, Min-Expires…).
@@ -224,8 +208,7 @@ impl Via {
             let end = if i < 2 {
                 rest.find('/').ok_or_else(bad)?
             } else {
-                rest.find(|c: char| c.is_ascii_whitespace())
-                    .ok_or_else(bad)?
+                rest.find(|c: char| c.is_ascii_whitespace()).ok_or_else(bad)?
             };
             proto.push(rest[..end].trim());
             rest = &rest[end..];
@@ -305,11 +288,7 @@ impl NameAddr {
                 + lt;
             let uri = Uri::parse(&s[lt + 1..gt])?;
             let params = Params::parse(&s[gt + 1..])?;
-            Ok(NameAddr {
-                display,
-                uri,
-                params,
-            })
+            Ok(NameAddr { display, uri, params })
         } else {
             // addr-spec without brackets: parameters belong to the header, not the URI.
             let (uri, params) = match s.find(';') {
@@ -369,11 +348,7 @@ impl CSeq {
     pub fn parse(s: &str) -> Result<CSeq, ParseError> {
         let mut it = s.split_ascii_whitespace();
         let bad = || ParseError::new(format!("bad CSeq {s:?}"));
-        let seq = it
-            .next()
-            .ok_or_else(bad)?
-            .parse::<u32>()
-            .map_err(|_| bad())?;
+        let seq = it.next().ok_or_else(bad)?.parse::<u32>().map_err(|_| bad())?;
         let method = Method::parse(it.next().ok_or_else(bad)?)?;
         if it.next().is_some() {
             return Err(bad());
@@ -394,8 +369,7 @@ mod tests {
 
     #[test]
     fn via_parses_with_spaces_and_params() {
-        let v = Via::parse("SIP / 2.0 / udp 10.0.0.1:5060 ;branch=z9hG4bKx;rport;received=1.2.3.4")
-            .unwrap();
+        let v = Via::parse("SIP / 2.0 / udp 10.0.0.1:5060 ;branch=z9hG4bKx;rport;received=1.2.3.4").unwrap();
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.host, "10.0.0.1");
         assert_eq!(v.port, Some(5060));

@@ -238,14 +238,12 @@ impl Message {
         if data.len() > MAX_MESSAGE_SIZE {
             return Err(ParseError::new("message too large"));
         }
-        let (head_end, body_start) = find_head_end(data)
-            .ok_or_else(|| ParseError::new("no end of headers (truncated message?)"))?;
+        let (head_end, body_start) =
+            find_head_end(data).ok_or_else(|| ParseError::new("no end of headers (truncated message?)"))?;
         let head = std::str::from_utf8(&data[..head_end])
             .map_err(|_| ParseError::new("header section is not UTF-8"))?;
         let mut lines = unfold_lines(head)?.into_iter();
-        let start = lines
-            .next()
-            .ok_or_else(|| ParseError::new("empty message"))?;
+        let start = lines.next().ok_or_else(|| ParseError::new("empty message"))?;
         let mut headers = Headers::new();
         for line in lines {
             if headers.len() >= MAX_HEADERS {
@@ -261,11 +259,7 @@ impl Message {
             headers.push(name, line[colon + 1..].trim());
         }
         let rest = &data[body_start..];
-        let body = match headers
-            .get_all("Content-Length")
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+        let body = match headers.get_all("Content-Length").collect::<Vec<_>>().as_slice() {
             [] => rest.to_vec(),
             [cl] => {
                 let len = cl
@@ -378,10 +372,7 @@ fn unfold_lines(head: &str) -> Result<Vec<String>, ParseError> {
 /// `buf` form one whole message. `Ok(None)`: wait for more data. Leading CRLF
 /// keep-alives count as a frame of their own. Errors mean the stream is unusable.
 pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, ParseError> {
-    let crlfs = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
+    let crlfs = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
     if crlfs > 0 {
         return Ok(Some(crlfs));
     }
@@ -411,11 +402,7 @@ pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         .checked_add(len)
         .filter(|t| *t <= MAX_MESSAGE_SIZE)
         .ok_or_else(|| ParseError::new("message too large"))?;
-    Ok(if buf.len() >= total {
-        Some(total)
-    } else {
-        None
-    })
+    Ok(if buf.len() >= total { Some(total) } else { None })
 }
 
 #[cfg(test)]

@@ -75,11 +75,7 @@ impl<O> ClientTransaction<O> {
     }
 
     /// Returns (pass the response to the TU?, something to send).
-    pub(super) fn on_response(
-        &mut self,
-        now: Instant,
-        resp: &Response,
-    ) -> (bool, Option<Transmit>) {
+    pub(super) fn on_response(&mut self, now: Instant, resp: &Response) -> (bool, Option<Transmit>) {
         let t1 = self.timers.t1;
         if self.invite {
             match (self.state, resp.status) {

@@ -71,13 +71,7 @@ impl ServerKey {
             Some(b) if b.starts_with(MAGIC_COOKIE) => b.to_owned(),
             _ => {
                 let cseq = req.headers.cseq().ok()?;
-                let from_tag = req
-                    .headers
-                    .from()
-                    .ok()?
-                    .tag()
-                    .unwrap_or_default()
-                    .to_owned();
+                let from_tag = req.headers.from().ok()?.tag().unwrap_or_default().to_owned();
                 format!(
                     "rfc2543:{}:{}:{}",
                     req.headers.call_id().ok()?,
@@ -255,10 +249,7 @@ impl<O: Clone> Transactions<O> {
             .collect();
         for key in keys {
             if let Some(tx) = self.client.remove(&key) {
-                self.events.push_back(TxEvent::Timeout {
-                    key,
-                    owner: tx.owner,
-                });
+                self.events.push_back(TxEvent::Timeout { key, owner: tx.owner });
             }
         }
     }
@@ -291,8 +282,7 @@ impl<O: Clone> Transactions<O> {
                 self.transmits.push_back(t);
             }
             if ack_timeout {
-                self.events
-                    .push_back(TxEvent::AckTimeout { key: key.clone() });
+                self.events.push_back(TxEvent::AckTimeout { key: key.clone() });
             }
             if tx.state() == ServerState::Terminated {
                 dead.push(key.clone());

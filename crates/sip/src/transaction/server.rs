@@ -122,11 +122,7 @@ impl ServerTransaction {
             self.ack_deadline = Some(now + t1 * 64);
         } else {
             self.state = ServerState::Completed;
-            let linger = if self.reliable() {
-                Duration::ZERO
-            } else {
-                t1 * 64
-            };
+            let linger = if self.reliable() { Duration::ZERO } else { t1 * 64 };
             self.linger_until = Some(now + linger);
         }
         self.last_response = Some(data.clone());

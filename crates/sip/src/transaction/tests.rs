@@ -16,10 +16,8 @@ fn target(transport: Transport) -> Target {
 
 fn request(method: Method, branch: &str) -> Request {
     let mut r = Request::new(method.clone(), Uri::parse("sip:1000@127.0.0.1").unwrap());
-    r.headers.push(
-        "Via",
-        format!("SIP/2.0/UDP 127.0.0.1:5090;branch={branch};rport"),
-    );
+    r.headers
+        .push("Via", format!("SIP/2.0/UDP 127.0.0.1:5090;branch={branch};rport"));
     r.headers.push("From", "<sip:880@127.0.0.1>;tag=f1");
     r.headers.push("To", "<sip:1000@127.0.0.1>");
     r.headers.push("Call-ID", "call-1");
@@ -41,11 +39,7 @@ fn ms(n: u64) -> Duration {
 
 /// Runs the layer until `until`, firing timers exactly when due; returns the
 /// offsets (from `t0`) of every transmission and all events.
-fn run(
-    tx: &mut Transactions<u32>,
-    t0: Instant,
-    until: Duration,
-) -> (Vec<Duration>, Vec<TxEvent<u32>>) {
+fn run(tx: &mut Transactions<u32>, t0: Instant, until: Duration) -> (Vec<Duration>, Vec<TxEvent<u32>>) {
     let mut sent = Vec::new();
     let mut events = Vec::new();
     while tx.poll_transmit().is_some() {}
@@ -79,12 +73,10 @@ fn non_invite_over_udp_retransmits_with_backoff_capped_at_t2_then_times_out() {
         .unwrap();
     assert!(tx.poll_transmit().is_some());
     let (sent, events) = run(&mut tx, t0, Duration::from_secs(40));
-    let expect: Vec<Duration> = [
-        500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
-    ]
-    .into_iter()
-    .map(ms)
-    .collect();
+    let expect: Vec<Duration> = [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        .into_iter()
+        .map(ms)
+        .collect();
     assert_eq!(sent, expect);
     assert_eq!(events, vec![TxEvent::Timeout { key, owner: 7 }]);
     assert_eq!(tx.client_count(), 0);
@@ -124,10 +116,7 @@ fn non_invite_final_response_completes_and_absorbs_retransmissions() {
         tx.poll_transmit().is_none(),
         "no retransmission at T1 once proceeding"
     );
-    assert_eq!(
-        tx.poll_timeout(),
-        Some(t0 + ms(100) + Duration::from_secs(4))
-    );
+    assert_eq!(tx.poll_timeout(), Some(t0 + ms(100) + Duration::from_secs(4)));
     assert!(tx.receive_response(t0 + ms(200), response(&req, 200)));
     match tx.poll_event() {
         Some(TxEvent::Response { response, .. }) => assert_eq!(response.status, 200),
@@ -147,13 +136,8 @@ fn non_invite_final_response_completes_and_absorbs_retransmissions() {
 fn invite_retransmits_doubling_until_timer_b() {
     let t0 = Instant::now();
     let mut tx = Transactions::<u32>::new(Timers::default());
-    tx.send_request(
-        t0,
-        request(Method::Invite, "z9hG4bKd"),
-        target(Transport::Udp),
-        3,
-    )
-    .unwrap();
+    tx.send_request(t0, request(Method::Invite, "z9hG4bKd"), target(Transport::Udp), 3)
+        .unwrap();
     tx.poll_transmit().unwrap();
     let (sent, events) = run(&mut tx, t0, Duration::from_secs(40));
     assert_eq!(sent, [500, 1500, 3500, 7500, 15500, 31500].map(ms).to_vec());
@@ -277,10 +261,7 @@ fn server_invite_non_2xx_retransmits_until_ack_then_confirmed() {
     );
     assert_eq!(tx.server_state(&key), Some(ServerState::Confirmed));
     tx.handle_timeout(t0 + ms(3500));
-    assert!(
-        tx.poll_transmit().is_none(),
-        "no more retransmissions after ACK"
-    );
+    assert!(tx.poll_transmit().is_none(), "no more retransmissions after ACK");
     tx.handle_timeout(t0 + ms(1600) + Duration::from_secs(5));
     assert_eq!(tx.server_count(), 0);
     assert!(tx.poll_event().is_none());
@@ -347,10 +328,7 @@ fn transport_error_fails_pending_transactions_to_that_target() {
     )
     .unwrap();
     tx.transport_error(target(Transport::Tcp));
-    assert!(matches!(
-        tx.poll_event(),
-        Some(TxEvent::Timeout { owner: 9, .. })
-    ));
+    assert!(matches!(tx.poll_event(), Some(TxEvent::Timeout { owner: 9, .. })));
     assert_eq!(tx.client_count(), 0);
 }
 

@@ -10,25 +10,7 @@ use crate::registration::LineState;
 const PBX: &str = "127.0.0.1:5060";
 
 fn config() -> UaConfig {
-    let pbx: SocketAddr = PBX.parse().unwrap();
-    UaConfig {
-        transport: Transport::Udp,
-        advertise_host: "127.0.0.1".into(),
-        advertise_port: 5090,
-        registrar_uri: Uri::parse("sip:127.0.0.1:5060").unwrap(),
-        registrar: Target {
-            transport: Transport::Udp,
-            addr: pbx,
-        },
-        outbound_proxy: None,
-        expires: 600,
-        keepalive_interval: None,
-        keepalive_timeout: Duration::from_secs(2),
-        retry_min: Duration::from_secs(5),
-        retry_max: Duration::from_secs(300),
-        user_agent: "siphon-test".into(),
-        timers: Timers::default(),
-    }
+    crate::user_agent::test_config()
 }
 
 fn account(user: &str) -> Account {
@@ -142,10 +124,7 @@ impl Lab {
         self.reply(
             &r2,
             200,
-            &[(
-                "Contact",
-                &format!("<sip:{user}@127.0.0.1:5090>;expires=60"),
-            )],
+            &[("Contact", &format!("<sip:{user}@127.0.0.1:5090>;expires=60"))],
         );
         id
     }
@@ -172,10 +151,7 @@ fn registers_with_digest_challenge() {
         r1.headers.call_id().unwrap(),
         "same Call-ID"
     );
-    assert_eq!(
-        r2.headers.cseq().unwrap().seq,
-        r1.headers.cseq().unwrap().seq + 1
-    );
+    assert_eq!(r2.headers.cseq().unwrap().seq, r1.headers.cseq().unwrap().seq + 1);
     assert_ne!(
         r2.headers.top_via().unwrap().branch(),
         r1.headers.top_via().unwrap().branch()
@@ -183,27 +159,13 @@ fn registers_with_digest_challenge() {
     let auth = Authorization::parse(r2.headers.get("Authorization").unwrap()).unwrap();
     assert!(verify(&auth, "880", "REGISTER"));
     assert_eq!(auth.qop.as_ref().map(|q| q.1), Some(1));
-    lab.reply(
-        &r2,
-        200,
-        &[("Contact", "<sip:880@127.0.0.1:5090>;expires=60")],
-    );
+    lab.reply(&r2, 200, &[("Contact", "<sip:880@127.0.0.1:5090>;expires=60")]);
     assert_eq!(
         lab.states(),
-        vec![
-            (LineState::Registering, None),
-            (LineState::Registered, Some(200))
-        ]
+        vec![(LineState::Registering, None), (LineState::Registered, Some(200))]
     );
-    assert_eq!(
-        lab.ua.line_status(line).unwrap().state,
-        LineState::Registered
-    );
-    assert_eq!(
-        lab.ua.stats().client_transactions,
-        2,
-        "both linger for Timer K"
-    );
+    assert_eq!(lab.ua.line_status(line).unwrap().state, LineState::Registered);
+    assert_eq!(lab.ua.stats().client_transactions, 2, "both linger for Timer K");
     lab.advance_to(Duration::from_secs(6));
     assert_eq!(lab.ua.stats().client_transactions, 0);
 }
@@ -241,12 +203,7 @@ fn stale_nonce_is_answered_again_without_failing() {
     let r = lab.one_request();
     lab.challenge(&r, "n2", true);
     let r2 = lab.one_request();
-    assert!(
-        r2.headers
-            .get("Authorization")
-            .unwrap()
-            .contains("nonce=\"n2\"")
-    );
+    assert!(r2.headers.get("Authorization").unwrap().contains("nonce=\"n2\""));
     lab.reply(&r2, 200, &[]);
     assert!(lab.states().is_empty());
 }
@@ -266,10 +223,7 @@ fn wrong_password_fails_with_the_code_and_backs_off() {
             "no storm: nothing sent after the rejection"
         );
         let states = lab.states();
-        assert_eq!(
-            states.last(),
-            Some(&(LineState::RegistrationFailed, Some(401)))
-        );
+        assert_eq!(states.last(), Some(&(LineState::RegistrationFailed, Some(401))));
         let failed_at = lab.now;
         let retry = loop {
             let step = lab.now - lab.t0 + Duration::from_millis(100);
@@ -385,10 +339,7 @@ fn unanswered_register_fails_with_408_after_timer_f() {
     assert_eq!(lab.states(), vec![(LineState::Registering, None)]);
     lab.sent();
     lab.advance_to(Duration::from_secs(32));
-    assert_eq!(
-        lab.states(),
-        vec![(LineState::RegistrationFailed, Some(408))]
-    );
+    assert_eq!(lab.states(), vec![(LineState::RegistrationFailed, Some(408))]);
 }
 
 #[test]
@@ -440,10 +391,7 @@ fn keepalive_outage_fails_every_line_and_return_reregisters_them() {
     let probe = sent.last().unwrap().clone();
     lab.reply(&probe, 200, &[]);
     let reqs = lab.sent_requests();
-    assert_eq!(
-        reqs.iter().filter(|r| r.method == Method::Register).count(),
-        2
-    );
+    assert_eq!(reqs.iter().filter(|r| r.method == Method::Register).count(), 2);
     assert!(lab.events().contains(&Event::Registrar { reachable: true }));
 }
 
@@ -458,11 +406,7 @@ fn removing_lines_while_the_registrar_is_down_does_not_wait_for_it() {
     lab.advance_to(Duration::from_secs(3));
     lab.events();
     lab.ua.remove_line(lab.now, line);
-    assert!(
-        lab.sent_requests()
-            .iter()
-            .all(|r| r.method != Method::Register)
-    );
+    assert!(lab.sent_requests().iter().all(|r| r.method != Method::Register));
     assert!(lab.events().contains(&Event::LineRemoved { line }));
 }
 
@@ -527,10 +471,7 @@ fn malformed_input_is_dropped_or_answered_400_and_nothing_breaks() {
     assert!(r.headers.get("Warning").unwrap().contains("CSeq"));
     // and the UA still registers lines
     lab.register("893");
-    assert_eq!(
-        lab.states().last(),
-        Some(&(LineState::Registered, Some(200)))
-    );
+    assert_eq!(lab.states().last(), Some(&(LineState::Registered, Some(200))));
 }
 
 #[test]

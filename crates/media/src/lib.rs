@@ -1,0 +1,22 @@
+//! siphon's media negotiation, sans-IO: SDP text in, SDP text and negotiated media
+//! parameters out.
+//!
+//! The SIP leg of a call carries its media description in SDP bodies. This crate reads
+//! the far end's offers and answers, writes ours, and decides what the RTP leg uses
+//! (address, codec, payload types, direction). It opens no socket and reads no clock;
+//! the gateway's driver carries the SDP text in and out of SIP messages and hands the
+//! [`sdp::NegotiatedMedia`] to whatever moves the RTP.
+
+// SDP comes from the network: outside tests, nothing here may panic on what it reads.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod sdp;

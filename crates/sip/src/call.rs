@@ -1,0 +1,943 @@
+//! One phone call on a line (the original example's `Call`), either direction: the
+//! INVITE exchange (with digest challenges, provisional responses, early media,
+//! CANCEL both ways, ACK for 2xx), the confirmed dialog (BYE both ways, re-INVITEs
+//! and INFO from the far end), and the state the browser sees.
+//!
+//! SDP is opaque here: the call carries bytes between the far end and whoever owns
+//! media (the gateway), which supplies offers and answers. Like the registration, a
+//! call builds messages and reacts to outcomes; the user agent moves them.
+
+use std::time::{Duration, Instant};
+
+use crate::auth::{Authorization, Challenge, Credentials};
+use crate::dialog::Dialog;
+use crate::message::{Method, NameAddr, Request, Response, Uri};
+use crate::registration::display_addr;
+use crate::transaction::{ClientKey, ServerKey};
+use crate::transport::Target;
+use crate::user_agent::{ALLOW, Account, UaConfig, random_token};
+
+/// Identifies a call within the user agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef(pub u64);
+
+impl std::fmt::Display for CallRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call-{}", self.0)
+    }
+}
+
+/// What the browser sees of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    Dialing,
+    Ringing,
+    EarlyMedia,
+    InCall,
+    Busy,
+    Rejected,
+    Cancelled,
+    NoAnswer,
+    Completed,
+    Failed,
+}
+
+impl CallState {
+    /// The call is over (the line is free for another).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CallState::Busy
+                | CallState::Rejected
+                | CallState::Cancelled
+                | CallState::NoAnswer
+                | CallState::Completed
+                | CallState::Failed
+        )
+    }
+}
+
+/// A visible state change with the SIP status behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallStatus {
+    pub state: CallState,
+    pub code: Option<u16>,
+    pub reason: Option<String>,
+}
+
+/// What a call tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A new incoming call (already ringing at the far end's side: 180 sent).
+    Incoming {
+        /// The caller's user part (their number), or the whole URI if it has none.
+        from: String,
+        display_name: Option<String>,
+        /// The SDP offer of the INVITE, if it had one.
+        offer: Option<Vec<u8>>,
+    },
+    Status(CallStatus),
+    /// The far end's SDP answer (or offer, for an INVITE we answer), to point media
+    /// at. `early` for SDP in a provisional response.
+    RemoteSdp {
+        sdp: Vec<u8>,
+        early: bool,
+    },
+    /// The far end sent a new offer (re-INVITE; `None` when it asks for ours): answer
+    /// it with [`crate::UserAgent::answer_offer`].
+    Offer {
+        sdp: Option<Vec<u8>>,
+    },
+    /// An INFO request in the dialog (DTMF relay and friends).
+    Info {
+        content_type: String,
+        body: Vec<u8>,
+    },
+    /// The call's resources may be released; nothing more will come for it.
+    Ended,
+}
+
+/// Why a call request cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    NoSuchLine,
+    NoSuchCall,
+    /// The line already has a call.
+    LineBusy,
+    /// The operation does not fit the call's state (accept an outgoing call…).
+    WrongState(&'static str),
+    /// The number cannot be turned into a SIP URI.
+    BadNumber,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::NoSuchLine => write!(f, "no such line"),
+            CallError::NoSuchCall => write!(f, "no such call"),
+            CallError::LineBusy => write!(f, "the line already has a call"),
+            CallError::WrongState(s) => write!(f, "{s}"),
+            CallError::BadNumber => write!(f, "the number cannot be dialled"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    No,
+    /// Wanted, but no provisional response yet (RFC 3261 §9.1: wait for one).
+    Wanted,
+    Sent,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Our INVITE is out.
+    Inviting,
+    /// Their INVITE is ringing here.
+    Offered,
+    /// We sent 2xx, waiting for the ACK.
+    Answered,
+    Confirmed,
+    /// Over from the browser's point of view; waiting for transactions to finish.
+    Closing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Nobody answered (or accepted) in time.
+    NoAnswer,
+    /// A CANCEL got no final response for the INVITE: give up on it.
+    CancelGiveUp,
+}
+
+/// How long a CANCELled INVITE may take to end (64*T1).
+const CANCEL_GIVE_UP: Duration = Duration::from_secs(32);
+/// How many challenges in a row an INVITE answers.
+const MAX_CHALLENGES: u32 = 2;
+
+#[derive(Debug)]
+pub struct Call {
+    pub id: CallRef,
+    pub line: crate::LineId,
+    pub outgoing: bool,
+    account: Account,
+    phase: Phase,
+    dialog: Option<Dialog>,
+    visible: Option<CallState>,
+    /// Our current SDP (offer or answer), re-sent when the far end asks again.
+    local_sdp: Vec<u8>,
+    /// The INVITE: ours (outgoing), or theirs (incoming).
+    invite: Request,
+    invite_client: Option<ClientKey>,
+    invite_server: Option<ServerKey>,
+    local_tag: String,
+    provisional: bool,
+    early_sdp_seen: Option<Vec<u8>>,
+    cancel: Cancel,
+    challenges: u32,
+    nc: u32,
+    /// Client transactions of this call still running.
+    pending: usize,
+    /// The last ACK for a 2xx, re-sent when the 2xx is retransmitted.
+    last_ack: Option<(Request, Target)>,
+    /// A re-INVITE waiting for [`Call::answer_offer`].
+    pending_offer: Option<(ServerKey, Request)>,
+    timer: Option<(Instant, Timer)>,
+    requests: Vec<(Request, Target)>,
+    responses: Vec<(ServerKey, Response)>,
+    events: Vec<CallEvent>,
+    ended: bool,
+}
+
+impl Call {
+    fn base(id: CallRef, line: crate::LineId, outgoing: bool, account: Account, invite: Request) -> Call {
+        Call {
+            id,
+            line,
+            outgoing,
+            account,
+            phase: if outgoing { Phase::Inviting } else { Phase::Offered },
+            dialog: None,
+            visible: None,
+            local_sdp: Vec::new(),
+            invite,
+            invite_client: None,
+            invite_server: None,
+            local_tag: String::new(),
+            provisional: false,
+            early_sdp_seen: None,
+            cancel: Cancel::No,
+            challenges: 0,
+            nc: 0,
+            pending: 0,
+            last_ack: None,
+            pending_offer: None,
+            timer: None,
+            requests: Vec::new(),
+            responses: Vec::new(),
+            events: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Places a call to `number` (a user part at the account's domain) with our offer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn outgoing(
+        now: Instant,
+        id: CallRef,
+        line: crate::LineId,
+        account: &Account,
+        contact: &Uri,
+        number: &str,
+        offer: Vec<u8>,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Call, CallError> {
+        let user = escape_user(number).ok_or(CallError::BadNumber)?;
+        let uri = Uri::sip(Some(&user), &account.domain, None);
+        let mut invite = config.new_request(Method::Invite, uri.clone(), rng);
+        let from = display_addr(
+            &account.display_name,
+            &Uri::sip(Some(&account.user), &account.domain, None),
+        );
+        let local_tag = random_token(rng, 12);
+        invite.headers.push("From", format!("{from};tag={local_tag}"));
+        invite.headers.push("To", format!("<{uri}>"));
+        invite.headers.push("Call-ID", random_token(rng, 24));
+        invite
+            .headers
+            .push("CSeq", format!("{} INVITE", rng.u32(1..10_000)));
+        invite.headers.push("Contact", format!("<{contact}>"));
+        invite.headers.push("Allow", ALLOW);
+        invite.headers.push("User-Agent", config.user_agent.clone());
+        invite.headers.push("Content-Type", "application/sdp");
+        invite.body = offer.clone();
+        let mut call = Call::base(id, line, true, account.clone(), invite.clone());
+        call.local_sdp = offer;
+        call.local_tag = local_tag;
+        call.timer = Some((now + config.no_answer_timeout, Timer::NoAnswer));
+        call.send(invite, config.next_hop());
+        call.set_status(CallState::Dialing, None, None);
+        Ok(call)
+    }
+
+    /// Takes an incoming INVITE (100 Trying already sent): rings (180) and reports it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn incoming(
+        now: Instant,
+        id: CallRef,
+        line: crate::LineId,
+        account: &Account,
+        key: ServerKey,
+        invite: Request,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Call {
+        let from = invite.headers.from().ok();
+        let caller = from
+            .as_ref()
+            .map(|f| f.uri.user.clone().unwrap_or_else(|| f.uri.to_string()))
+            .unwrap_or_default();
+        let display_name = from
+            .as_ref()
+            .and_then(|f| f.display.clone())
+            .filter(|d| !d.is_empty());
+        let offer = (!invite.body.is_empty()).then(|| invite.body.clone());
+        let mut call = Call::base(id, line, false, account.clone(), invite);
+        call.local_tag = random_token(rng, 12);
+        call.invite_server = Some(key.clone());
+        call.timer = Some((now + config.no_answer_timeout, Timer::NoAnswer));
+        let ringing = call.response(180, "Ringing", config);
+        call.responses.push((key, ringing));
+        call.events.push(CallEvent::Incoming {
+            from: caller,
+            display_name,
+            offer,
+        });
+        call.set_status(CallState::Ringing, None, None);
+        call
+    }
+
+    /// The visible state, once there is one.
+    pub fn state(&self) -> Option<CallState> {
+        self.visible
+    }
+
+    /// The call is over and its record can go.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    pub fn has_dialog(&self) -> bool {
+        self.dialog.is_some() && !matches!(self.phase, Phase::Closing)
+    }
+
+    /// The dialog, once there is one.
+    pub fn dialog(&self) -> Option<&Dialog> {
+        self.dialog.as_ref()
+    }
+
+    /// The server transaction of the INVITE we received.
+    pub fn invite_server_key(&self) -> Option<ServerKey> {
+        self.invite_server.clone()
+    }
+
+    /// Is `req` an in-dialog request of this call?
+    pub fn matches(&self, req: &Request) -> bool {
+        self.dialog.as_ref().is_some_and(|d| d.matches_request(req))
+    }
+
+    /// Is `key` (of a CANCEL) aimed at our ringing INVITE?
+    pub fn is_cancel_target(&self, cancel_key: &ServerKey) -> bool {
+        self.invite_server
+            .as_ref()
+            .is_some_and(|k| k.branch == cancel_key.branch && k.sent_by == cancel_key.sent_by)
+    }
+
+    /// Accepts an incoming call with our SDP (an answer, or an offer if theirs had none).
+    pub fn accept(&mut self, sdp: Vec<u8>, config: &UaConfig) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Offered) || self.outgoing {
+            return Err(CallError::WrongState("no incoming call is ringing"));
+        }
+        let key = self
+            .invite_server
+            .clone()
+            .ok_or(CallError::WrongState("no INVITE"))?;
+        self.local_sdp = sdp;
+        let ok = self.response(200, "OK", config);
+        let dialog = Dialog::for_uas(&self.invite, &self.local_tag, 1)
+            .map_err(|_| CallError::WrongState("bad INVITE"))?;
+        self.dialog = Some(dialog);
+        self.responses.push((key, ok));
+        self.phase = Phase::Answered;
+        self.timer = None;
+        self.set_status(CallState::InCall, Some(200), None);
+        Ok(())
+    }
+
+    /// Ends the call from our side: CANCEL, reject with `reject_code`, or BYE.
+    pub fn hang_up(
+        &mut self,
+        now: Instant,
+        reject_code: u16,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<(), CallError> {
+        match self.phase {
+            Phase::Inviting => {
+                self.request_cancel(now, config);
+                self.set_status(CallState::Cancelled, None, Some("cancelled by caller".into()));
+            }
+            Phase::Offered => {
+                let (code, reason) = match reject_code {
+                    603 => (603, "Decline"),
+                    486 => (486, "Busy Here"),
+                    480 => (480, "Temporarily Unavailable"),
+                    c if (400..700).contains(&c) => (c, "Rejected"),
+                    _ => (486, "Busy Here"),
+                };
+                self.reject(code, reason, config);
+                self.set_status(CallState::Rejected, Some(code), Some(reason.into()));
+            }
+            Phase::Answered | Phase::Confirmed => {
+                self.send_bye(config, rng);
+                self.set_status(CallState::Completed, None, Some("hung up".into()));
+            }
+            Phase::Closing => return Err(CallError::WrongState("the call is already ending")),
+        }
+        self.maybe_end();
+        Ok(())
+    }
+
+    fn reject(&mut self, code: u16, reason: &str, config: &UaConfig) {
+        if let Some(key) = self.invite_server.clone() {
+            let resp = self.response(code, reason, config);
+            self.responses.push((key, resp));
+        }
+        self.phase = Phase::Closing;
+        self.timer = None;
+    }
+
+    fn request_cancel(&mut self, now: Instant, config: &UaConfig) {
+        if self.cancel != Cancel::No {
+            return;
+        }
+        if self.provisional {
+            self.send_cancel(now, config);
+        } else {
+            self.cancel = Cancel::Wanted;
+        }
+        self.phase = Phase::Closing;
+    }
+
+    fn send_cancel(&mut self, now: Instant, config: &UaConfig) {
+        let mut cancel = Request::new(Method::Cancel, self.invite.uri.clone());
+        if let Some(via) = self.invite.headers.values("Via").first() {
+            cancel.headers.push("Via", *via);
+        }
+        cancel.headers.push("Max-Forwards", "70");
+        for name in ["From", "To", "Call-ID"] {
+            if let Some(v) = self.invite.headers.get(name) {
+                cancel.headers.push(name, v);
+            }
+        }
+        if let Ok(cseq) = self.invite.headers.cseq() {
+            cancel.headers.push("CSeq", format!("{} CANCEL", cseq.seq));
+        }
+        for r in self.invite.headers.get_all("Route") {
+            cancel.headers.push("Route", r);
+        }
+        cancel.headers.push("User-Agent", config.user_agent.clone());
+        self.cancel = Cancel::Sent;
+        self.timer = Some((now + CANCEL_GIVE_UP, Timer::CancelGiveUp));
+        self.send(cancel, config.next_hop());
+    }
+
+    fn send_bye(&mut self, config: &UaConfig, rng: &mut fastrand::Rng) {
+        if let Some(d) = self.dialog.as_mut() {
+            let (mut bye, target) = d.request(Method::Bye, None, config, rng);
+            bye.headers.push("User-Agent", config.user_agent.clone());
+            self.send(bye, target);
+        }
+        self.phase = Phase::Closing;
+        self.timer = None;
+    }
+
+    fn send(&mut self, req: Request, target: Target) {
+        if req.method != Method::Ack {
+            self.pending += 1;
+        }
+        self.requests.push((req, target));
+    }
+
+    /// A response to one of our requests.
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        resp: &Response,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
+        match key.method {
+            Method::Invite => self.on_invite_response(now, key, resp, config, rng),
+            _ => {
+                if !resp.is_provisional() {
+                    self.pending = self.pending.saturating_sub(1);
+                }
+            }
+        }
+        self.maybe_end();
+    }
+
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        resp: &Response,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
+        if self.invite_client.as_ref() != Some(key) {
+            // a response for an INVITE we already replaced (after a challenge)
+            if resp.is_success() {
+                self.ack_and_bye_stray(resp, config, rng);
+            }
+            return;
+        }
+        match resp.status {
+            100..=199 => {
+                self.provisional = true;
+                if self.cancel == Cancel::Wanted {
+                    self.send_cancel(now, config);
+                }
+                if resp.status == 100 || !matches!(self.phase, Phase::Inviting) {
+                    return;
+                }
+                if !resp.body.is_empty() && self.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
+                    self.early_sdp_seen = Some(resp.body.clone());
+                    self.events.push(CallEvent::RemoteSdp {
+                        sdp: resp.body.clone(),
+                        early: true,
+                    });
+                    self.set_status(
+                        CallState::EarlyMedia,
+                        Some(resp.status),
+                        Some(resp.reason.clone()),
+                    );
+                } else if self.visible == Some(CallState::Dialing) {
+                    self.set_status(CallState::Ringing, Some(resp.status), Some(resp.reason.clone()));
+                }
+            }
+            200..=299 => self.on_invite_success(resp, config, rng),
+            401 | 407 if matches!(self.phase, Phase::Inviting) && self.challenges < MAX_CHALLENGES => {
+                self.pending = self.pending.saturating_sub(1);
+                self.challenges += 1;
+                let header = if resp.status == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
+                match Challenge::pick(resp.headers.get_all(header)) {
+                    Ok(ch) => self.reinvite_with_credentials(&ch, resp.status == 407, config, rng),
+                    Err(e) => self.finish_invite(resp.status, e.to_string()),
+                }
+            }
+            code => {
+                self.pending = self.pending.saturating_sub(1);
+                self.finish_invite(code, resp.reason.clone());
+            }
+        }
+    }
+
+    fn on_invite_success(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
+        let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        if let Some(d) = &self.dialog {
+            if tag.as_deref() == Some(d.id.remote_tag.as_str()) {
+                // retransmitted 2xx: our ACK got lost
+                if let Some((ack, target)) = self.last_ack.clone() {
+                    self.requests.push((ack, target));
+                }
+            } else {
+                self.ack_and_bye_stray(resp, config, rng);
+            }
+            return;
+        }
+        self.pending = self.pending.saturating_sub(1);
+        let Ok(mut dialog) = Dialog::for_uac(&self.invite, resp) else {
+            // a 2xx we cannot build a dialog from: nothing sane to do but fail
+            self.finish_invite(500, "unusable 2xx response".into());
+            return;
+        };
+        let seq = self.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let (ack, target) = dialog.request(Method::Ack, Some(seq), config, rng);
+        self.last_ack = Some((ack.clone(), target));
+        self.requests.push((ack, target));
+        self.dialog = Some(dialog);
+        if self.cancel == Cancel::Wanted {
+            self.cancel = Cancel::Sent;
+        }
+        if matches!(self.phase, Phase::Closing) {
+            // answered after we gave up (CANCEL race, no-answer timeout): end it
+            self.send_bye(config, rng);
+            return;
+        }
+        self.phase = Phase::Confirmed;
+        self.timer = None;
+        if !resp.body.is_empty() {
+            self.events.push(CallEvent::RemoteSdp {
+                sdp: resp.body.clone(),
+                early: false,
+            });
+        }
+        self.set_status(CallState::InCall, Some(resp.status), Some(resp.reason.clone()));
+    }
+
+    /// A 2xx from a second fork (or for a replaced INVITE): ACK it and hang it up.
+    fn ack_and_bye_stray(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
+        let Ok(mut stray) = Dialog::for_uac(&self.invite, resp) else {
+            return;
+        };
+        let seq = resp.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let (ack, target) = stray.request(Method::Ack, Some(seq), config, rng);
+        self.requests.push((ack, target));
+        let (bye, target) = stray.request(Method::Bye, None, config, rng);
+        self.send(bye, target);
+    }
+
+    fn reinvite_with_credentials(
+        &mut self,
+        ch: &Challenge,
+        proxy: bool,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
+        if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        let mut invite = self.invite.clone();
+        // new branch, next CSeq, same Call-ID and tags (RFC 3261 §22.2)
+        invite.headers.remove("Via");
+        let fresh = config.new_request(Method::Invite, invite.uri.clone(), rng);
+        if let Some(via) = fresh.headers.get("Via") {
+            invite.headers.push_front("Via", via);
+        }
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1).wrapping_add(1);
+        invite.headers.set("CSeq", format!("{seq} INVITE"));
+        self.nc += 1;
+        let creds = Credentials {
+            username: self.account.auth_user.clone(),
+            password: self.account.password.clone(),
+        };
+        let auth = Authorization::answer(
+            ch,
+            &creds,
+            "INVITE",
+            &invite.uri.to_string(),
+            &random_token(rng, 16),
+            self.nc,
+        );
+        let name = if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
+        invite.headers.remove("Authorization");
+        invite.headers.remove("Proxy-Authorization");
+        invite.headers.push(name, auth.to_string());
+        self.invite = invite.clone();
+        self.invite_client = None;
+        self.send(invite, config.next_hop());
+    }
+
+    /// The INVITE ended with a final response and no dialog: report why.
+    fn finish_invite(&mut self, code: u16, reason: String) {
+        let state = match code {
+            486 | 600 => CallState::Busy,
+            603 | 606 | 403 => CallState::Rejected,
+            487 => CallState::Cancelled,
+            408 | 480 => CallState::NoAnswer,
+            _ => CallState::Failed,
+        };
+        self.finish_invite_as(state, code, reason);
+    }
+
+    fn finish_invite_as(&mut self, state: CallState, code: u16, reason: String) {
+        self.timer = None;
+        let cancel_was_wanted = self.cancel == Cancel::Wanted;
+        if cancel_was_wanted {
+            // it ended before any provisional response: nothing left to cancel
+            self.cancel = Cancel::Sent;
+        }
+        let was_closing = matches!(self.phase, Phase::Closing);
+        self.phase = Phase::Closing;
+        if was_closing || cancel_was_wanted || self.cancel != Cancel::No {
+            // already reported (cancelled, no answer)
+            return;
+        }
+        self.set_status(state, Some(code), Some(reason));
+    }
+
+    /// A client transaction of this call timed out (Timer B/F or transport error).
+    pub fn on_timeout(&mut self, key: &ClientKey) {
+        self.pending = self.pending.saturating_sub(1);
+        if key.method == Method::Invite && self.invite_client.as_ref() == Some(key) {
+            // not even a provisional response: the far end is unreachable
+            self.finish_invite_as(CallState::Failed, 408, "no response".into());
+        }
+        self.maybe_end();
+    }
+
+    /// Records the key the transaction layer gave our INVITE.
+    pub fn set_invite_key(&mut self, key: ClientKey) {
+        self.invite_client = Some(key);
+    }
+
+    /// A request from the far end within this call (in-dialog, or a CANCEL/ACK for
+    /// our incoming INVITE). Returns true if handled.
+    pub fn on_request(&mut self, now: Instant, key: Option<ServerKey>, req: &Request, config: &UaConfig) {
+        match (&req.method, key) {
+            (Method::Ack, _) => {
+                if matches!(self.phase, Phase::Answered) {
+                    self.phase = Phase::Confirmed;
+                }
+                if !req.body.is_empty() {
+                    self.events.push(CallEvent::RemoteSdp {
+                        sdp: req.body.clone(),
+                        early: false,
+                    });
+                }
+            }
+            (Method::Cancel, Some(key)) => {
+                // 200 for the CANCEL, 487 for the INVITE (RFC 3261 §9.2)
+                let ok = self.plain_response(req, 200, "OK", config);
+                self.responses.push((key, ok));
+                if matches!(self.phase, Phase::Offered) {
+                    self.reject(487, "Request Terminated", config);
+                    self.set_status(
+                        CallState::Cancelled,
+                        Some(487),
+                        Some("cancelled by caller".into()),
+                    );
+                }
+            }
+            (Method::Bye, Some(key)) => {
+                let ok = self.plain_response(req, 200, "OK", config);
+                self.responses.push((key, ok));
+                if !matches!(self.phase, Phase::Closing) {
+                    self.phase = Phase::Closing;
+                    self.timer = None;
+                    self.set_status(CallState::Completed, None, Some("hung up by far end".into()));
+                }
+            }
+            (Method::Invite, Some(key)) => self.on_reinvite(now, key, req, config),
+            (Method::Info, Some(key)) => {
+                let ok = self.plain_response(req, 200, "OK", config);
+                self.responses.push((key, ok));
+                self.events.push(CallEvent::Info {
+                    content_type: req.headers.get("Content-Type").unwrap_or_default().to_owned(),
+                    body: req.body.clone(),
+                });
+            }
+            (Method::Options, Some(key)) => {
+                let mut ok = self.plain_response(req, 200, "OK", config);
+                ok.headers.push("Allow", ALLOW);
+                self.responses.push((key, ok));
+            }
+            (_, Some(key)) => {
+                let mut resp = self.plain_response(req, 405, "Method Not Allowed", config);
+                resp.headers.push("Allow", ALLOW);
+                self.responses.push((key, resp));
+            }
+            (_, None) => {}
+        }
+        self.maybe_end();
+    }
+
+    fn on_reinvite(&mut self, _now: Instant, key: ServerKey, req: &Request, config: &UaConfig) {
+        let in_dialog = matches!(self.phase, Phase::Confirmed | Phase::Answered);
+        if !in_dialog {
+            let resp = self.plain_response(req, 481, "Call/Transaction Does Not Exist", config);
+            self.responses.push((key, resp));
+            return;
+        }
+        if self.pending_offer.is_some() {
+            let mut resp = self.plain_response(req, 500, "Server Internal Error", config);
+            resp.headers.push("Retry-After", "1");
+            self.responses.push((key, resp));
+            return;
+        }
+        if let Some(d) = self.dialog.as_mut() {
+            let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+            if d.remote_seq.is_some_and(|r| seq <= r) {
+                let resp = self.plain_response(req, 500, "Server Internal Error", config);
+                self.responses.push((key, resp));
+                return;
+            }
+            d.remote_seq = Some(seq);
+            // target refresh (RFC 3261 §12.2.2)
+            if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
+                d.remote_target = c.uri;
+            }
+        }
+        self.pending_offer = Some((key, req.clone()));
+        self.events.push(CallEvent::Offer {
+            sdp: (!req.body.is_empty()).then(|| req.body.clone()),
+        });
+    }
+
+    /// Answers the far end's re-INVITE with `Ok(sdp)`, or refuses it with a status
+    /// (488 when the offer is unacceptable).
+    pub fn answer_offer(&mut self, answer: Result<Vec<u8>, u16>, config: &UaConfig) -> Result<(), CallError> {
+        let (key, req) = self
+            .pending_offer
+            .take()
+            .ok_or(CallError::WrongState("no offer to answer"))?;
+        let resp = match answer {
+            Ok(sdp) => {
+                self.local_sdp = sdp;
+                let mut ok = self.plain_response(&req, 200, "OK", config);
+                ok.headers
+                    .push("Contact", format!("<{}>", self.contact_uri(config)));
+                ok.headers.push("Allow", ALLOW);
+                ok.headers.push("Content-Type", "application/sdp");
+                ok.body = self.local_sdp.clone();
+                ok
+            }
+            Err(code) => self.plain_response(&req, code, "Not Acceptable Here", config),
+        };
+        self.responses.push((key, resp));
+        Ok(())
+    }
+
+    /// The 2xx we sent for their INVITE never got an ACK (RFC 3261 §13.3.1.4): end it.
+    pub fn on_ack_timeout(&mut self, key: &ServerKey, config: &UaConfig, rng: &mut fastrand::Rng) {
+        if self.invite_server.as_ref() == Some(key) && matches!(self.phase, Phase::Answered) {
+            self.send_bye(config, rng);
+            self.set_status(CallState::Failed, Some(408), Some("no ACK".into()));
+        }
+        self.maybe_end();
+    }
+
+    /// Call timers.
+    pub fn handle_timeout(&mut self, now: Instant, config: &UaConfig) {
+        let Some((at, timer)) = self.timer else { return };
+        if now < at {
+            return;
+        }
+        self.timer = None;
+        match timer {
+            Timer::NoAnswer => match self.phase {
+                Phase::Inviting => {
+                    self.request_cancel(now, config);
+                    self.set_status(CallState::NoAnswer, Some(408), Some("no answer".into()));
+                }
+                Phase::Offered => {
+                    self.reject(480, "Temporarily Unavailable", config);
+                    self.set_status(CallState::NoAnswer, Some(480), Some("not answered".into()));
+                }
+                _ => {}
+            },
+            Timer::CancelGiveUp => {
+                // the INVITE never ended after our CANCEL: forget it
+                self.pending = 0;
+            }
+        }
+        self.maybe_end();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer.map(|(at, _)| at)
+    }
+
+    fn maybe_end(&mut self) {
+        if !self.ended
+            && matches!(self.phase, Phase::Closing)
+            && self.pending == 0
+            && self.cancel != Cancel::Wanted
+            && self.pending_offer.is_none()
+        {
+            self.ended = true;
+            self.timer = None;
+            self.events.push(CallEvent::Ended);
+        }
+    }
+
+    fn set_status(&mut self, state: CallState, code: Option<u16>, reason: Option<String>) {
+        if self.visible == Some(state) || self.visible.is_some_and(CallState::is_final) {
+            return;
+        }
+        self.visible = Some(state);
+        self.events
+            .push(CallEvent::Status(CallStatus { state, code, reason }));
+    }
+
+    fn contact_uri(&self, config: &UaConfig) -> Uri {
+        let mut c = Uri::sip(
+            Some(&self.account.user),
+            &config.advertise_host,
+            Some(config.advertise_port),
+        );
+        if config.transport.is_reliable() {
+            c.params.set("transport", Some(config.transport.param_name()));
+        }
+        c
+    }
+
+    /// A response to their INVITE, with our To tag and Contact.
+    fn response(&self, status: u16, reason: &str, config: &UaConfig) -> Response {
+        let mut resp = self.plain_response(&self.invite, status, reason, config);
+        if status < 300 {
+            resp.headers
+                .push("Contact", format!("<{}>", self.contact_uri(config)));
+            resp.headers.push("Allow", ALLOW);
+        }
+        if status == 200 {
+            resp.headers.push("Content-Type", "application/sdp");
+            resp.body = self.local_sdp.clone();
+        }
+        resp
+    }
+
+    /// A response to `req` with our To tag.
+    fn plain_response(&self, req: &Request, status: u16, reason: &str, config: &UaConfig) -> Response {
+        let mut resp = Response::for_request(req, status, reason);
+        if let Ok(mut to) = req.headers.to()
+            && to.tag().is_none()
+            && !self.local_tag.is_empty()
+        {
+            to.params.set("tag", Some(&self.local_tag));
+            resp.headers.set("To", to.to_string());
+        }
+        resp.headers.push("Server", config.user_agent.clone());
+        resp
+    }
+
+    pub fn drain_requests(&mut self) -> std::vec::Drain<'_, (Request, Target)> {
+        self.requests.drain(..)
+    }
+
+    pub fn drain_responses(&mut self) -> std::vec::Drain<'_, (ServerKey, Response)> {
+        self.responses.drain(..)
+    }
+
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
+        self.events.drain(..)
+    }
+}
+
+/// Escapes a dialled number for the user part of a SIP URI (`#` must be `%23`).
+/// Returns None for characters that have no business in a number.
+pub fn escape_user(number: &str) -> Option<String> {
+    if number.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(number.len());
+    for c in number.chars() {
+        match c {
+            '0'..='9' | 'a'..='z' | 'A'..='Z' | '*' | '+' | '-' | '.' | '_' | '!' | '~' => out.push(c),
+            '#' => out.push_str("%23"),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The caller shown for an incoming INVITE's From.
+pub fn caller_of(from: &NameAddr) -> String {
+    from.uri.user.clone().unwrap_or_else(|| from.uri.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_numbers() {
+        assert_eq!(escape_user("*97#").as_deref(), Some("*97%23"));
+        assert_eq!(escape_user("+4930123").as_deref(), Some("+4930123"));
+        assert_eq!(escape_user("a@b"), None);
+        assert_eq!(escape_user(""), None);
+    }
+}

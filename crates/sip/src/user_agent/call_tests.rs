@@ -1,0 +1,614 @@
+//! Calls through the user agent, against a scripted far end, with simulated time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::call::{CallState, CallStatus};
+
+const PBX: &str = "127.0.0.1:5060";
+const OFFER: &[u8] =
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+const FAR_SDP: &[u8] =
+    b"v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+
+fn pbx() -> Target {
+    Target {
+        transport: Transport::Udp,
+        addr: PBX.parse::<SocketAddr>().unwrap(),
+    }
+}
+
+struct Lab {
+    ua: UserAgent,
+    now: Instant,
+    line: LineId,
+}
+
+impl Lab {
+    /// A UA with one registered line, 880.
+    fn new() -> Lab {
+        let t0 = Instant::now();
+        let mut ua = UserAgent::new(t0, test_config(), 7);
+        let line = ua.add_line(
+            t0,
+            Account {
+                user: "880".into(),
+                auth_user: "880".into(),
+                password: "880".into(),
+                display_name: Some("Desk".into()),
+                domain: "127.0.0.1".into(),
+            },
+        );
+        let mut lab = Lab { ua, now: t0, line };
+        let reg = lab.one_request();
+        lab.respond(
+            &reg,
+            200,
+            &[("Contact", "<sip:880@127.0.0.1:5090>;expires=600")],
+            b"",
+        );
+        lab.events();
+        lab
+    }
+
+    fn sent(&mut self) -> Vec<Message> {
+        std::iter::from_fn(|| self.ua.poll_transmit())
+            .map(|t| Message::parse(&t.data).unwrap())
+            .collect()
+    }
+
+    fn requests(&mut self) -> Vec<Request> {
+        self.sent()
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Request(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn one_request(&mut self) -> Request {
+        let mut r = self.requests();
+        assert_eq!(r.len(), 1, "{r:#?}");
+        r.remove(0)
+    }
+
+    fn responses(&mut self) -> Vec<Response> {
+        self.sent()
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Response(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.ua.poll_event()).collect()
+    }
+
+    fn call_events(&mut self) -> Vec<CallEvent> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Call { event, .. } => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn states(&mut self) -> Vec<CallState> {
+        self.call_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                CallEvent::Status(CallStatus { state, .. }) => Some(state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        let _ = self.ua.handle_receive(self.now, pbx(), data);
+    }
+
+    /// The far end answers our request.
+    fn respond(&mut self, req: &Request, status: u16, extra: &[(&str, &str)], body: &[u8]) {
+        let mut resp = Response::for_request(req, status, "Far");
+        if status > 100 {
+            let to = req.headers.get("To").unwrap().to_owned();
+            if !to.contains("tag=") {
+                resp.headers.set("To", format!("{to};tag=far"));
+            }
+        }
+        for (n, v) in extra {
+            resp.headers.push(*n, *v);
+        }
+        resp.body = body.to_vec();
+        self.feed(&resp.to_bytes());
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.ua.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.ua.handle_timeout(self.now);
+        }
+        self.now = end;
+    }
+
+    /// Places a call and gets it to 200 OK (with Record-Route and Contact); returns the INVITE.
+    fn call_answered(&mut self) -> (CallRef, Request) {
+        let call = self
+            .ua
+            .place_call(self.now, self.line, "1000", OFFER.to_vec())
+            .unwrap();
+        let invite = self.one_request();
+        self.respond(&invite, 180, &[], b"");
+        self.respond(
+            &invite,
+            200,
+            &[
+                ("Record-Route", "<sip:127.0.0.1:5060;lr>"),
+                ("Contact", "<sip:1000@127.0.0.1:5070>"),
+            ],
+            FAR_SDP,
+        );
+        (call, invite)
+    }
+
+    /// A request from the far end (`from_tag` "far"); `to_tag` for in-dialog ones.
+    fn far_request(
+        method: &str,
+        branch: &str,
+        call_id: &str,
+        cseq: u32,
+        to_tag: Option<&str>,
+        body: &[u8],
+    ) -> String {
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        let ct = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        let mut s = format!(
+            "{method} sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{branch}\r\n\
+             Record-Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 69\r\nFrom: \"Alice\" <sip:1000@127.0.0.1>;tag=far\r\n\
+             To: <sip:880@127.0.0.1>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:1000@127.0.0.1:5070>\r\n{ct}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        s.extend_from_slice(body);
+        String::from_utf8(s).unwrap()
+    }
+}
+
+fn status_of(resps: &[Response]) -> Vec<u16> {
+    resps.iter().map(|r| r.status).collect()
+}
+
+#[test]
+fn outgoing_call_authenticates_rings_answers_and_hangs_up() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    assert_eq!(invite.uri.to_string(), "sip:1000@127.0.0.1");
+    assert_eq!(invite.body, OFFER);
+    assert_eq!(lab.states(), vec![CallState::Dialing]);
+    lab.respond(
+        &invite,
+        407,
+        &[(
+            "Proxy-Authenticate",
+            "Digest realm=\"127.0.0.1\", nonce=\"x\", qop=\"auth\"",
+        )],
+        b"",
+    );
+    let mut sent = lab.requests();
+    assert_eq!(sent[0].method, Method::Ack, "the 407 is ACKed by the transaction");
+    let invite2 = sent.remove(1);
+    assert!(invite2.headers.get("Proxy-Authorization").is_some());
+    assert_eq!(
+        invite2.headers.call_id().unwrap(),
+        invite.headers.call_id().unwrap()
+    );
+    assert_eq!(
+        invite2.headers.cseq().unwrap().seq,
+        invite.headers.cseq().unwrap().seq + 1
+    );
+    lab.respond(&invite2, 100, &[], b"");
+    lab.respond(&invite2, 180, &[], b"");
+    assert_eq!(lab.states(), vec![CallState::Ringing]);
+    lab.respond(&invite2, 183, &[], FAR_SDP);
+    let ev = lab.call_events();
+    assert!(ev.contains(&CallEvent::RemoteSdp {
+        sdp: FAR_SDP.to_vec(),
+        early: true
+    }));
+    assert!(matches!(&ev[..], [_, CallEvent::Status(s)] if s.state == CallState::EarlyMedia));
+    let ok_headers = [
+        ("Record-Route", "<sip:127.0.0.1:5060;lr>"),
+        ("Contact", "<sip:1000@127.0.0.1:5070>"),
+    ];
+    lab.respond(&invite2, 200, &ok_headers, FAR_SDP);
+    let ack = lab.one_request();
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.uri.to_string(), "sip:1000@127.0.0.1:5070");
+    assert_eq!(ack.headers.get("Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    assert_eq!(
+        ack.headers.cseq().unwrap().seq,
+        invite2.headers.cseq().unwrap().seq
+    );
+    assert_eq!(lab.states(), vec![CallState::InCall]);
+    assert_eq!(lab.ua.stats().dialogs, 1);
+    // the 200 again (our ACK was lost): ACK again
+    lab.respond(&invite2, 200, &ok_headers, FAR_SDP);
+    assert_eq!(lab.one_request().method, Method::Ack);
+    // hang up: BYE in the dialog
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let bye = lab.one_request();
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.headers.to().unwrap().tag(), Some("far"));
+    assert_eq!(
+        bye.headers.cseq().unwrap().seq,
+        invite2.headers.cseq().unwrap().seq + 1
+    );
+    assert_eq!(lab.states(), vec![CallState::Completed]);
+    assert_eq!(lab.ua.line_call(lab.line), None, "the line is free at once");
+    lab.respond(&bye, 200, &[], b"");
+    assert!(lab.call_events().contains(&CallEvent::Ended));
+    assert_eq!(lab.ua.stats().calls, 0);
+}
+
+#[test]
+fn far_end_hangs_up() {
+    let mut lab = Lab::new();
+    lab.call_answered();
+    lab.requests();
+    lab.events();
+    let call_id = lab
+        .ua
+        .calls
+        .values()
+        .next()
+        .unwrap()
+        .dialog()
+        .unwrap()
+        .id
+        .call_id
+        .clone();
+    let local_tag = lab
+        .ua
+        .calls
+        .values()
+        .next()
+        .unwrap()
+        .dialog()
+        .unwrap()
+        .id
+        .local_tag
+        .clone();
+    // BYE from the far end: From/To swapped relative to our dialog
+    let bye = format!(
+        "BYE sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye\r\n\
+         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    lab.feed(bye.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    let ev = lab.call_events();
+    assert!(matches!(&ev[0], CallEvent::Status(s) if s.state == CallState::Completed));
+    assert!(ev.contains(&CallEvent::Ended));
+    // the same BYE again is answered again by the transaction
+    lab.feed(bye.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+}
+
+#[test]
+fn busy_declined_and_unreachable_map_to_states() {
+    for (code, state) in [
+        (486, CallState::Busy),
+        (600, CallState::Busy),
+        (603, CallState::Rejected),
+        (404, CallState::Failed),
+        (480, CallState::NoAnswer),
+        (500, CallState::Failed),
+    ] {
+        let mut lab = Lab::new();
+        lab.ua
+            .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+            .unwrap();
+        let invite = lab.one_request();
+        lab.events();
+        lab.respond(&invite, code, &[], b"");
+        assert_eq!(lab.one_request().method, Method::Ack);
+        let ev = lab.call_events();
+        assert!(
+            matches!(&ev[0], CallEvent::Status(s) if s.state == state && s.code == Some(code)),
+            "{code}: {ev:?}"
+        );
+        assert!(ev.contains(&CallEvent::Ended), "{code}");
+        assert_eq!(lab.ua.line_call(lab.line), None);
+    }
+}
+
+#[test]
+fn unanswered_invite_times_out_with_timer_b() {
+    let mut lab = Lab::new();
+    lab.ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    lab.events();
+    lab.advance(Duration::from_secs(31));
+    assert_eq!(
+        lab.requests().len(),
+        6,
+        "INVITE retransmitted at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s"
+    );
+    assert!(lab.states().is_empty());
+    lab.advance(Duration::from_secs(1));
+    let ev = lab.call_events();
+    assert!(
+        matches!(&ev[0], CallEvent::Status(s) if s.state == CallState::Failed && s.code == Some(408)),
+        "{ev:?}"
+    );
+    assert!(ev.contains(&CallEvent::Ended));
+}
+
+#[test]
+fn cancel_while_ringing() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    lab.respond(&invite, 180, &[], b"");
+    lab.events();
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let cancel = lab.one_request();
+    assert_eq!(cancel.method, Method::Cancel);
+    assert_eq!(
+        cancel.headers.top_via().unwrap().branch(),
+        invite.headers.top_via().unwrap().branch()
+    );
+    assert_eq!(
+        cancel.headers.cseq().unwrap().seq,
+        invite.headers.cseq().unwrap().seq
+    );
+    assert_eq!(lab.states(), vec![CallState::Cancelled]);
+    lab.respond(&cancel, 200, &[], b"");
+    assert!(lab.call_events().is_empty(), "waiting for the 487");
+    lab.respond(&invite, 487, &[], b"");
+    assert_eq!(lab.one_request().method, Method::Ack);
+    assert_eq!(lab.call_events(), vec![CallEvent::Ended]);
+}
+
+#[test]
+fn cancel_waits_for_a_provisional_response() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    assert!(
+        lab.requests().is_empty(),
+        "no CANCEL before a provisional response (RFC 3261 §9.1)"
+    );
+    lab.respond(&invite, 100, &[], b"");
+    assert_eq!(lab.one_request().method, Method::Cancel);
+}
+
+#[test]
+fn a_200_that_crosses_our_cancel_is_acked_and_hung_up() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    lab.respond(&invite, 180, &[], b"");
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let cancel = lab.one_request();
+    lab.respond(&cancel, 200, &[], b"");
+    lab.respond(&invite, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    let sent: Vec<Method> = lab.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(sent, vec![Method::Ack, Method::Bye]);
+}
+
+#[test]
+fn no_answer_timeout_cancels() {
+    let mut lab = Lab::new();
+    lab.ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    lab.respond(&invite, 180, &[], b"");
+    lab.events();
+    lab.advance(Duration::from_secs(121));
+    assert_eq!(lab.requests()[0].method, Method::Cancel);
+    let ev = lab.call_events();
+    assert!(matches!(&ev[0], CallEvent::Status(s) if s.state == CallState::NoAnswer));
+}
+
+#[test]
+fn incoming_call_rings_is_accepted_acked_and_ended_by_the_caller() {
+    let mut lab = Lab::new();
+    let invite = Lab::far_request("INVITE", "inv1", "in-1", 1, None, FAR_SDP);
+    lab.feed(invite.as_bytes());
+    let resps = lab.responses();
+    assert_eq!(status_of(&resps), vec![100, 180]);
+    let local_tag = resps[1].headers.to().unwrap().tag().unwrap().to_owned();
+    assert!(resps[1].headers.get("Contact").is_some());
+    let ev = lab.call_events();
+    let call = lab.ua.line_call(lab.line).unwrap();
+    assert_eq!(
+        ev[0],
+        CallEvent::Incoming {
+            from: "1000".into(),
+            display_name: Some("Alice".into()),
+            offer: Some(FAR_SDP.to_vec())
+        }
+    );
+    assert!(matches!(&ev[1], CallEvent::Status(s) if s.state == CallState::Ringing));
+    // a retransmitted INVITE gets the 180 again, not a second call
+    lab.feed(invite.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![180]);
+    lab.ua.accept_call(lab.now, call, OFFER.to_vec()).unwrap();
+    let ok = lab.responses().remove(0);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body, OFFER);
+    assert_eq!(ok.headers.to().unwrap().tag(), Some(local_tag.as_str()));
+    assert_eq!(lab.states(), vec![CallState::InCall]);
+    // the 200 is retransmitted until the ACK comes
+    lab.advance(Duration::from_millis(500));
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    let ack = Lab::far_request("ACK", "ack1", "in-1", 1, Some(&local_tag), b"");
+    lab.feed(ack.as_bytes());
+    lab.advance(Duration::from_secs(2));
+    assert!(lab.responses().is_empty(), "no retransmission after the ACK");
+    // our BYE goes through the caller's Record-Route to their Contact
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let bye = lab.one_request();
+    assert_eq!(bye.uri.to_string(), "sip:1000@127.0.0.1:5070");
+    assert_eq!(bye.headers.to().unwrap().tag(), Some("far"));
+    assert_eq!(bye.headers.from().unwrap().tag(), Some(local_tag.as_str()));
+    assert_eq!(bye.headers.get("Route"), Some("<sip:127.0.0.1:5060;lr>"));
+}
+
+#[test]
+fn incoming_call_rejected_cancelled_or_busy() {
+    // rejected by the browser
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "r1", "rej", 1, None, FAR_SDP).as_bytes());
+    lab.sent();
+    lab.events();
+    let call = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.hang_up(lab.now, call, 603).unwrap();
+    assert_eq!(status_of(&lab.responses()), vec![603]);
+    assert_eq!(lab.states(), vec![CallState::Rejected]);
+
+    // cancelled by the caller
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "c1", "can", 1, None, FAR_SDP).as_bytes());
+    lab.sent();
+    lab.events();
+    lab.feed(Lab::far_request("CANCEL", "c1", "can", 1, None, b"").as_bytes());
+    let mut statuses = status_of(&lab.responses());
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 487]);
+    let ev = lab.call_events();
+    assert!(matches!(&ev[0], CallEvent::Status(s) if s.state == CallState::Cancelled));
+    assert!(ev.contains(&CallEvent::Ended));
+
+    // a second call while the line has one: 486
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "b1", "first", 1, None, FAR_SDP).as_bytes());
+    lab.sent();
+    lab.feed(Lab::far_request("INVITE", "b2", "second", 1, None, FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 486]);
+
+    // a call for nobody: 404
+    let mut lab = Lab::new();
+    let other = Lab::far_request("INVITE", "n1", "nobody", 1, None, FAR_SDP).replace("sip:880@", "sip:999@");
+    lab.feed(other.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 404]);
+}
+
+#[test]
+fn reinvite_from_the_far_end_is_answered_with_our_sdp() {
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "i1", "re", 1, None, FAR_SDP).as_bytes());
+    let tag = lab.responses()[1].headers.to().unwrap().tag().unwrap().to_owned();
+    let call = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.accept_call(lab.now, call, OFFER.to_vec()).unwrap();
+    lab.feed(Lab::far_request("ACK", "a1", "re", 1, Some(&tag), b"").as_bytes());
+    lab.sent();
+    lab.events();
+    lab.feed(Lab::far_request("INVITE", "i2", "re", 2, Some(&tag), FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100]);
+    assert_eq!(
+        lab.call_events(),
+        vec![CallEvent::Offer {
+            sdp: Some(FAR_SDP.to_vec())
+        }]
+    );
+    lab.ua.answer_offer(lab.now, call, Ok(OFFER.to_vec())).unwrap();
+    let ok = lab.responses().remove(0);
+    assert_eq!((ok.status, ok.body.as_slice()), (200, OFFER));
+    lab.feed(Lab::far_request("ACK", "a2", "re", 2, Some(&tag), b"").as_bytes());
+    assert_eq!(lab.ua.line_call(lab.line), Some(call));
+}
+
+#[test]
+fn missing_ack_ends_the_call_with_timer_h() {
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "h1", "noack", 1, None, FAR_SDP).as_bytes());
+    let call = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.accept_call(lab.now, call, OFFER.to_vec()).unwrap();
+    lab.sent();
+    lab.events();
+    lab.advance(Duration::from_secs(33));
+    let bye = lab.requests().into_iter().find(|r| r.method == Method::Bye);
+    assert!(bye.is_some(), "BYE after 64*T1 without ACK");
+    let ev = lab.call_events();
+    assert!(matches!(&ev[0], CallEvent::Status(s) if s.state == CallState::Failed));
+}
+
+#[test]
+fn requests_for_unknown_dialogs_get_481() {
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("BYE", "u1", "unknown", 1, Some("nope"), b"").as_bytes());
+    lab.feed(Lab::far_request("INFO", "u2", "unknown", 2, Some("nope"), b"").as_bytes());
+    lab.feed(Lab::far_request("CANCEL", "u3", "unknown", 1, None, b"").as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![481, 481, 481]);
+}
+
+#[test]
+fn removing_a_line_mid_call_sends_bye_before_unregistering() {
+    let mut lab = Lab::new();
+    lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.remove_line(lab.now, lab.line);
+    let sent = lab.requests();
+    let methods: Vec<Method> = sent.iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, vec![Method::Bye, Method::Register]);
+    assert_eq!(sent[1].headers.get("Expires"), Some("0"));
+    lab.respond(&sent[1], 200, &[], b"");
+    lab.respond(&sent[0], 200, &[], b"");
+    assert!(lab.events().contains(&Event::LineRemoved { line: lab.line }));
+    assert_eq!(lab.ua.stats().calls, 0);
+}
+
+#[test]
+fn hundred_calls_leave_nothing_behind() {
+    let mut lab = Lab::new();
+    for _ in 0..100 {
+        let (call, _) = lab.call_answered();
+        lab.ua.hang_up(lab.now, call, 486).unwrap();
+        let bye = lab
+            .requests()
+            .into_iter()
+            .find(|r| r.method == Method::Bye)
+            .unwrap();
+        lab.respond(&bye, 200, &[], b"");
+        lab.events();
+    }
+    lab.advance(Duration::from_secs(40));
+    let s = lab.ua.stats();
+    assert_eq!(
+        (s.calls, s.dialogs, s.client_transactions, s.server_transactions),
+        (0, 0, 0, 0)
+    );
+}
