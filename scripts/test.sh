@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 lab/install.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# integration tests mostly wait on real peers: run more of them at once than there are cores
+cargo test --workspace --locked -- --test-threads 8

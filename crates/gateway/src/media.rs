@@ -102,7 +102,11 @@ impl RtpPortPool {
 }
 
 fn even_at_or_after(p: u16) -> u16 {
-    if p.is_multiple_of(2) { p } else { p.saturating_add(1) }
+    if p.is_multiple_of(2) {
+        p
+    } else {
+        p.saturating_add(1)
+    }
 }
 
 /// A bound RTP/RTCP pair, returned to the pool on drop.

@@ -869,6 +869,10 @@ impl Call {
     fn response(&self, status: u16, reason: &str, config: &UaConfig) -> Response {
         let mut resp = self.plain_response(&self.invite, status, reason, config);
         if status < 300 {
+            // dialog-creating responses carry the Record-Route set back (RFC 3261 §12.1.1)
+            for rr in self.invite.headers.get_all("Record-Route") {
+                resp.headers.push("Record-Route", rr);
+            }
             resp.headers
                 .push("Contact", format!("<{}>", self.contact_uri(config)));
             resp.headers.push("Allow", ALLOW);

@@ -158,6 +158,14 @@ impl Pbx {
 impl Drop for Pbx {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- kamailio log (last lines) ----");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -420,5 +428,130 @@ impl Browser {
             s.set_linger(Some(Duration::ZERO)).unwrap();
         }
         drop(self);
+    }
+}
+
+/// A sipp far end run through `lab/sipp/run.sh` (its output goes to a temp dir).
+pub struct Sipp {
+    child: Child,
+    pub out: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Sipp {
+    /// Starts `scenario` with sipp's own SIP port and media port (it also uses the
+    /// media port + 1 and + 2).
+    pub fn spawn(scenario: &str, pbx_port: u16, sip_port: u16, media_port: u16, args: &[&str]) -> Sipp {
+        let out = tempfile::tempdir().unwrap();
+        let child = Command::new(repo_root().join("lab/sipp/run.sh"))
+            .arg(scenario)
+            .arg(out.path())
+            .arg(pbx_port.to_string())
+            .arg(sip_port.to_string())
+            .arg(media_port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sipp (run lab/install.sh)");
+        Sipp {
+            child,
+            out,
+            name: format!("{scenario}-{sip_port}"),
+        }
+    }
+
+    /// Registers `user` from `sip_port` so a UAS started there afterwards gets its calls.
+    pub fn register(pbx_port: u16, sip_port: u16, media_port: u16, user: &str, password: &str) {
+        let mut s = Sipp::spawn(
+            "register",
+            pbx_port,
+            sip_port,
+            media_port,
+            &["-s", user, "-ap", password],
+        );
+        let rc = s.wait(Duration::from_secs(10));
+        assert_eq!(rc, Some(0), "sipp register failed:\n{}", s.messages());
+    }
+
+    /// Waits for sipp to exit; its exit code (0: every call as scripted), or None on timeout.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if t0.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn wait_async(&mut self, timeout: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if t0.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every SIP message sipp sent and received.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(self.out.path().join(format!("{}.msgs", self.name))).unwrap_or_default()
+    }
+
+    /// How many messages sipp received whose first line starts with `start_line`
+    /// (e.g. "BYE ", "SIP/2.0 487").
+    pub fn received(&self, start_line: &str) -> usize {
+        let msgs = self.messages();
+        msgs.split("message received")
+            .skip(1)
+            .filter(|m| {
+                m.lines()
+                    .skip(1)
+                    .find(|l| !l.trim().is_empty())
+                    .is_some_and(|l| l.starts_with(start_line))
+            })
+            .count()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- sipp {} messages ----\n{}", self.name, self.messages());
+        }
+    }
+}
+
+/// A call's notifications: waits for `callStateChanged` with `state`, failing on any
+/// other final state on the way.
+pub async fn wait_call_state(b: &mut Browser, state: &str, timeout: Duration) -> Value {
+    const FINAL: [&str; 6] = ["busy", "rejected", "cancelled", "noAnswer", "completed", "failed"];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = b
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("no callStateChanged {state} within {timeout:?}"));
+        if v["method"] != "callStateChanged" {
+            continue;
+        }
+        let s = v["params"]["state"].as_str().unwrap_or_default().to_owned();
+        if s == state {
+            return v["params"].clone();
+        }
+        assert!(
+            !FINAL.contains(&s.as_str()),
+            "call ended {s} while waiting for {state}: {v}"
+        );
     }
 }

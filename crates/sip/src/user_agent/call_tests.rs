@@ -448,6 +448,11 @@ fn incoming_call_rings_is_accepted_acked_and_ended_by_the_caller() {
     lab.feed(invite.as_bytes());
     let resps = lab.responses();
     assert_eq!(status_of(&resps), vec![100, 180]);
+    assert_eq!(
+        resps[1].headers.get("Record-Route"),
+        Some("<sip:127.0.0.1:5060;lr>"),
+        "RFC 3261 §12.1.1"
+    );
     let local_tag = resps[1].headers.to().unwrap().tag().unwrap().to_owned();
     assert!(resps[1].headers.get("Contact").is_some());
     let ev = lab.call_events();

@@ -1,0 +1,412 @@
+//! Issue 3 against real peers: browsers drive calls through /api/v1/ws; Kamailio
+//! record-routes and challenges; sipp plays the far end. Each case is judged from both
+//! sides: siphon's notifications and what sipp saw (its exit code and messages).
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Ports of one call test: the lab slot plus sipp's.
+struct CallLab {
+    slot: Slot,
+    pbx: Pbx,
+    siphon: Siphon,
+}
+
+impl CallLab {
+    fn start(n: u16) -> CallLab {
+        CallLab::start_with(n, "")
+    }
+
+    /// `extra` goes into the [sip] section.
+    fn start_with(n: u16, extra_sip: &str) -> CallLab {
+        let slot = Slot::new(n);
+        let pbx = Pbx::start(slot.pbx);
+        let rtp = 40000 + n * 20;
+        let config = base_config(slot).replace("[sip]\n", &format!("[sip]\n{extra_sip}"))
+            + &format!(
+                "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
+                rtp + 19
+            );
+        let siphon = Siphon::start(&config);
+        CallLab { slot, pbx, siphon }
+    }
+
+    /// sipp's SIP port and media port for far end `i` (0 or 1).
+    fn far(&self, i: u16) -> (u16, u16) {
+        (
+            self.slot.pbx + 5 + i * 2,
+            30000 + self.slot.http % 1000 * 10 + i * 4,
+        )
+    }
+
+    /// A sipp UAS registered as `user`, running `scenario`.
+    fn uas(&self, scenario: &str, user: &str, args: &[&str]) -> Sipp {
+        let (sip, media) = self.far(0);
+        Sipp::register(self.slot.pbx, sip, media, user, "secret");
+        let mut all = vec!["-s", user];
+        all.extend_from_slice(args);
+        Sipp::spawn(scenario, self.slot.pbx, sip, media, &all)
+    }
+
+    /// A sipp UAC calling `callee` as lab user 1000.
+    fn uac(&self, i: u16, scenario: &str, callee: &str, args: &[&str]) -> Sipp {
+        let (sip, media) = self.far(i);
+        let mut all = vec![
+            "-s", callee, "-key", "caller", "1000", "-au", "1000", "-ap", "secret",
+        ];
+        all.extend_from_slice(args);
+        Sipp::spawn(scenario, self.slot.pbx, sip, media, &all)
+    }
+
+    async fn browser(&self) -> (Browser, String) {
+        Browser::registered(&self.siphon.ws_url()).await
+    }
+
+    /// Waits until nothing of any call is left (ports, dialogs, calls, transactions).
+    async fn settled(&self) {
+        self.siphon
+            .wait_metrics(Duration::from_secs(15), |m| {
+                m["siphon_rtp_ports_in_use"] == 0.0
+                    && m["siphon_sip_calls"] == 0.0
+                    && m["siphon_sip_dialogs"] == 0.0
+                    && m["siphon_sip_client_transactions"] == 0.0
+            })
+            .await;
+    }
+}
+
+async fn call(b: &mut Browser, number: &str) -> String {
+    let r = b.request("call", json!({ "number": number })).await;
+    r["result"]["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("call refused: {r}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_end_answers_then_hangs_up() {
+    let lab = CallLab::start(20);
+    let mut uas = lab.uas("uas_answer_then_bye", "1001", &["-d", "1500"]);
+    let (mut b, _) = lab.browser().await;
+    let id = call(&mut b, "1001").await;
+    let dialing = wait_call_state(&mut b, "dialing", WAIT).await;
+    assert_eq!(dialing["callId"], id.as_str());
+    wait_call_state(&mut b, "ringing", WAIT).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    assert_eq!(uas.received("ACK "), 1);
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_hangs_up_an_established_call() {
+    let lab = CallLab::start(21);
+    let mut uas = lab.uas("uas_answer_wait_bye", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let state = b.request("getState", json!({})).await;
+    assert_eq!(state["result"]["call"]["state"], "inCall");
+    assert_eq!(state["result"]["call"]["peer"], "1001");
+    // one call per line
+    let again = b.request("call", json!({"number": "1002"})).await;
+    assert_eq!(again["error"]["code"], -32000, "{again}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.request("hangUp", json!({})).await["result"], json!({}));
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    assert_eq!(uas.received("BYE "), 1);
+    let none = b.request("hangUp", json!({})).await;
+    assert_eq!(none["error"]["code"], -32000, "hang up with no call: {none}");
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_and_declined_far_ends() {
+    let lab = CallLab::start(22);
+    let (mut b, _) = lab.browser().await;
+    for (scenario, state, code) in [("uas_busy", "busy", 486), ("uas_decline", "rejected", 603)] {
+        let mut uas = lab.uas(scenario, "1001", &[]);
+        call(&mut b, "1001").await;
+        let p = wait_call_state(&mut b, state, WAIT).await;
+        assert_eq!(p["code"], code);
+        assert_eq!(
+            uas.wait_async(WAIT).await,
+            Some(0),
+            "{scenario}: {}",
+            uas.messages()
+        );
+        assert_eq!(uas.received("ACK "), 1, "{scenario}: the final response is ACKed");
+    }
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_cancels_while_the_far_end_rings() {
+    let lab = CallLab::start(23);
+    let mut uas = lab.uas("uas_ring_until_cancel", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "ringing", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.request("hangUp", json!({})).await["result"], json!({}));
+    wait_call_state(&mut b, "cancelled", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    assert_eq!(uas.received("CANCEL "), 1);
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_then_early_media_then_answer() {
+    let lab = CallLab::start(24);
+    let mut uas = lab.uas("uas_early_media", "1001", &["-d", "1000"]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "ringing", WAIT).await;
+    let early = wait_call_state(&mut b, "earlyMedia", WAIT).await;
+    assert_eq!(early["code"], 183);
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_numbers_and_the_dial_policy() {
+    let lab = CallLab::start(25);
+    let (mut b, _) = lab.browser().await;
+    // nobody registered as 1003: Kamailio says 404
+    call(&mut b, "1003").await;
+    let failed = wait_call_state(&mut b, "failed", WAIT).await;
+    assert_eq!(failed["code"], 404);
+    // numbers outside the policy never leave siphon
+    for bad in [
+        "1000@evil.example",
+        "sip:1000@127.0.0.1",
+        "12345678901234567890123456789012345",
+        "",
+    ] {
+        let r = b.request("call", json!({ "number": bad })).await;
+        assert_eq!(r["error"]["code"], -32602, "{bad}: {r}");
+    }
+    assert_eq!(
+        lab.siphon.log().matches("placing call").count(),
+        1,
+        "only the 1003 call left siphon"
+    );
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_pbx_fails_the_call_after_timer_b() {
+    let mut lab = CallLab::start_with(26, "keepalive_interval = 0\n");
+    let (mut b, _) = lab.browser().await;
+    lab.pbx.stop();
+    call(&mut b, "1001").await;
+    let failed = wait_call_state(&mut b, "failed", Duration::from_secs(40)).await;
+    assert_eq!(failed["code"], 408);
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_call_accepted_then_caller_hangs_up() {
+    let lab = CallLab::start(27);
+    let (mut b, user) = lab.browser().await;
+    // nothing rings yet
+    let r = b.request("accept", json!({})).await;
+    assert_eq!(r["error"]["code"], -32000);
+    let mut uac = lab.uac(0, "uac_call_then_bye", &user, &["-d", "1500"]);
+    let incoming = b.wait_for("incomingCall", |_| true, WAIT).await;
+    assert_eq!(incoming["from"], "1000");
+    wait_call_state(&mut b, "ringing", WAIT).await;
+    assert_eq!(b.request("accept", json!({})).await["result"], json!({}));
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    assert_eq!(uac.received("SIP/2.0 180"), 1);
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_call_rejected_and_cancelled() {
+    let lab = CallLab::start(28);
+    let (mut b, user) = lab.browser().await;
+
+    let mut uac = lab.uac(0, "uac_call_expect_reject", &user, &[]);
+    b.wait_for("incomingCall", |_| true, WAIT).await;
+    assert_eq!(
+        b.request("hangUp", json!({"code": 603})).await["result"],
+        json!({})
+    );
+    wait_call_state(&mut b, "rejected", WAIT).await;
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    assert_eq!(uac.received("SIP/2.0 603"), 1);
+
+    let mut uac = lab.uac(1, "uac_cancel", &user, &["-d", "800"]);
+    b.wait_for("incomingCall", |_| true, WAIT).await;
+    let cancelled = wait_call_state(&mut b, "cancelled", WAIT).await;
+    assert_eq!(cancelled["code"], 487);
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_incoming_call_while_busy_gets_486() {
+    let lab = CallLab::start(29);
+    let (mut b, user) = lab.browser().await;
+    let mut first = lab.uac(0, "uac_call_wait_bye", &user, &[]);
+    b.wait_for("incomingCall", |_| true, WAIT).await;
+    b.request("accept", json!({})).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let mut second = lab.uac(1, "uac_call_expect_reject", &user, &[]);
+    assert_eq!(
+        second.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        second.messages()
+    );
+    assert_eq!(second.received("SIP/2.0 486"), 1);
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(
+        first.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        first.messages()
+    );
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_end_reinvites_mid_call() {
+    let lab = CallLab::start(30);
+    let mut uas = lab.uas("uas_reinvite", "1001", &["-d", "500"]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    // the re-INVITE comes after -d; its 200 must carry our SDP
+    let t0 = std::time::Instant::now();
+    while uas.received("SIP/2.0 200") < 2 && t0.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    let msgs = uas.messages();
+    assert!(msgs.contains("m=audio"), "our re-INVITE answer has SDP");
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_reset_mid_call_ends_the_call_then_unregisters() {
+    let lab = CallLab::start(31);
+    let mut uas = lab.uas("uas_answer_wait_bye", "1001", &[]);
+    let (mut b, user) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    b.reset();
+    assert_eq!(
+        uas.wait_async(WAIT).await,
+        Some(0),
+        "sipp got its BYE: {}",
+        uas.messages()
+    );
+    lab.pbx.wait_users(WAIT, |u| !u.contains(&user));
+    lab.settled().await;
+    lab.siphon
+        .wait_metrics(WAIT, |m| m["siphon_pool_leased"] == 0.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_tcp() {
+    let lab = CallLab::start_with(32, "transport = \"tcp\"\n");
+    let (mut b, user) = lab.browser().await;
+    // outgoing, far end on UDP (Kamailio bridges with a double Record-Route)
+    let mut uas = lab.uas("uas_answer_then_bye", "1001", &["-d", "800"]);
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    // incoming, reaching siphon over its TCP connection
+    let mut uac = lab.uac(1, "uac_call_wait_bye", &user, &[]);
+    b.wait_for("incomingCall", |_| true, WAIT).await;
+    b.request("accept", json!({})).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_calls_leave_no_port_dialog_or_transaction() {
+    let lab = CallLab::start(33);
+    let mut uas = lab.uas("uas_answer_wait_bye", "1001", &["-m", "100"]);
+    let (mut b, _) = lab.browser().await;
+    for i in 0..100 {
+        call(&mut b, "1001").await;
+        wait_call_state(&mut b, "inCall", WAIT).await;
+        let r = b.request("hangUp", json!({})).await;
+        assert_eq!(r["result"], json!({}), "call {i}: {r}");
+        wait_call_state(&mut b, "completed", WAIT).await;
+    }
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp");
+    lab.settled().await;
+    let m = lab.siphon.metrics().await;
+    assert_eq!(m["siphon_sip_server_transactions"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_the_right_sip_error() {
+    let lab = CallLab::start(34);
+    let (_b, _) = lab.browser().await;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let lp = sock.local_addr().unwrap().port();
+    let target = ("127.0.0.1", lab.siphon.sip_port);
+    let request = |method: &str, cseq: &str, extra: &str| {
+        format!(
+            "{method} sip:880@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK{}\r\n\
+             From: <sip:1000@127.0.0.1>;tag=x\r\nTo: <sip:880@127.0.0.1>{extra}\r\nCall-ID: {}\r\nCSeq: {cseq}\r\n\
+             Contact: <sip:1000@127.0.0.1:{lp}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            lab.siphon.sip_port,
+            fastrand::u32(..),
+            fastrand::u32(..)
+        )
+    };
+    let ask = |msg: String| -> String {
+        sock.send_to(msg.as_bytes(), target).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).expect("an answer");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !text.starts_with("SIP/2.0 100") {
+                return text;
+            }
+        }
+    };
+    // bad CSeq, CSeq method mismatch, bad Max-Forwards
+    assert!(ask(request("INVITE", "abc INVITE", "")).starts_with("SIP/2.0 400"));
+    assert!(ask(request("INVITE", "1 BYE", "")).starts_with("SIP/2.0 400"));
+    // BYE for a dialog that does not exist
+    assert!(ask(request("BYE", "2 BYE", ";tag=nosuchdialog")).starts_with("SIP/2.0 481"));
+    // a bad Via has nowhere to send a response to: dropped and logged
+    let bad_via = request("INVITE", "1 INVITE", "").replace("SIP/2.0/UDP 127.0.0.1", "SIP/9.9/UDP 127.0.0.1");
+    sock.send_to(bad_via.as_bytes(), target).unwrap();
+    // a Content-Length beyond the datagram: a truncated message, dropped and logged
+    let truncated = request("INVITE", "1 INVITE", "").replace("Content-Length: 0", "Content-Length: 300");
+    sock.send_to(truncated.as_bytes(), target).unwrap();
+    // and siphon still answers OPTIONS
+    assert!(ask(request("OPTIONS", "1 OPTIONS", "")).starts_with("SIP/2.0 200"));
+    let log = lab.siphon.log();
+    assert!(log.contains("truncated"), "truncated message logged");
+}
