@@ -26,12 +26,57 @@ pub enum ClientRequest {
     /// `getState {}` → [`StateSnapshot`].
     GetState,
     /// `call {number}` → `{callId}`.
-    Call { number: String },
+    Call {
+        number: String,
+    },
     /// `accept {}` → `{}`: answer the ringing incoming call.
     Accept,
     /// `hangUp {code?}` → `{}`: cancel, reject (with `code`, default from the config)
     /// or end the call.
-    HangUp { code: Option<u16> },
+    HangUp {
+        code: Option<u16>,
+    },
+    /// `offer {sdp}` → `{sdp}`: the browser's WebRTC offer, our answer.
+    Offer {
+        sdp: String,
+    },
+    /// `candidate {candidate}` → `{}`: a trickled ICE candidate of the browser.
+    Candidate {
+        candidate: String,
+    },
+    /// `dtmf {digits}` → `{}`: send DTMF into the call.
+    Dtmf {
+        digits: String,
+    },
+    /// `hold {}` / `unhold {}` → `{}`.
+    Hold,
+    Unhold,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferParams {
+    sdp: String,
+    /// RTCSessionDescription.type, if the browser sends the whole object.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CandidateParams {
+    /// `candidate:…` (an RTCIceCandidate's `candidate`); empty for end-of-candidates.
+    candidate: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DtmfParams {
+    digits: String,
+}
+
+/// DTMF digits the API accepts.
+pub fn valid_dtmf(digits: &str) -> bool {
+    !digits.is_empty() && digits.len() <= 64 && digits.chars().all(|c| "0123456789*#ABCDabcd".contains(c))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +204,25 @@ impl Incoming {
                 }
                 code => Ok(ClientRequest::HangUp { code }),
             }),
+            "offer" => params::<OfferParams>(env.params).and_then(|p| match p.kind.as_deref() {
+                None | Some("offer") if p.sdp.len() <= 64 * 1024 => Ok(ClientRequest::Offer { sdp: p.sdp }),
+                None | Some("offer") => Err("sdp too large".into()),
+                Some(other) => Err(format!("type must be \"offer\", not {other:?}")),
+            }),
+            "candidate" => params::<CandidateParams>(env.params).map(|p| ClientRequest::Candidate {
+                candidate: p.candidate,
+            }),
+            "dtmf" => params::<DtmfParams>(env.params).and_then(|p| {
+                if valid_dtmf(&p.digits) {
+                    Ok(ClientRequest::Dtmf {
+                        digits: p.digits.to_ascii_uppercase(),
+                    })
+                } else {
+                    Err(format!("{:?} is not 1-64 DTMF digits (0-9 * # A-D)", p.digits))
+                }
+            }),
+            "hold" => no_params(env.params).map(|_| ClientRequest::Hold),
+            "unhold" => no_params(env.params).map(|_| ClientRequest::Unhold),
             _ => {
                 return Err(Rejection {
                     id,
@@ -211,6 +275,7 @@ pub enum CallState {
     Ringing,
     EarlyMedia,
     InCall,
+    Held,
     Busy,
     Rejected,
     Cancelled,
@@ -227,6 +292,7 @@ impl From<siphon_sip::CallState> for CallState {
             C::Ringing => CallState::Ringing,
             C::EarlyMedia => CallState::EarlyMedia,
             C::InCall => CallState::InCall,
+            C::Held => CallState::Held,
             C::Busy => CallState::Busy,
             C::Rejected => CallState::Rejected,
             C::Cancelled => CallState::Cancelled,
@@ -238,7 +304,7 @@ impl From<siphon_sip::CallState> for CallState {
 }
 
 /// A notification from the gateway (no id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "method",
     content = "params",
@@ -284,6 +350,47 @@ pub enum Notification {
         code: Option<u16>,
         reason: String,
     },
+    #[serde(rename_all = "camelCase")]
+    DtmfReceived {
+        call_id: String,
+        digit: String,
+        /// `rfc4733` (RTP telephone-event) or `info` (SIP INFO).
+        method: DtmfMethod,
+    },
+    #[serde(rename_all = "camelCase")]
+    CallStats {
+        call_id: String,
+        /// The WebRTC leg (browser ⇄ siphon).
+        browser: LegStats,
+        /// The RTP leg (siphon ⇄ far end).
+        sip: LegStats,
+    },
+}
+
+/// How a DTMF digit arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMethod {
+    Rfc4733,
+    Info,
+}
+
+/// Statistics of one media leg, as `callStats` reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegStats {
+    pub codec: Option<String>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Packets the far side of this leg sent that never arrived.
+    pub packets_lost: u64,
+    /// Fraction lost (0-1) over the last interval.
+    pub loss: f64,
+    /// Interarrival jitter, milliseconds.
+    pub jitter_ms: f64,
+    /// Round-trip time from RTCP, milliseconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 impl Notification {
@@ -295,6 +402,8 @@ impl Notification {
         "incomingCall",
         "callStateChanged",
         "callErrorOccurred",
+        "dtmfReceived",
+        "callStats",
     ];
 
     pub fn to_json(&self) -> String {

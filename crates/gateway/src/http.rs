@@ -1,4 +1,4 @@
-//! The HTTP side: the phone page, the browser API's WebSocket (`/api/v1/ws`) and
+//! The HTTP side: the phone page (`assets`), the browser API's WebSocket (`/api/v1/ws`) and
 //! `/metrics`, with the access rules: a configured token is required when set
 //! (always when listening beyond loopback), and browsers may only connect from the
 //! page's own origin, so that no other web site can place calls through siphon.
@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::session::{self, Gateway};
@@ -21,14 +21,10 @@ const MAX_FRAME: usize = 64 * 1024;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/api/v1/ws", get(ws_upgrade))
         .route("/metrics", get(metrics))
+        .fallback(get(crate::assets::serve))
         .with_state(gw)
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../../web/index.html"))
 }
 
 /// Constant-time comparison of a presented token with the configured ones.

@@ -6,6 +6,7 @@
 //! `config` checks the file, `api` holds every JSON-RPC message type.
 
 pub mod api;
+pub mod assets;
 pub mod config;
 pub mod http;
 pub mod media;

@@ -292,6 +292,11 @@ async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value,
             Ok(()) => Ok(json!({})),
             Err(e) => Err(invalid_state(format!("cannot accept: {e}"))),
         },
+        ClientRequest::Offer { .. }
+        | ClientRequest::Candidate { .. }
+        | ClientRequest::Dtmf { .. }
+        | ClientRequest::Hold
+        | ClientRequest::Unhold => Err(invalid_state("audio is not available in this version yet")),
         ClientRequest::HangUp { code } => {
             let code = code.unwrap_or(ctx.gw.settings.reject_code);
             match ctx.gw.sip.hang_up(ctx.line, code).await.map_err(gone)? {

@@ -34,6 +34,8 @@ pub enum CallState {
     Ringing,
     EarlyMedia,
     InCall,
+    /// In call, and the far end has put us on hold.
+    Held,
     Busy,
     Rejected,
     Cancelled,
