@@ -3,7 +3,7 @@
 # 127.0.0.1:BASE and pairs every lab/sipp scenario with a matching sipp or
 # baresip peer through it, checking exit codes, the SIP flow and recorded audio.
 # Stops everything it started (by pid) on exit. Prints PASS/FAIL lines and
-# "N passed, M failed"; exit 0 if all passed. Takes ~45 s.
+# "N passed, M failed"; exit 0 if all passed. Takes ~40 s.
 #
 #   lab/sipp/selftest.sh [OUT_DIR] [BASE]     defaults: a new mktemp dir, 17000
 #
