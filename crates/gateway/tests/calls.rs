@@ -410,3 +410,50 @@ async fn malformed_requests_get_the_right_sip_error() {
     let log = lab.siphon.log();
     assert!(log.contains("truncated"), "truncated message logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_answers_our_call_and_calls_us() {
+    let lab = CallLab::start(35);
+    let (sip, media) = lab.far(0);
+    let phone = Phone::start(
+        "1002",
+        "secret",
+        sip,
+        lab.slot.pbx,
+        (media + 100, media + 119),
+        "auto",
+        None,
+    );
+    let (mut b, user) = lab.browser().await;
+    // we call baresip: it answers; we hang up
+    call(&mut b, "1002").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    assert!(phone.wait("established", 5).await, "baresip established the call");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert!(phone.wait("closed", 5).await, "baresip saw the BYE");
+    drop(phone);
+
+    // baresip calls us; we answer; baresip hangs up (caller.sh quits after 3 s)
+    let (sip, media) = lab.far(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut caller = std::process::Command::new(repo_root().join("lab/phones/caller.sh"))
+        .arg(dir.path())
+        .args(["1003", "secret", &sip.to_string(), &lab.slot.pbx.to_string()])
+        .arg(format!("{}-{}", media + 100, media + 119))
+        .args([user.as_str(), "3"])
+        .spawn()
+        .unwrap();
+    let incoming = b.wait_for("incomingCall", |_| true, WAIT).await;
+    assert_eq!(incoming["from"], "1003");
+    b.request("accept", json!({})).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    let status = tokio::task::spawn_blocking(move || caller.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "baresip's call was established");
+    lab.settled().await;
+}

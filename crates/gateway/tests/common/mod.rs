@@ -555,3 +555,95 @@ pub async fn wait_call_state(b: &mut Browser, state: &str, timeout: Duration) ->
         );
     }
 }
+
+/// A baresip far end (lab/phones/phone.sh), stopped when dropped.
+pub struct Phone {
+    pub dir: tempfile::TempDir,
+}
+
+impl Phone {
+    /// Registers `user` and answers calls automatically (`answer` = "auto") or rings
+    /// (`"manual"`); `dial` makes it call that number at start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        user: &str,
+        pass: &str,
+        sip_port: u16,
+        pbx_port: u16,
+        rtp: (u16, u16),
+        answer: &str,
+        dial: Option<&str>,
+    ) -> Phone {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(repo_root().join("lab/phones/phone.sh"));
+        cmd.arg("start")
+            .arg(dir.path())
+            .args([user, pass])
+            .arg(sip_port.to_string())
+            .arg(pbx_port.to_string())
+            .arg(format!("{}-{}", rtp.0, rtp.1))
+            .args([answer, "0", "udp"]);
+        if let Some(d) = dial {
+            cmd.arg(d);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("baresip (run lab/install.sh)");
+        let phone = Phone { dir };
+        assert!(
+            out.status.success(),
+            "baresip did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            phone.log()
+        );
+        phone
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log shows `what` (registered, incoming, established, closed, or a regex).
+    pub async fn wait(&self, what: &str, timeout_secs: u64) -> bool {
+        let dir = self.dir.path().to_owned();
+        let what = what.to_owned();
+        tokio::task::spawn_blocking(move || {
+            Command::new(repo_root().join("lab/phones/phone.sh"))
+                .arg("wait")
+                .arg(&dir)
+                .arg(&what)
+                .arg(timeout_secs.max(1).to_string())
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// The newest recording of what baresip received.
+    pub fn last_recording(&self) -> Option<PathBuf> {
+        let out = Command::new(repo_root().join("lab/phones/phone.sh"))
+            .arg("last")
+            .arg(self.dir.path())
+            .output()
+            .ok()?;
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!p.is_empty()).then(|| PathBuf::from(p))
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("lab/phones/phone.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if std::thread::panicking() {
+            eprintln!("---- baresip log ----\n{}", self.log());
+        }
+    }
+}

@@ -19,6 +19,18 @@
 //! | `local` | [`LocalMedia`]: what we offer, and [`build_offer`] |
 //! | `negotiate` | [`answer`] and [`negotiate_answer`]: RFC 3264 for both roles |
 
+// SDP comes from the network: outside tests, nothing here may panic on what it reads.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 mod codec;
 mod description;
 mod direction;
