@@ -50,7 +50,12 @@ impl TelephoneEvent {
 
     pub fn to_bytes(self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
-        [self.event, (u8::from(self.end) << 7) | (self.volume & 0x3f), d[0], d[1]]
+        [
+            self.event,
+            (u8::from(self.end) << 7) | (self.volume & 0x3f),
+            d[0],
+            d[1],
+        ]
     }
 }
 
@@ -144,7 +149,11 @@ impl DtmfSender {
         let mut a = match self.active {
             Some(a) => a,
             None => match self.queue.pop_front() {
-                Some(event) => Active { event, sent: 0, ends: 0 },
+                Some(event) => Active {
+                    event,
+                    sent: 0,
+                    ends: 0,
+                },
                 None => {
                     self.next_at = None;
                     return None;
@@ -199,7 +208,15 @@ mod tests {
     #[test]
     fn one_press_per_event_however_often_the_end_repeats() {
         let mut d = DtmfDetector::default();
-        let press = |ev: u8, dur: u16, end: bool| TelephoneEvent { event: ev, end, volume: 10, duration: dur }.to_bytes();
+        let press = |ev: u8, dur: u16, end: bool| {
+            TelephoneEvent {
+                event: ev,
+                end,
+                volume: 10,
+                duration: dur,
+            }
+            .to_bytes()
+        };
         let mut got = Vec::new();
         for (ts, ev) in [(1000u32, 1u8), (2000, 2), (3000, 2)] {
             for dur in [160u16, 320, 480] {

@@ -7,4 +7,9 @@
 //! the gateway's driver carries the SDP text in and out of SIP messages and hands the
 //! [`sdp::NegotiatedMedia`] to whatever moves the RTP.
 
+pub mod audio;
+pub mod bridge;
+pub mod dtmf;
+pub mod rtcp;
+pub mod rtp;
 pub mod sdp;

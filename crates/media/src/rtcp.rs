@@ -110,13 +110,15 @@ impl ReceiverStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction = if expected_interval == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / expected_interval).min(255) as u8
-        };
+        let fraction = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .unwrap_or(0)
+            .min(255) as u8;
         let (lsr, dlsr) = match self.last_sr {
-            Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+            Some((lsr, at)) => (
+                lsr,
+                (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
+            ),
             None => (0, 0),
         };
         Some(ReportBlock {
@@ -173,7 +175,9 @@ impl ReportBlock {
         if self.last_sr == 0 {
             return None;
         }
-        let rtt = ntp_middle_now.wrapping_sub(self.last_sr).wrapping_sub(self.delay_since_last_sr);
+        let rtt = ntp_middle_now
+            .wrapping_sub(self.last_sr)
+            .wrapping_sub(self.delay_since_last_sr);
         (rtt < 0x8000_0000).then(|| Duration::from_secs_f64(f64::from(rtt) / 65536.0))
     }
 }
@@ -306,7 +310,12 @@ mod tests {
         let mut s = ReceiverStats::new(8000);
         for i in 0..200u32 {
             let wobble = if i % 2 == 0 { 0 } else { 10 };
-            s.on_packet(1, i as u16, i * 160, Duration::from_millis(u64::from(i) * 20 + wobble));
+            s.on_packet(
+                1,
+                i as u16,
+                i * 160,
+                Duration::from_millis(u64::from(i) * 20 + wobble),
+            );
         }
         assert!(s.jitter_ms() > 5.0 && s.jitter_ms() < 15.0, "{}", s.jitter_ms());
     }
@@ -351,7 +360,12 @@ mod tests {
 
     #[test]
     fn rejects_malformed_rtcp() {
-        for bad in [&[][..], &[0x80][..], &[0x80, 200, 0, 10, 0, 0][..], &[0x40, 201, 0, 1, 0, 0, 0, 0][..]] {
+        for bad in [
+            &[][..],
+            &[0x80][..],
+            &[0x80, 200, 0, 10, 0, 0][..],
+            &[0x40, 201, 0, 1, 0, 0, 0, 0][..],
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         // RR claiming two blocks but carrying none

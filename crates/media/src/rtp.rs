@@ -63,7 +63,9 @@ impl<'a> RtpPacket<'a> {
             }
             end -= pad;
         }
-        let payload = data.get(offset..end).ok_or(RtpError("header longer than packet"))?;
+        let payload = data
+            .get(offset..end)
+            .ok_or(RtpError("header longer than packet"))?;
         Ok(RtpPacket {
             marker: header[1] & 0x80 != 0,
             payload_type: header[1] & 0x7f,
