@@ -35,7 +35,8 @@
 # Environment: BS_TONE=1000 (Hz of the tone played into calls), BS_AUDIO=file.wav
 # (8 kHz mono s16 WAV to play instead), BS_LIFETIME=600 (baresip -t: quits,
 # hanging up, after that many seconds, a guard against leaked phones; 0 = never),
-# BS_SIP_TRACE=1 (baresip -s: every SIP message in the log).
+# BS_SIP_TRACE=1 (baresip -s: every SIP message in the log), BS_CODECS=PCMU/8000/1,PCMA/8000/1
+# (baresip's audio_codecs, in order; G722/16000/1 is loaded too).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
@@ -100,7 +101,7 @@ AUDIO="${BS_AUDIO:-$D/tone.wav}"
 tp=""; [ "$TRANSPORT" = tcp ] && tp=";transport=tcp"
 # one account: registers at the PBX (outbound proxy) every 600 s
 cat > "$D/accounts" <<ACC
-<sip:$USER_@127.0.0.1$tp>;auth_user=$USER_;auth_pass=$PASS;outbound="sip:127.0.0.1:$PBX_PORT$tp";regint=600;answermode=$ANSWER;audio_codecs=PCMU/8000/1,PCMA/8000/1;audio_source=aufile,$AUDIO;ptime=20
+<sip:$USER_@127.0.0.1$tp>;auth_user=$USER_;auth_pass=$PASS;outbound="sip:127.0.0.1:$PBX_PORT$tp";regint=600;answermode=$ANSWER;audio_codecs=${BS_CODECS:-PCMU/8000/1,PCMA/8000/1};audio_source=aufile,$AUDIO;ptime=20
 ACC
 : > "$D/contacts"
 
@@ -135,6 +136,7 @@ net_interface		127.0.0.1
 dns_server		127.0.0.1:53
 module_path		/usr/lib/baresip/modules
 module			g711.so
+module			g722.so
 module			sndfile.so
 module			aufile.so
 module			aubridge.so

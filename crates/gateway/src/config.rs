@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use siphon_media::sdp::Codec as MediaCodec;
 use siphon_sip::message::Uri;
 use siphon_sip::transaction::Timers;
 use siphon_sip::{Account, Target, Transport, UaConfig};
@@ -171,14 +172,53 @@ pub const DEFAULT_DIAL_PATTERN: &str = "^[0-9*#+]{1,32}$";
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     pub rtp_ports: String,
+    /// Send RTP where the far end's RTP comes from (NAT), not only where its SDP says.
+    pub symmetric_rtp: bool,
+    /// Voice codecs offered to the PBX, in order of preference.
+    pub sip_codecs: Vec<String>,
+    /// Voice codecs accepted from browsers, in order of preference.
+    pub browser_codecs: Vec<String>,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
             rtp_ports: "40000-40999".into(),
+            symmetric_rtp: true,
+            sip_codecs: DEFAULT_CODECS.iter().map(|c| (*c).to_owned()).collect(),
+            browser_codecs: DEFAULT_CODECS.iter().map(|c| (*c).to_owned()).collect(),
         }
     }
+}
+
+/// G.711 first on both legs: with the codecs PBXs use most, audio is relayed, not
+/// transcoded; G.722 and Opus are there for wideband far ends and browsers.
+pub const DEFAULT_CODECS: [&str; 4] = ["PCMU", "PCMA", "G722", "opus"];
+
+fn parse_codecs(key: &str, names: &[String]) -> Result<Vec<MediaCodec>, ConfigError> {
+    let mut out = Vec::new();
+    for n in names {
+        let c = match n.to_ascii_lowercase().as_str() {
+            "pcmu" => MediaCodec::Pcmu,
+            "pcma" => MediaCodec::Pcma,
+            "g722" => MediaCodec::G722,
+            "opus" => MediaCodec::Opus,
+            _ => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{n:?} is not one of PCMU, PCMA, G722, opus"),
+                ));
+            }
+        };
+        if out.contains(&c) {
+            return Err(ConfigError::new(key, format!("{n} is listed twice")));
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(key, "needs at least one codec"));
+    }
+    Ok(out)
 }
 
 /// A configuration problem: which key, and what is wrong with it.
@@ -224,6 +264,9 @@ pub struct Settings {
     pub rtp_ports: RangeInclusive<u16>,
     /// Where RTP is received and what SDP advertises.
     pub media_ip: IpAddr,
+    pub symmetric_rtp: bool,
+    pub sip_codecs: Vec<MediaCodec>,
+    pub browser_codecs: Vec<MediaCodec>,
 }
 
 impl fmt::Debug for Settings {
@@ -511,6 +554,9 @@ impl Config {
             reject_code: self.calls.reject_code,
             rtp_ports,
             media_ip,
+            symmetric_rtp: self.media.symmetric_rtp,
+            sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
+            browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
         })
     }
 }
@@ -628,6 +674,8 @@ mod tests {
             ),
             ("[media]\nrtp_ports = \"40000\"", "media.rtp_ports"),
             ("[media]\nrtp_ports = \"5-4\"", "media.rtp_ports"),
+            ("[media]\nsip_codecs = [\"GSM\"]", "media.sip_codecs"),
+            ("[media]\nbrowser_codecs = []", "media.browser_codecs"),
             ("[http]\ntokens = [\"short\"]", "http.tokens"),
             (
                 "[http]\nws_ping_interval = 30\nws_idle_timeout = 10",

@@ -10,6 +10,7 @@ pub mod assets;
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod media_session;
 pub mod pool;
 pub mod session;
 pub mod sip_driver;
@@ -33,14 +34,20 @@ pub struct Running {
 /// Binds every socket and starts serving. Errors are bind failures.
 pub async fn start(settings: Settings) -> io::Result<Running> {
     let rtp = media::RtpPortPool::new(settings.media_ip, settings.rtp_ports.clone());
-    let sip = sip_driver::start(settings.ua.clone(), settings.sip_listen, rtp, settings.media_ip)
-        .await
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot bind SIP on {}: {e}", settings.sip_listen),
-            )
-        })?;
+    let sip = sip_driver::start(
+        settings.ua.clone(),
+        settings.sip_listen,
+        Arc::clone(&rtp),
+        settings.media_ip,
+        settings.sip_codecs.clone(),
+    )
+    .await
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind SIP on {}: {e}", settings.sip_listen),
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
         .map_err(|e| {
@@ -51,7 +58,7 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
         })?;
     let http_addr = listener.local_addr()?;
     let pool = AccountPool::new(settings.accounts.clone());
-    let gateway = Arc::new(Gateway::new(settings, pool, sip));
+    let gateway = Arc::new(Gateway::new(settings, pool, sip, rtp));
     let app = http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {

@@ -127,16 +127,22 @@ impl Drop for RtpPorts {
 /// Packets received on calls' RTP ports, for metrics.
 pub static RTP_PACKETS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 
-/// One call's media, as negotiated by the SIP driver.
+/// One call's media, as negotiated by the SIP driver. Its RTP ports are drained here
+/// until they are handed to the browser's media session for bridging.
 #[derive(Debug)]
 pub struct CallMedia {
     pub local: LocalMedia,
     /// The far end's offer, for an incoming call we have not answered yet.
     pub remote_offer: Option<Sdp>,
     pub negotiated: Option<NegotiatedMedia>,
-    drain: JoinHandle<()>,
-    /// Dropped last: the sockets go back to the pool after the task is gone.
-    _ports: RtpPorts,
+    /// The far end holds us (its last offer was sendonly/inactive).
+    pub remote_hold: bool,
+    /// We hold the far end.
+    pub local_hold: bool,
+    /// The ports went to the media session (which now owns them).
+    pub attached: bool,
+    ports: Option<RtpPorts>,
+    drain: Option<JoinHandle<()>>,
 }
 
 impl CallMedia {
@@ -156,15 +162,30 @@ impl CallMedia {
             local,
             remote_offer: None,
             negotiated: None,
-            drain,
-            _ports: ports,
+            remote_hold: false,
+            local_hold: false,
+            attached: false,
+            ports: Some(ports),
+            drain: Some(drain),
         }
+    }
+
+    /// Hands the ports over (once), stopping the drain.
+    pub fn take_ports(&mut self) -> Option<RtpPorts> {
+        if let Some(d) = self.drain.take() {
+            d.abort();
+        }
+        let ports = self.ports.take();
+        self.attached |= ports.is_some();
+        ports
     }
 }
 
 impl Drop for CallMedia {
     fn drop(&mut self) {
-        self.drain.abort();
+        if let Some(d) = self.drain.take() {
+            d.abort();
+        }
     }
 }
 

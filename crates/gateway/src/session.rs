@@ -17,9 +17,13 @@ use crate::api::{
     CallSnapshot, ClientRequest, Incoming, Notification, PhoneLineState, RegistrationState, RpcError,
     StateSnapshot, codes, error_json, result_json,
 };
+use crate::api::{DtmfMethod, LegStats};
 use crate::config::Settings;
+use crate::media_session::{self, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
 use crate::pool::AccountPool;
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
+use siphon_media::bridge::Side;
+use tokio::sync::mpsc;
 
 /// WebSocket close code "Try Again Later" (RFC 6455 registry), sent with `connectionLimit`.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
@@ -33,16 +37,24 @@ pub struct Gateway {
     pub settings: Settings,
     pub pool: Arc<AccountPool>,
     pub sip: SipHandle,
+    /// Ports for calls and for each session's WebRTC leg.
+    pub rtp: Arc<crate::media::RtpPortPool>,
     pub sessions: AtomicUsize,
     next_conn: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(settings: Settings, pool: Arc<AccountPool>, sip: SipHandle) -> Gateway {
+    pub fn new(
+        settings: Settings,
+        pool: Arc<AccountPool>,
+        sip: SipHandle,
+        rtp: Arc<crate::media::RtpPortPool>,
+    ) -> Gateway {
         Gateway {
             settings,
             pool,
             sip,
+            rtp,
             sessions: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         }
@@ -109,10 +121,28 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         }
     }
 
-    let Ok((line, mut events)) = gw.sip.add_line(account.clone()).await else {
+    // the browser's media leg, negotiated as soon as it sends its offer
+    let (media_tx, mut media_events) = mpsc::unbounded_channel();
+    let media = match gw.rtp.allocate() {
+        Ok(ports) => Some(media_session::spawn(
+            gw.settings.media_ip,
+            ports,
+            MediaSettings {
+                symmetric_rtp: gw.settings.symmetric_rtp,
+                codecs: gw.settings.browser_codecs.clone(),
+            },
+            media_tx,
+        )),
+        Err(e) => {
+            tracing::warn!(conn, error = %e, "no port for the browser's media: calls without audio");
+            None
+        }
+    };
+    let Ok((line, mut events)) = gw.sip.add_line(account.clone(), media.clone()).await else {
         tracing::error!(conn, "SIP task gone");
         return;
     };
+    let mut answered_at: Option<(siphon_sip::CallRef, Instant)> = None;
     let mut status: Option<LineStatus> = None;
     let ping_every = gw.settings.ws_ping_interval;
     let idle = gw.settings.ws_idle_timeout;
@@ -131,7 +161,13 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                 silent_until = Instant::now() + idle;
                 let reply = match msg {
                     Message::Text(t) => {
-                        let line = LineContext { gw: &gw, line, account: &account, status: status.as_ref() };
+                        let line = LineContext {
+                            gw: &gw,
+                            line,
+                            account: &account,
+                            status: status.as_ref(),
+                            media: media.as_ref(),
+                        };
                         handle_text(t.as_str(), &line).await
                     }
                     Message::Binary(_) => Some(error_json(
@@ -149,6 +185,11 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             }
             ev = events.recv() => match ev {
                 Some(LineEvent::Call(notice)) => {
+                    if let CallNotice::State { call, status } = &notice
+                        && status.state == siphon_sip::CallState::InCall
+                    {
+                        answered_at = Some((*call, Instant::now()));
+                    }
                     if sink.send(text(call_notification(notice).to_json())).await.is_err() {
                         break "send failed".to_owned();
                     }
@@ -169,6 +210,47 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                     break "line removed".to_owned();
                 }
             },
+            Some(ev) = media_events.recv() => {
+                let n = match ev {
+                    MediaEvent::Dtmf { call, digit, from: Side::Sip, .. } => Some(Notification::DtmfReceived {
+                        call_id: call_id(call),
+                        digit: digit.to_string(),
+                        method: DtmfMethod::Rfc4733,
+                    }),
+                    MediaEvent::Dtmf { digit, needs_info, .. } => {
+                        if needs_info {
+                            gw.sip.info_dtmf(line, digit);
+                        }
+                        None
+                    }
+                    MediaEvent::Stats { call, browser, browser_codec, sip, sip_codec } => Some(Notification::CallStats {
+                        call_id: call_id(call),
+                        browser: leg_stats(browser, browser_codec),
+                        sip: leg_stats(sip, sip_codec),
+                    }),
+                    MediaEvent::FirstAudio { call } => {
+                        if let Some((c, at)) = answered_at
+                            && c == call
+                        {
+                            tracing::info!(conn, %call, ms = at.elapsed().as_secs_f64() * 1000.0, "first audio to the browser after the answer");
+                        }
+                        None
+                    }
+                    MediaEvent::Connected => {
+                        tracing::info!(conn, "browser media connected");
+                        None
+                    }
+                    MediaEvent::Disconnected => {
+                        tracing::info!(conn, "browser media disconnected");
+                        None
+                    }
+                };
+                if let Some(n) = n
+                    && sink.send(text(n.to_json())).await.is_err()
+                {
+                    break "send failed".to_owned();
+                }
+            }
             _ = sleep_until(next_ping) => {
                 next_ping = Instant::now() + ping_every;
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -213,6 +295,19 @@ struct LineContext<'a> {
     line: siphon_sip::LineId,
     account: &'a siphon_sip::Account,
     status: Option<&'a LineStatus>,
+    media: Option<&'a MediaHandle>,
+}
+
+fn leg_stats(c: siphon_media::bridge::LegCounters, codec: String) -> LegStats {
+    LegStats {
+        codec: Some(codec),
+        packets_sent: c.packets_sent,
+        packets_received: c.packets_received,
+        packets_lost: c.packets_lost,
+        loss: (c.loss * 1000.0).round() / 1000.0,
+        jitter_ms: (c.jitter_ms * 10.0).round() / 10.0,
+        rtt_ms: c.rtt_ms.map(|r| (r * 10.0).round() / 10.0),
+    }
 }
 
 /// The browser-facing id of a call.
@@ -242,6 +337,11 @@ fn call_notification(notice: CallNotice) -> Notification {
             code,
             reason,
         },
+        CallNotice::Dtmf { call, digit, method } => Notification::DtmfReceived {
+            call_id: call_id(call),
+            digit: digit.to_string(),
+            method,
+        },
     }
 }
 
@@ -252,7 +352,7 @@ fn invalid_state(message: impl Into<String>) -> RpcError {
 /// Carries out one request: a result, or an error for the browser.
 async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value, RpcError> {
     let gone = |e: crate::sip_driver::SipGone| invalid_state(e.to_string());
-    match request {
+    match request.clone() {
         ClientRequest::Ping => Ok(json!({})),
         ClientRequest::GetState => {
             let call = ctx.gw.sip.call_info(ctx.line).await.map_err(gone)?;
@@ -292,11 +392,36 @@ async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value,
             Ok(()) => Ok(json!({})),
             Err(e) => Err(invalid_state(format!("cannot accept: {e}"))),
         },
-        ClientRequest::Offer { .. }
-        | ClientRequest::Candidate { .. }
-        | ClientRequest::Dtmf { .. }
-        | ClientRequest::Hold
-        | ClientRequest::Unhold => Err(invalid_state("audio is not available in this version yet")),
+        ClientRequest::Offer { sdp } => {
+            let media = ctx.media.ok_or_else(|| invalid_state("no media port is free"))?;
+            match media.offer(sdp).await {
+                Ok(answer) => Ok(json!({ "sdp": answer })),
+                Err(e) => Err(RpcError::new(
+                    codes::INVALID_PARAMS,
+                    format!("Invalid params for offer: {e}"),
+                )),
+            }
+        }
+        ClientRequest::Candidate { candidate } => {
+            if let Some(m) = ctx.media {
+                m.send(MediaCommand::Candidate(candidate));
+            }
+            Ok(json!({}))
+        }
+        ClientRequest::Dtmf { digits } => match ctx.gw.sip.dtmf(ctx.line, digits).await.map_err(gone)? {
+            Ok(()) => Ok(json!({})),
+            Err(e) => Err(invalid_state(format!("cannot send DTMF: {e}"))),
+        },
+        ClientRequest::Hold | ClientRequest::Unhold => {
+            let on = request == ClientRequest::Hold;
+            match ctx.gw.sip.hold(ctx.line, on).await.map_err(gone)? {
+                Ok(()) => Ok(json!({})),
+                Err(e) => Err(invalid_state(format!(
+                    "cannot {}: {e}",
+                    if on { "hold" } else { "unhold" }
+                ))),
+            }
+        }
         ClientRequest::HangUp { code } => {
             let code = code.unwrap_or(ctx.gw.settings.reject_code);
             match ctx.gw.sip.hang_up(ctx.line, code).await.map_err(gone)? {

@@ -19,8 +19,12 @@ use siphon_sip::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::api::DtmfMethod;
 use crate::media::{CallMedia, RtpPortPool};
+use crate::media_session::{MediaCommand, MediaHandle, SipMedia};
 use crate::sip_transport::{Received, SipTransport};
+use siphon_media::bridge::{LegCodec, SipLeg};
+use siphon_media::sdp::{Direction, NegotiatedMedia};
 
 /// What a session hears about its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,12 @@ pub enum CallNotice {
         code: Option<u16>,
         reason: String,
     },
+    /// A key press from the far end (SIP INFO; RFC 4733 ones come from the media session).
+    Dtmf {
+        call: CallRef,
+        digit: char,
+        method: DtmfMethod,
+    },
 }
 
 /// A call as the session may ask about it.
@@ -70,6 +80,7 @@ enum Command {
     AddLine {
         account: Account,
         events: mpsc::UnboundedSender<LineEvent>,
+        media: Option<MediaHandle>,
         reply: oneshot::Sender<LineId>,
     },
     RemoveLine(LineId),
@@ -90,6 +101,21 @@ enum Command {
     CallInfo {
         line: LineId,
         reply: oneshot::Sender<Option<CallInfo>>,
+    },
+    Dtmf {
+        line: LineId,
+        digits: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A key press the browser sent itself, for a far end that needs it as INFO.
+    InfoDtmf {
+        line: LineId,
+        digit: char,
+    },
+    Hold {
+        line: LineId,
+        on: bool,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     Stats(oneshot::Sender<DriverStats>),
     Shutdown(oneshot::Sender<()>),
@@ -118,20 +144,35 @@ impl SipHandle {
         rx.await.map_err(|_| SipGone)
     }
 
-    /// Starts registering `account`; its events arrive on the returned receiver.
+    /// Starts registering `account`; its events arrive on the returned receiver. Calls
+    /// on the line bridge their media through `media` when there is one.
     pub async fn add_line(
         &self,
         account: Account,
+        media: Option<MediaHandle>,
     ) -> Result<(LineId, mpsc::UnboundedReceiver<LineEvent>), SipGone> {
         let (events, rx) = mpsc::unbounded_channel();
         let id = self
             .ask(|reply| Command::AddLine {
                 account,
                 events,
+                media,
                 reply,
             })
             .await?;
         Ok((id, rx))
+    }
+
+    pub async fn dtmf(&self, line: LineId, digits: String) -> Result<Result<(), String>, SipGone> {
+        self.ask(|reply| Command::Dtmf { line, digits, reply }).await
+    }
+
+    pub fn info_dtmf(&self, line: LineId, digit: char) {
+        let _ = self.commands.send(Command::InfoDtmf { line, digit });
+    }
+
+    pub async fn hold(&self, line: LineId, on: bool) -> Result<Result<(), String>, SipGone> {
+        self.ask(|reply| Command::Hold { line, on, reply }).await
     }
 
     /// Unregisters a line (ending its call first); [`LineEvent::Removed`] follows.
@@ -171,6 +212,7 @@ pub async fn start(
     listen: std::net::SocketAddr,
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
+    sip_codecs: Vec<siphon_media::sdp::Codec>,
 ) -> io::Result<SipHandle> {
     let transport = SipTransport::bind(listen).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
@@ -181,6 +223,7 @@ pub async fn start(
         calls: HashMap::new(),
         rtp,
         media_ip,
+        sip_codecs,
     };
     tokio::spawn(driver.run(transport, rx));
     Ok(SipHandle { commands })
@@ -192,9 +235,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 struct LineRecord {
     user: String,
     events: mpsc::UnboundedSender<LineEvent>,
+    media: Option<MediaHandle>,
 }
 
 struct CallRecord {
+    line: LineId,
     peer: String,
     incoming: bool,
     state: CallState,
@@ -208,6 +253,8 @@ struct Driver {
     calls: HashMap<CallRef, CallRecord>,
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
+    /// Voice codecs we offer the PBX, in order of preference.
+    sip_codecs: Vec<siphon_media::sdp::Codec>,
 }
 
 impl Driver {
@@ -278,11 +325,12 @@ impl Driver {
             Command::AddLine {
                 account,
                 events,
+                media,
                 reply,
             } => {
                 let user = account.user.clone();
                 let id = self.ua.add_line(now, account);
-                self.lines.insert(id, LineRecord { user, events });
+                self.lines.insert(id, LineRecord { user, events, media });
                 let _ = reply.send(id);
             }
             Command::RemoveLine(id) => self.ua.remove_line(now, id),
@@ -310,6 +358,17 @@ impl Driver {
                 });
                 let _ = reply.send(info);
             }
+            Command::Dtmf { line, digits, reply } => {
+                let _ = reply.send(self.dtmf(now, line, &digits));
+            }
+            Command::InfoDtmf { line, digit } => {
+                if let Some(call) = self.ua.line_call(line) {
+                    self.send_info_dtmf(now, call, digit);
+                }
+            }
+            Command::Hold { line, on, reply } => {
+                let _ = reply.send(self.hold(now, line, on));
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {
                     ua: self.ua.stats(),
@@ -326,7 +385,13 @@ impl Driver {
             tracing::warn!(error = %e, "no RTP ports for a call");
             "no free media port".to_owned()
         })?;
-        let local = LocalMedia::new(self.media_ip, ports.port, fastrand::u64(1..u64::MAX / 2));
+        let mut local = LocalMedia::new(self.media_ip, ports.port, fastrand::u64(1..u64::MAX / 2));
+        local.codecs = self
+            .sip_codecs
+            .iter()
+            .chain([&siphon_media::sdp::Codec::TelephoneEvent])
+            .map(|c| siphon_media::sdp::LocalCodec::new(*c))
+            .collect();
         Ok(CallMedia::new(ports, local))
     }
 
@@ -347,6 +412,7 @@ impl Driver {
         self.calls.insert(
             call,
             CallRecord {
+                line,
                 peer: number,
                 incoming: false,
                 state: CallState::Dialing,
@@ -390,7 +456,110 @@ impl Driver {
         };
         self.ua
             .accept_call(now, call, sdp.into_bytes())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.sync_media(call);
+        Ok(())
+    }
+
+    /// Sends DTMF into the line's call: RFC 4733 through the media session when the
+    /// far end negotiated telephone-event, else one SIP INFO per digit.
+    fn dtmf(&mut self, now: Instant, line: LineId, digits: &str) -> Result<(), String> {
+        let call = self.ua.line_call(line).ok_or("there is no call")?;
+        let record = self.calls.get(&call).ok_or("there is no call")?;
+        if !matches!(
+            record.state,
+            CallState::InCall | CallState::Held | CallState::EarlyMedia
+        ) {
+            return Err("the call is not established".into());
+        }
+        let rfc4733 = record.media.as_ref().is_some_and(|m| {
+            m.attached
+                && m.negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.dtmf_payload_type.is_some())
+        });
+        match self.lines.get(&line).and_then(|l| l.media.as_ref()) {
+            Some(handle) if rfc4733 => {
+                handle.send(MediaCommand::Dtmf {
+                    digits: digits.to_owned(),
+                });
+                tracing::info!(%call, digits, "DTMF as RFC 4733 events");
+            }
+            _ => {
+                for digit in digits.chars() {
+                    self.send_info_dtmf(now, call, digit);
+                }
+                tracing::info!(%call, digits, "DTMF as SIP INFO");
+            }
+        }
+        Ok(())
+    }
+
+    fn send_info_dtmf(&mut self, now: Instant, call: CallRef, digit: char) {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        if let Err(e) = self
+            .ua
+            .send_info(now, call, "application/dtmf-relay", body.into_bytes())
+        {
+            tracing::debug!(%call, error = %e, "DTMF INFO not sent");
+        }
+    }
+
+    /// Puts the far end on hold (re-INVITE with sendonly) or takes it off.
+    fn hold(&mut self, now: Instant, line: LineId, on: bool) -> Result<(), String> {
+        let call = self.ua.line_call(line).ok_or("there is no call")?;
+        let record = self.calls.get_mut(&call).ok_or("there is no call")?;
+        if !matches!(record.state, CallState::InCall | CallState::Held) {
+            return Err("the call is not established".into());
+        }
+        let media = record.media.as_mut().ok_or("the call has no media")?;
+        if media.local_hold == on {
+            return Ok(());
+        }
+        media.local.direction = if on {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        media.local.next_version();
+        let offer = sdp::build_offer(&media.local).into_bytes();
+        match self.ua.reinvite(now, call, offer) {
+            Ok(()) => {
+                media.local_hold = on;
+                tracing::info!(%call, on, "hold");
+                Ok(())
+            }
+            Err(e) => {
+                media.local.direction = if on {
+                    Direction::SendRecv
+                } else {
+                    Direction::SendOnly
+                };
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Tells the line's media session what was negotiated for a call: hands it the
+    /// ports the first time, updates it afterwards.
+    fn sync_media(&mut self, call: CallRef) {
+        let Some(record) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(handle) = self.lines.get(&record.line).and_then(|l| l.media.clone()) else {
+            return;
+        };
+        let Some(media) = record.media.as_mut() else {
+            return;
+        };
+        let Some(n) = media.negotiated.as_ref() else {
+            return;
+        };
+        let leg = sip_media(n, media.local_hold);
+        match media.take_ports() {
+            Some(ports) => handle.send(MediaCommand::Attach { call, ports, leg }),
+            None => handle.send(MediaCommand::Update { call, leg }),
+        }
     }
 
     fn user(&self, line: LineId) -> &str {
@@ -442,6 +611,7 @@ impl Driver {
             } => {
                 let media = self.new_media().ok();
                 let mut record = CallRecord {
+                    line,
                     peer: from.clone(),
                     incoming: true,
                     state: CallState::Ringing,
@@ -509,6 +679,7 @@ impl Driver {
                     Ok(n) => {
                         tracing::debug!(%call, codec = ?n.codec, remote = %n.remote_rtp, early, "media negotiated");
                         media.negotiated = Some(n);
+                        self.sync_media(call);
                     }
                     Err(e) if early => tracing::warn!(%call, error = %e, "unusable early media SDP"),
                     Err(e) => {
@@ -531,35 +702,160 @@ impl Driver {
                     return;
                 };
                 let answer = match offer {
-                    None => Ok(sdp::build_offer(&media.local)),
+                    None => Ok((sdp::build_offer(&media.local), None)),
                     Some(offer) => parse_sdp(&offer)
                         .and_then(|o| sdp::answer(&o, &media.local).map_err(|e| e.to_string()))
-                        .map(|a| {
-                            media.negotiated = Some(a.media);
-                            a.sdp
-                        }),
+                        .map(|a| (a.sdp, Some(a.media))),
                 };
+                let mut hold_change = None;
                 let result = match answer {
-                    Ok(sdp) => Ok(sdp.into_bytes()),
+                    Ok((sdp, negotiated)) => {
+                        if let Some(n) = negotiated {
+                            let hold = n.remote_on_hold;
+                            if std::mem::replace(&mut media.remote_hold, hold) != hold {
+                                hold_change = Some(hold);
+                            }
+                            media.negotiated = Some(n);
+                        }
+                        Ok(sdp.into_bytes())
+                    }
                     Err(e) => {
                         tracing::warn!(%call, error = %e, "re-INVITE offer not acceptable");
                         Err(488)
                     }
                 };
+                let accepted = result.is_ok();
                 let _ = self.ua.answer_offer(now, call, result);
+                if accepted {
+                    self.sync_media(call);
+                }
+                if let Some(hold) = hold_change {
+                    let state = if hold { CallState::Held } else { CallState::InCall };
+                    tracing::info!(%call, held = hold, "the far end changed hold");
+                    if let Some(r) = self.calls.get_mut(&call) {
+                        r.state = state;
+                    }
+                    let status = CallStatus {
+                        state,
+                        code: None,
+                        reason: Some(if hold { "held by the far end" } else { "resumed" }.into()),
+                    };
+                    self.notify(line, CallNotice::State { call, status });
+                }
             }
-            CallEvent::Info { content_type, .. } => {
-                tracing::debug!(%call, %content_type, "INFO received");
+            CallEvent::ReinviteFailed { code } => {
+                if let Some(media) = self.calls.get_mut(&call).and_then(|r| r.media.as_mut()) {
+                    // the far end kept the old media: so do we
+                    media.local_hold = !media.local_hold;
+                    media.local.direction = if media.local_hold {
+                        Direction::SendOnly
+                    } else {
+                        Direction::SendRecv
+                    };
+                }
+                self.notify(
+                    line,
+                    CallNotice::Error {
+                        call: Some(call),
+                        code: Some(code),
+                        reason: format!("the far end refused the change ({code})"),
+                    },
+                );
             }
+            CallEvent::Info { content_type, body } => match dtmf_from_info(&content_type, &body) {
+                Some(digit) => {
+                    tracing::info!(%call, %digit, "DTMF by SIP INFO");
+                    self.notify(
+                        line,
+                        CallNotice::Dtmf {
+                            call,
+                            digit,
+                            method: DtmfMethod::Info,
+                        },
+                    );
+                }
+                None => tracing::debug!(%call, %content_type, "INFO received"),
+            },
             CallEvent::Ended => {
-                // dropping the record releases the RTP ports
-                self.calls.remove(&call);
+                // dropping the record releases the RTP ports (or the media session does)
+                if let Some(record) = self.calls.remove(&call)
+                    && record.media.as_ref().is_some_and(|m| m.attached)
+                    && let Some(handle) = self.lines.get(&line).and_then(|l| l.media.as_ref())
+                {
+                    handle.send(MediaCommand::Detach { call });
+                }
             }
         }
     }
 }
 
+/// The SIP side of the bridge, from what offer/answer decided.
+fn sip_media(n: &NegotiatedMedia, local_hold: bool) -> SipMedia {
+    SipMedia {
+        leg: SipLeg {
+            codec: LegCodec {
+                codec: n.codec,
+                payload_type: n.payload_type,
+            },
+            dtmf_payload_type: n.dtmf_payload_type,
+            ptime_ms: n.ptime.unwrap_or(20),
+            send: n.direction.sends() && !local_hold,
+            receive: n.direction.receives(),
+        },
+        remote_rtp: n.remote_rtp,
+        remote_rtcp: n.remote_rtcp,
+    }
+}
+
+/// A digit from an INFO body: `application/dtmf-relay` (`Signal=5`) or `application/dtmf`.
+fn dtmf_from_info(content_type: &str, body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    let ct = content_type.to_ascii_lowercase();
+    let value = if ct.starts_with("application/dtmf-relay") {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then_some(v.trim())
+        })?
+    } else if ct.starts_with("application/dtmf") {
+        text.trim()
+    } else {
+        return None;
+    };
+    let digit = match value {
+        "10" => '*',
+        "11" => '#',
+        v if v.chars().count() == 1 => v.chars().next()?.to_ascii_uppercase(),
+        _ => return None,
+    };
+    crate::api::valid_dtmf(&digit.to_string()).then_some(digit)
+}
+
 fn parse_sdp(body: &[u8]) -> Result<Sdp, String> {
     let text = std::str::from_utf8(body).map_err(|_| "SDP is not UTF-8".to_owned())?;
     Sdp::parse(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtmf_info_bodies() {
+        assert_eq!(
+            dtmf_from_info("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
+            Some('5')
+        );
+        assert_eq!(
+            dtmf_from_info("application/dtmf-relay", b"Signal= #\r\n"),
+            Some('#')
+        );
+        assert_eq!(
+            dtmf_from_info("application/dtmf-relay", b"Signal=11\r\n"),
+            Some('#')
+        );
+        assert_eq!(dtmf_from_info("application/dtmf", b"*"), Some('*'));
+        assert_eq!(dtmf_from_info("application/dtmf-relay", b"Signal=Z\r\n"), None);
+        assert_eq!(dtmf_from_info("text/plain", b"5"), None);
+        assert_eq!(dtmf_from_info("application/dtmf-relay", b"\xff"), None);
+    }
 }

@@ -95,6 +95,10 @@ pub enum CallEvent {
         content_type: String,
         body: Vec<u8>,
     },
+    /// Our re-INVITE was refused or got no answer; the previous media stays.
+    ReinviteFailed {
+        code: u16,
+    },
     /// The call's resources may be released; nothing more will come for it.
     Ended,
 }
@@ -185,6 +189,9 @@ pub struct Call {
     last_ack: Option<(Request, Target)>,
     /// A re-INVITE waiting for [`Call::answer_offer`].
     pending_offer: Option<(ServerKey, Request)>,
+    /// Our re-INVITE in flight (hold, resume): its transaction and CSeq.
+    reinvite: Option<(Option<ClientKey>, u32)>,
+    reinvite_answered: bool,
     timer: Option<(Instant, Timer)>,
     requests: Vec<(Request, Target)>,
     responses: Vec<(ServerKey, Response)>,
@@ -215,6 +222,8 @@ impl Call {
             pending: 0,
             last_ack: None,
             pending_offer: None,
+            reinvite: None,
+            reinvite_answered: false,
             timer: None,
             requests: Vec::new(),
             responses: Vec::new(),
@@ -463,6 +472,14 @@ impl Call {
         rng: &mut fastrand::Rng,
     ) {
         match key.method {
+            Method::Invite
+                if self
+                    .reinvite
+                    .as_ref()
+                    .is_some_and(|(k, _)| k.as_ref() == Some(key)) =>
+            {
+                self.on_reinvite_response(resp, config, rng)
+            }
             Method::Invite => self.on_invite_response(now, key, resp, config, rng),
             _ => {
                 if !resp.is_provisional() {
@@ -664,6 +681,15 @@ impl Call {
     /// A client transaction of this call timed out (Timer B/F or transport error).
     pub fn on_timeout(&mut self, key: &ClientKey) {
         self.pending = self.pending.saturating_sub(1);
+        if self
+            .reinvite
+            .as_ref()
+            .is_some_and(|(k, _)| k.as_ref() == Some(key))
+            && !self.reinvite_answered
+        {
+            self.reinvite_answered = true;
+            self.events.push(CallEvent::ReinviteFailed { code: 408 });
+        }
         if key.method == Method::Invite && self.invite_client.as_ref() == Some(key) {
             // not even a provisional response: the far end is unreachable
             self.finish_invite_as(CallState::Failed, 408, "no response".into());
@@ -671,9 +697,103 @@ impl Call {
         self.maybe_end();
     }
 
-    /// Records the key the transaction layer gave our INVITE.
+    /// Records the key the transaction layer gave our INVITE (or re-INVITE).
     pub fn set_invite_key(&mut self, key: ClientKey) {
-        self.invite_client = Some(key);
+        match &mut self.reinvite {
+            Some((k @ None, _)) => *k = Some(key),
+            _ => self.invite_client = Some(key),
+        }
+    }
+
+    /// Sends a new offer in the dialog (hold, resume). The answer arrives as
+    /// [`CallEvent::RemoteSdp`], a refusal as [`CallEvent::ReinviteFailed`].
+    pub fn reinvite(
+        &mut self,
+        sdp: Vec<u8>,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Confirmed) {
+            return Err(CallError::WrongState("the call is not established"));
+        }
+        if self.reinvite_in_flight() || self.pending_offer.is_some() {
+            return Err(CallError::WrongState("another offer is in progress"));
+        }
+        let contact = self.contact_uri(config);
+        let Some(d) = self.dialog.as_mut() else {
+            return Err(CallError::WrongState("the call is not established"));
+        };
+        let (mut req, target) = d.request(Method::Invite, None, config, rng);
+        req.headers.push("Contact", format!("<{contact}>"));
+        req.headers.push("Allow", ALLOW);
+        req.headers.push("User-Agent", config.user_agent.clone());
+        req.headers.push("Content-Type", "application/sdp");
+        req.body = sdp.clone();
+        self.local_sdp = sdp;
+        self.reinvite = Some((None, d.local_seq));
+        self.reinvite_answered = false;
+        self.send(req, target);
+        Ok(())
+    }
+
+    fn reinvite_in_flight(&self) -> bool {
+        self.reinvite.is_some() && !self.reinvite_answered
+    }
+
+    fn on_reinvite_response(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
+        let Some((_, seq)) = self.reinvite else { return };
+        match resp.status {
+            100..=199 => {}
+            200..=299 => {
+                if !self.reinvite_answered {
+                    self.reinvite_answered = true;
+                    self.pending = self.pending.saturating_sub(1);
+                    if let Some(d) = self.dialog.as_mut() {
+                        let (ack, target) = d.request(Method::Ack, Some(seq), config, rng);
+                        self.last_ack = Some((ack, target));
+                    }
+                    if !resp.body.is_empty() {
+                        self.events.push(CallEvent::RemoteSdp {
+                            sdp: resp.body.clone(),
+                            early: false,
+                        });
+                    }
+                }
+                // (re-)ACK: retransmitted 2xx means our ACK was lost
+                if let Some((ack, target)) = self.last_ack.clone() {
+                    self.requests.push((ack, target));
+                }
+            }
+            code => {
+                if !self.reinvite_answered {
+                    self.reinvite_answered = true;
+                    self.pending = self.pending.saturating_sub(1);
+                    self.events.push(CallEvent::ReinviteFailed { code });
+                }
+            }
+        }
+    }
+
+    /// Sends an INFO in the dialog (DTMF when the far end has no telephone-event).
+    pub fn send_info(
+        &mut self,
+        content_type: &str,
+        body: Vec<u8>,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Confirmed | Phase::Answered) {
+            return Err(CallError::WrongState("the call is not established"));
+        }
+        let Some(d) = self.dialog.as_mut() else {
+            return Err(CallError::WrongState("the call is not established"));
+        };
+        let (mut req, target) = d.request(Method::Info, None, config, rng);
+        req.headers.push("User-Agent", config.user_agent.clone());
+        req.headers.push("Content-Type", content_type.to_owned());
+        req.body = body;
+        self.send(req, target);
+        Ok(())
     }
 
     /// A request from the far end within this call (in-dialog, or a CANCEL/ACK for

@@ -298,6 +298,28 @@ impl UserAgent {
         Ok(())
     }
 
+    /// Sends a new offer for an established call (hold and resume).
+    pub fn reinvite(&mut self, now: Instant, call: CallRef, sdp: Vec<u8>) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        c.reinvite(sdp, &self.config, &mut self.rng)?;
+        self.flush_call(now, call);
+        Ok(())
+    }
+
+    /// Sends an INFO in an established call.
+    pub fn send_info(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        c.send_info(content_type, body, &self.config, &mut self.rng)?;
+        self.flush_call(now, call);
+        Ok(())
+    }
+
     /// Answers the far end's offer ([`CallEvent::Offer`]) with our SDP, or refuses it.
     pub fn answer_offer(
         &mut self,

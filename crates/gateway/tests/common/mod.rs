@@ -574,8 +574,24 @@ impl Phone {
         answer: &str,
         dial: Option<&str>,
     ) -> Phone {
+        Phone::start_with_env(user, pass, sip_port, pbx_port, rtp, answer, dial, &[])
+    }
+
+    /// As [`Phone::start`], with phone.sh environment settings (BS_CODECS, BS_TONE…).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_env(
+        user: &str,
+        pass: &str,
+        sip_port: u16,
+        pbx_port: u16,
+        rtp: (u16, u16),
+        answer: &str,
+        dial: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Phone {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(repo_root().join("lab/phones/phone.sh"));
+        cmd.envs(env.iter().copied());
         cmd.arg("start")
             .arg(dir.path())
             .args([user, pass])
@@ -646,4 +662,119 @@ impl Drop for Phone {
             eprintln!("---- baresip log ----\n{}", self.log());
         }
     }
+}
+
+/// Browser tests run Chromium, which must not reach any network but loopback: they
+/// run inside a private network namespace with only `lo` (they need root for that).
+pub mod netns {
+    use std::process::Command;
+
+    /// True when no interface but `lo` is up in this process's network namespace.
+    pub fn inside() -> bool {
+        let Ok(out) = Command::new("ip").args(["-o", "link", "show", "up"]).output() else {
+            return false;
+        };
+        String::from_utf8_lossy(&out.stdout).lines().all(|l| {
+            l.split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or("") == "lo")
+                .unwrap_or(true)
+        })
+    }
+
+    /// Runs the test `name` of this test binary again, inside a fresh loopback-only
+    /// namespace, and asserts that it passed.
+    pub fn rerun(name: &str) {
+        let exe = std::env::current_exe().expect("test binary");
+        let status = Command::new("unshare")
+            .args(["-n", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+            .arg(exe)
+            .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+            .status()
+            .expect("unshare (util-linux) to start; browser tests need root for a network namespace");
+        assert!(
+            status.success(),
+            "{name} failed inside its network namespace ({status})"
+        );
+    }
+}
+
+/// Runs a script of `tests/browser/` with node; returns its exit code, its output and
+/// the JSON of its `@result` line.
+pub async fn run_browser_script(
+    script: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> (Option<i32>, String, Option<Value>) {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo_root().join("tests/browser").join(script))
+        .current_dir(repo_root().join("tests/browser"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("node (installed by lab/install.sh)");
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => panic!("node failed: {e}"),
+        Err(_) => return (None, "timed out".into(), None),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = text
+        .lines()
+        .find_map(|l| l.strip_prefix("@result "))
+        .and_then(|j| serde_json::from_str(j).ok());
+    (out.status.code(), text, result)
+}
+
+/// Reads a mono 16-bit PCM WAV file: (sample rate, samples).
+pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+    let data = std::fs::read(path).expect("wav");
+    let rate = u32::from_le_bytes(data[24..28].try_into().unwrap());
+    // find the "data" chunk
+    let mut i = 12;
+    while i + 8 <= data.len() {
+        let id = &data[i..i + 4];
+        let len = u32::from_le_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize;
+        if id == b"data" {
+            let end = (i + 8 + len).min(data.len());
+            let samples = data[i + 8..end]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return (rate, samples);
+        }
+        i += 8 + len;
+    }
+    (rate, Vec::new())
+}
+
+/// Power of `hz` against everything else, in dB (Goertzel over 20 ms blocks, summed).
+pub fn tone_snr_db(samples: &[i16], rate: u32, hz: f64) -> f64 {
+    let n = (rate / 50) as usize;
+    let (mut tone, mut rest) = (0.0f64, 0.0f64);
+    for block in samples.chunks_exact(n) {
+        let k = (n as f64 * hz / f64::from(rate)).round();
+        let w = 2.0 * std::f64::consts::PI * k / n as f64;
+        let c = 2.0 * w.cos();
+        let (mut s1, mut s2, mut total) = (0.0f64, 0.0f64, 0.0f64);
+        for x in block {
+            let x = f64::from(*x);
+            total += x * x;
+            let s0 = x + c * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        let t = (s1 * s1 + s2 * s2 - c * s1 * s2) * 2.0 / n as f64;
+        tone += t;
+        rest += (total - t).max(0.0);
+    }
+    10.0 * (tone / rest.max(1e-9)).log10()
 }

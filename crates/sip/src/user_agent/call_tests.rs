@@ -617,3 +617,62 @@ fn hundred_calls_leave_nothing_behind() {
         (0, 0, 0, 0)
     );
 }
+
+#[test]
+fn our_reinvite_and_info_travel_in_the_dialog() {
+    let mut lab = Lab::new();
+    let (call, invite) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let re = lab.one_request();
+    assert_eq!(re.method, Method::Invite);
+    assert_eq!(re.uri.to_string(), "sip:1000@127.0.0.1:5070");
+    assert_eq!(
+        re.headers.cseq().unwrap().seq,
+        invite.headers.cseq().unwrap().seq + 1
+    );
+    assert_eq!(re.body, b"v=0 hold");
+    assert!(
+        lab.ua.reinvite(lab.now, call, b"again".to_vec()).is_err(),
+        "one offer at a time"
+    );
+    lab.respond(&re, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    let ack = lab.one_request();
+    assert_eq!(
+        (ack.method.clone(), ack.headers.cseq().unwrap().seq),
+        (Method::Ack, re.headers.cseq().unwrap().seq)
+    );
+    assert!(lab.call_events().contains(&CallEvent::RemoteSdp {
+        sdp: FAR_SDP.to_vec(),
+        early: false
+    }));
+    // a retransmitted 200 is ACKed again, and reported no more
+    lab.respond(&re, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    assert_eq!(lab.one_request().method, Method::Ack);
+    assert!(lab.call_events().is_empty());
+    // a refused one is reported
+    lab.ua.reinvite(lab.now, call, b"v=0 again".to_vec()).unwrap();
+    let re2 = lab.one_request();
+    lab.respond(&re2, 491, &[], b"");
+    assert!(
+        lab.call_events()
+            .contains(&CallEvent::ReinviteFailed { code: 491 })
+    );
+    // INFO
+    lab.ua
+        .send_info(
+            lab.now,
+            call,
+            "application/dtmf-relay",
+            b"Signal=5\r\nDuration=160\r\n".to_vec(),
+        )
+        .unwrap();
+    let info = lab
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Info)
+        .unwrap();
+    assert_eq!(info.headers.get("Content-Type"), Some("application/dtmf-relay"));
+    assert_eq!(lab.ua.line_call(lab.line), Some(call));
+}

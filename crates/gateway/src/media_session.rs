@@ -1,0 +1,604 @@
+//! One browser's media (the original example's media bridge, per client): the WebRTC
+//! peer connection, sans-IO in str0m, negotiated right after admission and kept up for
+//! the whole session; and, while a call has media, that call's plain RTP/RTCP ports
+//! and the [`Bridge`] between the two. One task owns all of it, so packets cross from
+//! one leg to the other without locks or channels.
+//!
+//! Each session's WebRTC leg has its own UDP port from the RTP range (ICE-lite, one
+//! host candidate on the advertised address). One port per session keeps the
+//! demultiplexing in the kernel; a shared port would need our own STUN-ufrag routing
+//! for no gain at the session counts one gateway serves.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use siphon_media::bridge::{Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg};
+use siphon_media::sdp::Codec as MediaCodec;
+use siphon_sip::CallRef;
+use str0m::change::SdpOffer;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::media::RtpPorts;
+
+/// What the SIP driver and the session ask of a media session.
+pub enum MediaCommand {
+    /// The browser's SDP offer; the reply is our answer.
+    Offer {
+        sdp: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A trickled ICE candidate of the browser.
+    Candidate(String),
+    /// A call's RTP leg is negotiated: bridge it.
+    Attach {
+        call: CallRef,
+        ports: RtpPorts,
+        leg: SipMedia,
+    },
+    /// The call's media was negotiated again (re-INVITE, hold).
+    Update { call: CallRef, leg: SipMedia },
+    /// The call is over: stop and give its ports back.
+    Detach { call: CallRef },
+    /// Key presses to send as RFC 4733 events.
+    Dtmf { digits: String },
+}
+
+/// The SIP side of a call's media, as negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipMedia {
+    pub leg: SipLeg,
+    pub remote_rtp: SocketAddr,
+    pub remote_rtcp: SocketAddr,
+}
+
+/// What a media session tells its browser session.
+#[derive(Debug, Clone)]
+pub enum MediaEvent {
+    /// ICE and DTLS are up.
+    Connected,
+    /// The browser's connection went away.
+    Disconnected,
+    /// A key press from a leg. From the browser it has already been sent on as an
+    /// RFC 4733 event when the far end takes those; otherwise `needs_info` asks the
+    /// SIP side to send it as INFO.
+    Dtmf {
+        call: CallRef,
+        digit: char,
+        from: Side,
+        needs_info: bool,
+    },
+    /// Statistics every 5 s during a call.
+    Stats {
+        call: CallRef,
+        browser: LegCounters,
+        browser_codec: String,
+        sip: LegCounters,
+        sip_codec: String,
+    },
+    /// The first packet of a call's audio went to the browser (for latency figures).
+    FirstAudio { call: CallRef },
+}
+
+/// Settings of media sessions.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Send RTP to where the far end's RTP comes from, not to what its SDP says.
+    pub symmetric_rtp: bool,
+    /// Voice codecs accepted from the browser, in order of preference.
+    pub codecs: Vec<MediaCodec>,
+}
+
+/// A handle on a media session task; dropping every handle ends it.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<MediaCommand>,
+}
+
+impl MediaHandle {
+    pub fn send(&self, cmd: MediaCommand) {
+        let _ = self.commands.send(cmd);
+    }
+
+    /// Negotiates the WebRTC leg: the browser's offer in, our answer out.
+    pub async fn offer(&self, sdp: String) -> Result<String, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(MediaCommand::Offer { sdp, reply })
+            .map_err(|_| "media session is gone".to_owned())?;
+        rx.await.map_err(|_| "media session is gone".to_owned())?
+    }
+}
+
+/// Starts the media session of one browser on `ports` (its WebRTC port).
+pub fn spawn(
+    ip: IpAddr,
+    ports: RtpPorts,
+    settings: MediaSettings,
+    events: mpsc::UnboundedSender<MediaEvent>,
+) -> MediaHandle {
+    let (commands, rx) = mpsc::unbounded_channel();
+    let local = SocketAddr::new(ip, ports.port);
+    let session = MediaSession {
+        rtc: new_rtc(local, &settings.codecs),
+        local,
+        socket: Arc::clone(&ports.rtp),
+        _webrtc_ports: ports,
+        mid: None,
+        browser: None,
+        call: None,
+        events,
+        settings,
+    };
+    tokio::spawn(session.run(rx));
+    MediaHandle { commands }
+}
+
+fn new_rtc(local: SocketAddr, preference: &[MediaCodec]) -> Rtc {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut config = RtcConfig::new()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .set_stats_interval(Some(Duration::from_secs(5)))
+        .clear_codecs();
+    // the order is our preference in answers (by default G.711 first, so that with the
+    // usual PBX codecs audio is relayed, not transcoded)
+    for codec in preference {
+        config = match codec {
+            MediaCodec::Pcmu => config.enable_pcmu(true, false),
+            MediaCodec::Pcma => config.enable_pcma(true, false),
+            MediaCodec::G722 => config.enable_g722(true, false),
+            MediaCodec::Opus => config.enable_opus(true, false),
+            MediaCodec::TelephoneEvent => config,
+        };
+    }
+    let codecs = config.codec_config();
+    codecs.add_config(
+        101.into(),
+        None,
+        Codec::Tele,
+        Frequency::EIGHT_KHZ,
+        None,
+        FormatParams::parse_line("0-16"),
+    );
+    codecs.add_config(
+        110.into(),
+        None,
+        Codec::Tele,
+        Frequency::FORTY_EIGHT_KHZ,
+        None,
+        FormatParams::parse_line("0-16"),
+    );
+    let mut rtc = config.build(Instant::now());
+    if let Ok(c) = Candidate::host(local, "udp") {
+        rtc.add_local_candidate(c);
+    }
+    rtc
+}
+
+/// A call's RTP leg inside the media session.
+struct CallLeg {
+    call: CallRef,
+    ports: RtpPorts,
+    media: SipMedia,
+    /// Where RTP actually goes (latched to the far end's source when symmetric).
+    send_to: SocketAddr,
+    latched: bool,
+    bridge: Option<Bridge>,
+    first_audio_sent: bool,
+    next_stats: Instant,
+    browser_stats: (Option<f32>, Option<Duration>),
+}
+
+struct MediaSession {
+    rtc: Rtc,
+    local: SocketAddr,
+    socket: Arc<UdpSocket>,
+    /// Held for the session's lifetime so the WebRTC port stays ours.
+    _webrtc_ports: RtpPorts,
+    mid: Option<Mid>,
+    browser: Option<BrowserLeg>,
+    call: Option<CallLeg>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    settings: MediaSettings,
+}
+
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+impl MediaSession {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<MediaCommand>) {
+        let mut buf = vec![0u8; 2048];
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 2048];
+        loop {
+            let rtc_wake = self.drive_rtc();
+            let mut wake = rtc_wake;
+            if let Some(leg) = &self.call {
+                wake = wake.min(leg.next_stats);
+                if let Some(b) = &leg.bridge {
+                    wake = wake.min(b.poll_timeout());
+                }
+            }
+            let (rtp_sock, rtcp_sock) = match &self.call {
+                Some(leg) => (
+                    Some(Arc::clone(&leg.ports.rtp)),
+                    Some(Arc::clone(&leg.ports.rtcp)),
+                ),
+                None => (None, None),
+            };
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = r {
+                        self.on_browser_datagram(source, &buf[..n]);
+                    }
+                }
+                r = recv_opt(rtp_sock.as_deref(), &mut rtp_buf) => {
+                    if let Some((n, source)) = r {
+                        self.on_sip_rtp(source, n, &rtp_buf);
+                    }
+                }
+                r = recv_opt(rtcp_sock.as_deref(), &mut rtcp_buf) => {
+                    if let Some((n, _)) = r
+                        && let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut())
+                        && let Err(e) = b.from_sip_rtcp(Instant::now(), &rtcp_buf[..n])
+                    {
+                        tracing::debug!(error = e, "RTCP from the far end dropped");
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                    let now = Instant::now();
+                    let _ = self.rtc.handle_input(Input::Timeout(now));
+                    self.on_tick(now);
+                }
+            }
+            self.flush_bridge();
+        }
+    }
+
+    /// Runs str0m until it has nothing more to say; returns when to wake it next.
+    fn drive_rtc(&mut self) -> Instant {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Event(e)) => self.on_rtc_event(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "WebRTC session failed");
+                    return Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                tracing::info!(local = %self.local, "WebRTC connected");
+                let _ = self.events.send(MediaEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                let _ = self.events.send(MediaEvent::Disconnected);
+            }
+            Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
+                self.mid = Some(m.mid);
+                self.refresh_browser_leg();
+            }
+            Event::MediaChanged(_) => self.refresh_browser_leg(),
+            Event::RtpPacket(p) => {
+                let now = Instant::now();
+                if let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut()) {
+                    b.from_browser(
+                        now,
+                        *p.header.payload_type,
+                        p.header.sequence_number,
+                        p.header.timestamp,
+                        *p.header.ssrc,
+                        &p.payload,
+                    );
+                }
+            }
+            Event::MediaIngressStats(s) => {
+                if let Some(leg) = self.call.as_mut() {
+                    leg.browser_stats.0 = s.loss;
+                    leg.browser_stats.1 = s.rtt.or(leg.browser_stats.1);
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                if let Some(leg) = self.call.as_mut() {
+                    leg.browser_stats.1 = s.rtt.or(leg.browser_stats.1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The browser's codecs as negotiated, our preference first.
+    fn refresh_browser_leg(&mut self) {
+        let Some(mid) = self.mid else { return };
+        let Some(media) = self.rtc.media(mid) else { return };
+        let remote: Vec<u8> = media.remote_pts().iter().map(|p| **p).collect();
+        let mut codecs = Vec::new();
+        let mut dtmf = Vec::new();
+        for p in self.rtc.codec_config().params() {
+            let pt = *p.pt();
+            if !remote.contains(&pt) {
+                continue;
+            }
+            let spec = p.spec();
+            let codec = match spec.codec {
+                Codec::PCMU => MediaCodec::Pcmu,
+                Codec::PCMA => MediaCodec::Pcma,
+                Codec::G722 => MediaCodec::G722,
+                Codec::Opus => MediaCodec::Opus,
+                Codec::Tele => {
+                    dtmf.push((pt, spec.clock_rate.get()));
+                    continue;
+                }
+                _ => continue,
+            };
+            codecs.push(LegCodec {
+                codec,
+                payload_type: pt,
+            });
+        }
+        tracing::debug!(?codecs, ?dtmf, "browser leg negotiated");
+        let leg = BrowserLeg { codecs, dtmf };
+        if let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut()) {
+            b.set_browser(leg.clone());
+        }
+        self.browser = Some(leg);
+        self.ensure_bridge();
+    }
+
+    fn on_browser_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else { return };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        if self.rtc.accepts(&input)
+            && let Err(e) = self.rtc.handle_input(input)
+        {
+            tracing::debug!(error = %e, %source, "WebRTC datagram dropped");
+        }
+    }
+
+    fn on_sip_rtp(&mut self, source: SocketAddr, n: usize, buf: &[u8]) {
+        let Some(leg) = self.call.as_mut() else { return };
+        if self.settings.symmetric_rtp && !leg.latched && source != leg.send_to {
+            tracing::info!(call = %leg.call, sdp = %leg.send_to, actual = %source, "latching RTP to where it comes from");
+            leg.send_to = source;
+        }
+        leg.latched = true;
+        if let Some(b) = leg.bridge.as_mut()
+            && let Err(e) = b.from_sip(Instant::now(), &buf[..n])
+        {
+            tracing::debug!(error = %e, %source, "RTP from the far end dropped");
+        }
+    }
+
+    fn on_command(&mut self, cmd: MediaCommand) {
+        match cmd {
+            MediaCommand::Offer { sdp, reply } => {
+                let answer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| format!("unreadable offer: {e}"))
+                    .and_then(|offer| {
+                        self.rtc
+                            .sdp_api()
+                            .accept_offer(offer)
+                            .map_err(|e| format!("offer not acceptable: {e}"))
+                    })
+                    .map(|a| a.to_sdp_string());
+                let _ = reply.send(answer);
+                self.refresh_browser_leg();
+            }
+            MediaCommand::Candidate(c) => {
+                let c = c.trim();
+                let c = c.strip_prefix("a=").unwrap_or(c);
+                if c.is_empty() {
+                    return;
+                }
+                match Candidate::from_sdp_string(c) {
+                    Ok(cand) => self.rtc.add_remote_candidate(cand),
+                    Err(e) => tracing::debug!(error = %e, "unusable ICE candidate"),
+                }
+            }
+            MediaCommand::Attach { call, ports, leg } => {
+                tracing::debug!(%call, remote = %leg.remote_rtp, "bridging the call's media");
+                self.call = Some(CallLeg {
+                    call,
+                    ports,
+                    media: leg,
+                    send_to: leg.remote_rtp,
+                    latched: false,
+                    bridge: None,
+                    first_audio_sent: false,
+                    next_stats: Instant::now() + STATS_EVERY,
+                    browser_stats: (None, None),
+                });
+                self.ensure_bridge();
+            }
+            MediaCommand::Update { call, leg } => {
+                if let Some(l) = self.call.as_mut().filter(|l| l.call == call) {
+                    if leg.remote_rtp != l.media.remote_rtp {
+                        // the far end moved: use the new address at once
+                        l.send_to = leg.remote_rtp;
+                        l.latched = false;
+                    }
+                    l.media = leg;
+                    if let Some(b) = l.bridge.as_mut() {
+                        b.set_sip(leg.leg);
+                    }
+                }
+            }
+            MediaCommand::Detach { call } => {
+                if self.call.as_ref().is_some_and(|l| l.call == call) {
+                    self.call = None;
+                }
+            }
+            MediaCommand::Dtmf { digits } => {
+                let now = Instant::now();
+                if let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut())
+                    && !b.send_dtmf(now, &digits)
+                {
+                    tracing::debug!("DTMF asked of a call without telephone-event");
+                }
+            }
+        }
+    }
+
+    /// A bridge needs both legs negotiated.
+    fn ensure_bridge(&mut self) {
+        let (Some(browser), Some(leg)) = (self.browser.as_ref(), self.call.as_mut()) else {
+            return;
+        };
+        if leg.bridge.is_none() && !browser.codecs.is_empty() {
+            let now = Instant::now();
+            let unix = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let bridge = Bridge::new(now, unix, browser.clone(), leg.media.leg, fastrand::u64(..));
+            tracing::info!(
+                call = %leg.call,
+                browser = ?bridge.browser_codec().codec,
+                sip = ?leg.media.leg.codec.codec,
+                relay = bridge.browser_codec().codec == leg.media.leg.codec.codec,
+                "media bridge up"
+            );
+            leg.bridge = Some(bridge);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let Some(leg) = self.call.as_mut() else { return };
+        if let Some(b) = leg.bridge.as_mut() {
+            b.handle_timeout(now);
+        }
+        if now >= leg.next_stats {
+            leg.next_stats = now + STATS_EVERY;
+            if let Some(b) = &leg.bridge {
+                let mut browser = b.browser_counters();
+                browser.loss = f64::from(leg.browser_stats.0.unwrap_or(0.0));
+                browser.rtt_ms = leg.browser_stats.1.map(|d| d.as_secs_f64() * 1000.0);
+                let _ = self.events.send(MediaEvent::Stats {
+                    call: leg.call,
+                    browser,
+                    browser_codec: codec_name(b.browser_codec().codec),
+                    sip: b.sip_counters(),
+                    sip_codec: codec_name(leg.media.leg.codec.codec),
+                });
+            }
+        }
+    }
+
+    /// Carries out what the bridge produced (and what that provoked, a few rounds).
+    fn flush_bridge(&mut self) {
+        for _ in 0..8 {
+            let outs: Vec<BridgeOutput> = match self.call.as_mut().and_then(|l| l.bridge.as_mut()) {
+                Some(b) => std::iter::from_fn(|| b.poll_output()).collect(),
+                None => return,
+            };
+            if outs.is_empty() {
+                return;
+            }
+            let mut events = Vec::new();
+            for out in outs {
+                self.carry_out(out, &mut events);
+            }
+            for e in events {
+                self.on_rtc_event(e);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, out: BridgeOutput, events: &mut Vec<Event>) {
+        let Some(leg) = self.call.as_mut() else { return };
+        match out {
+            BridgeOutput::Sip(d) => {
+                let _ = leg.ports.rtp.try_send_to(&d, leg.send_to);
+            }
+            BridgeOutput::SipRtcp(d) => {
+                let _ = leg.ports.rtcp.try_send_to(&d, leg.media.remote_rtcp);
+            }
+            BridgeOutput::Browser(p) => {
+                let Some(mid) = self.mid else { return };
+                let now = Instant::now();
+                let mut api = self.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    return;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(
+                        p.payload_type.into(),
+                        p.sequence.into(),
+                        p.timestamp,
+                        now,
+                        p.payload,
+                    )
+                    .marker(p.marker),
+                );
+                // str0m loses a packet written before the previous one was polled
+                // out: drive it once per write
+                let _ = self.rtc.handle_input(Input::Timeout(now));
+                loop {
+                    match self.rtc.poll_output() {
+                        Ok(Output::Transmit(t)) => {
+                            let _ = self.socket.try_send_to(&t.contents, t.destination);
+                        }
+                        Ok(Output::Event(e)) => events.push(e),
+                        _ => break,
+                    }
+                }
+                if !leg.first_audio_sent {
+                    leg.first_audio_sent = true;
+                    let _ = self.events.send(MediaEvent::FirstAudio { call: leg.call });
+                }
+            }
+            BridgeOutput::Dtmf { from, digit } => {
+                let needs_info = from == Side::Browser && leg.media.leg.dtmf_payload_type.is_none();
+                let _ = self.events.send(MediaEvent::Dtmf {
+                    call: leg.call,
+                    digit,
+                    from,
+                    needs_info,
+                });
+            }
+        }
+    }
+}
+
+fn codec_name(c: MediaCodec) -> String {
+    match c {
+        MediaCodec::Pcmu => "PCMU",
+        MediaCodec::Pcma => "PCMA",
+        MediaCodec::G722 => "G722",
+        MediaCodec::Opus => "opus",
+        MediaCodec::TelephoneEvent => "telephone-event",
+    }
+    .to_owned()
+}
+
+/// Receives on an optional socket (pending forever without one).
+async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
