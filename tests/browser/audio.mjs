@@ -15,6 +15,7 @@
 //   WAIT_DTMF    how many dtmfReceived notifications to wait for (default 0)
 //   HOLD         1: hold, check the audio stops, unhold, check it resumes
 //   HANGUP       1 (default): hang up at the end; 0: wait for the far end to
+//   EARLY        1: the far end plays early media: measure it while the call is earlyMedia
 //
 // Prints "@result {json}" for the harness, and exits 0 if the scenario ran to the end.
 
@@ -35,6 +36,7 @@ const opts = {
   waitDtmf: Number(env("WAIT_DTMF", "0")),
   hold: env("HOLD") === "1",
   hangUp: env("HANGUP", "1") === "1",
+  early: env("EARLY") === "1",
 };
 const url = env("SIPHON_URL");
 const T0 = Date.now();
@@ -144,20 +146,20 @@ async function inPage(o) {
     }
     return { tone, rest: Math.max(rest, 1e-15), total: tone + rest };
   };
+  const wave = new Float32Array(an.fftSize);
   const measure = async (ms) => {
-    let tone = 0, rest = 0, blocks = 0;
+    let tone = 0, rest = 0, blocks = 0, power = 0;
     const t0 = performance.now();
     while (performance.now() - t0 < ms) {
       const b = block(o.expectHz);
       tone += b.tone;
       rest += b.rest;
+      an.getFloatTimeDomainData(wave);
+      power += wave.reduce((a, x) => a + x * x, 0) / wave.length;
       blocks++;
       await sleep((an.fftSize / ac.sampleRate) * 1000);
     }
-    const buf = new Float32Array(an.fftSize);
-    an.getFloatTimeDomainData(buf);
-    const rms = Math.sqrt(buf.reduce((a, x) => a + x * x, 0) / buf.length);
-    return { snrDb: 10 * Math.log10(tone / rest), rms, blocks };
+    return { snrDb: 10 * Math.log10(tone / rest), rms: Math.sqrt(power / Math.max(blocks, 1)), blocks };
   };
   const dominantHz = () => {
     an.getFloatFrequencyData(spectrum);
@@ -166,28 +168,56 @@ async function inPage(o) {
     return best * binHz;
   };
 
+  // when the far end's first packet reaches this browser (RTCInboundRtpStreamStats)
+  let firstPacketAt = null;
+  const packetWatch = (async () => {
+    const t0 = performance.now();
+    while (firstPacketAt === null && performance.now() - t0 < 30000) {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio" && s.packetsReceived > 0 && firstPacketAt === null) {
+          firstPacketAt = performance.now();
+        }
+      });
+      await sleep(2);
+    }
+  })();
+
   // the call
   let callId;
+  let early = null;
   if (o.role === "caller") {
     const r = await rpc("call", { number: o.number });
     if (!r.result) throw new Error(`call refused: ${JSON.stringify(r.error)}`);
     callId = r.result.callId;
+    if (o.early) {
+      await waitNote("earlyMedia", callState("earlyMedia"), 10000);
+      await sleep(300);
+      const m = await measure(1500);
+      early = { rms: m.rms, stillEarly: !notes.some(callState("inCall")) };
+    }
   } else {
     const inc = await waitNote("incomingCall", (n) => n.method === "incomingCall", 20000);
     callId = inc.params.callId;
     await rpc("accept");
   }
   const inCall = await waitNote("inCall", callState("inCall"), 20000);
-  // latency: the far end's tone at the analyser (a 20 ms block at a time)
-  let firstAudioMs = null;
+  if (o.early) {
+    // the announcement may end before the answer: measure only what the test asks
+    o.listenMs = Math.min(o.listenMs, 500);
+  }
+  // latency: the first packet of the far end's audio at this browser, after the 200 OK
+  // (inCall); and, for information, when the tone comes out of the playout buffer
+  let firstHeardMs = null;
   while (performance.now() - inCall.t < 3000) {
     const b = block(o.expectHz);
     if (b.tone > 1e-7 && b.tone / b.rest > 3) {
-      firstAudioMs = performance.now() - inCall.t;
+      firstHeardMs = performance.now() - inCall.t;
       break;
     }
     await sleep(2);
   }
+  await packetWatch;
+  const firstAudioMs = firstPacketAt === null ? null : Math.max(0, firstPacketAt - inCall.t);
   await sleep(300);
   const heard = await measure(o.listenMs);
   const hz = dominantHz();
@@ -220,6 +250,8 @@ async function inPage(o) {
   return {
     callId,
     firstAudioMs,
+    firstHeardMs,
+    early,
     snrDb: heard.snrDb,
     rms: heard.rms,
     dominantHz: hz,

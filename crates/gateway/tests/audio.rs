@@ -88,7 +88,9 @@ async fn browser_calls_baresip(n: u16, phone_codecs: &str, browser_codec: &str, 
     let hz = f(&r["dominantHz"]);
     let latency = f(&r["firstAudioMs"]);
     println!(
-        "{browser_codec} <-> {phone_codecs}: browser heard {hz:.0} Hz at {snr:.1} dB SNR, first audio {latency:.0} ms after 200 OK; codecs {}",
+        "{browser_codec} <-> {phone_codecs}: browser heard {hz:.0} Hz at {snr:.1} dB SNR; its first packet came \
+         {latency:.0} ms after the 200 OK (heard after {:.0} ms, through the playout buffer); codecs {}",
+        f(&r["firstHeardMs"]),
         r["codecs"]
     );
     assert!(snr >= 25.0, "the browser heard 440 Hz at only {snr:.1} dB");
@@ -110,9 +112,36 @@ async fn browser_calls_baresip(n: u16, phone_codecs: &str, browser_codec: &str, 
         log.contains(&format!("relay={relay}")),
         "bridge mode relay={relay} expected:\n{log}"
     );
+    drop(phone);
+
+    // and the other way round: baresip calls the browser
+    let task = lab.browser_task(&[
+        ("ROLE", "callee"),
+        ("CODEC", browser_codec),
+        ("MIC_HZ", "1000"),
+        ("EXPECT_HZ", "440"),
+    ]);
+    lab._pbx.wait_users(WAIT, |u| u.iter().any(|x| x == "880"));
+    let phone = lab.phone(phone_codecs, 440, Some("880"));
+    let r = check_ok(&lab, task.await.unwrap());
+    let snr = f(&r["snrDb"]);
+    println!("{browser_codec} <-> {phone_codecs}, baresip calling: the browser heard 440 Hz at {snr:.1} dB");
+    assert!(
+        snr >= 25.0,
+        "the browser (callee) heard 440 Hz at only {snr:.1} dB"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = phone.last_recording().expect("baresip recorded the call");
+    let (rate, samples) = read_wav(&rec);
+    let far_snr = tone_snr_db(&samples[(rate as usize / 2).min(samples.len())..], rate, 1000.0);
+    println!("baresip (caller) heard 1 kHz at {far_snr:.1} dB");
+    assert!(
+        far_snr >= 25.0,
+        "baresip (caller) heard 1 kHz at only {far_snr:.1} dB"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcmu_relay() {
     if !netns::inside() {
         return netns::rerun("pcmu_relay");
@@ -120,7 +149,7 @@ async fn pcmu_relay() {
     browser_calls_baresip(40, "PCMU/8000/1", "PCMU", true).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcma_relay() {
     if !netns::inside() {
         return netns::rerun("pcma_relay");
@@ -128,7 +157,7 @@ async fn pcma_relay() {
     browser_calls_baresip(41, "PCMA/8000/1", "PCMA", true).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g722_relay() {
     if !netns::inside() {
         return netns::rerun("g722_relay");
@@ -136,10 +165,188 @@ async fn g722_relay() {
     browser_calls_baresip(42, "G722/16000/1", "G722", true).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_pcmu_transcoding() {
     if !netns::inside() {
         return netns::rerun("opus_pcmu_transcoding");
     }
     browser_calls_baresip(43, "PCMU/8000/1", "opus", false).await;
+}
+
+impl AudioLab {
+    fn url(&self) -> String {
+        format!("http://{}/", self.siphon.http)
+    }
+
+    /// Runs the browser script in the background.
+    fn browser_task(
+        &self,
+        env: &[(&str, &str)],
+    ) -> tokio::task::JoinHandle<(Option<i32>, String, Option<Value>)> {
+        let mut all: Vec<(&'static str, String)> = vec![("SIPHON_URL", self.url())];
+        for (k, v) in env {
+            let k: &'static str = Box::leak(k.to_string().into_boxed_str());
+            all.push((k, v.to_string()));
+        }
+        tokio::spawn(async move {
+            let env: Vec<(&str, String)> = all.iter().map(|(k, v)| (*k, v.clone())).collect();
+            run_browser_script("audio.mjs", &env, Duration::from_secs(90)).await
+        })
+    }
+
+    fn sipp_uas(&self, scenario: &str) -> Sipp {
+        let sip = self.slot.pbx + 7;
+        let media = 31000 + (self.slot.http % 1000) * 10;
+        Sipp::register(self.slot.pbx, sip, media, "1001", "secret");
+        // sipp must not echo the events it plays back to it
+        sipp_without_echo(scenario, self.slot.pbx, sip, media)
+    }
+}
+
+/// A sipp far end without RTP echo.
+fn sipp_without_echo(scenario: &str, pbx: u16, sip: u16, media: u16) -> Sipp {
+    Sipp::spawn_with_env(scenario, pbx, sip, media, &["-s", "1001"], &[("SIPP_ECHO", "0")])
+}
+
+fn check_ok(lab: &AudioLab, (code, out, result): (Option<i32>, String, Option<Value>)) -> Value {
+    println!("{out}");
+    assert_eq!(
+        code,
+        Some(0),
+        "browser script failed:\n{out}\n---- siphon ----\n{}",
+        lab.siphon.log()
+    );
+    result.expect("a @result line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_the_browser() {
+    if !netns::inside() {
+        return netns::rerun("baresip_calls_the_browser");
+    }
+    let lab = AudioLab::start(44);
+    let task = lab.browser_task(&[("ROLE", "callee"), ("MIC_HZ", "1000"), ("EXPECT_HZ", "440")]);
+    lab._pbx.wait_users(WAIT, |u| u.iter().any(|x| x == "880"));
+    let phone = lab.phone("PCMU/8000/1,PCMA/8000/1", 440, Some("880"));
+    let r = check_ok(&lab, task.await.unwrap());
+    let snr = f(&r["snrDb"]);
+    println!(
+        "browser (callee) heard 440 Hz at {snr:.1} dB, first audio {:.0} ms after the answer",
+        f(&r["firstAudioMs"])
+    );
+    assert!(snr >= 25.0, "{snr}");
+    let rec = phone.last_recording().expect("a recording");
+    let (rate, samples) = read_wav(&rec);
+    let far = tone_snr_db(&samples[(rate as usize / 2).min(samples.len())..], rate, 1000.0);
+    println!("baresip (caller) heard 1 kHz at {far:.1} dB");
+    assert!(far >= 25.0, "{far}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_both_ways() {
+    if !netns::inside() {
+        return netns::rerun("dtmf_both_ways");
+    }
+    let lab = AudioLab::start(45);
+    // browser → far end: four key presses arrive at baresip as four digits
+    let phone = lab.phone("PCMU/8000/1", 440, None);
+    let r = lab
+        .browser(&[
+            ("ROLE", "caller"),
+            ("NUMBER", "1002"),
+            ("DTMF", "123#"),
+            ("LISTEN_MS", "500"),
+        ])
+        .await;
+    assert_eq!(r["dtmf"]["result"], serde_json::json!({}), "{}", r["dtmf"]);
+    let digits: String = phone
+        .log()
+        .lines()
+        .filter(|l| l.contains("(end=0)"))
+        .filter_map(|l| l.split("received event: '").nth(1))
+        .filter_map(|rest| rest.chars().next())
+        .collect();
+    println!("baresip received {digits:?}");
+    assert_eq!(digits, "123#");
+    drop(phone);
+    // far end → browser: RFC 4733 events and SIP INFO each become one dtmfReceived
+    let mut sipp = lab.sipp_uas("uas_answer_send_dtmf");
+    let r = lab
+        .browser(&[
+            ("ROLE", "caller"),
+            ("NUMBER", "1001"),
+            ("WAIT_DTMF", "8"),
+            ("LISTEN_MS", "200"),
+        ])
+        .await;
+    let got: Vec<(String, String)> = r["dtmfReceived"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["digit"].as_str().unwrap().to_owned(),
+                d["method"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    println!("browser received {got:?}");
+    let rfc: String = got
+        .iter()
+        .filter(|(_, m)| m == "rfc4733")
+        .map(|(d, _)| d.as_str())
+        .collect();
+    let info: String = got
+        .iter()
+        .filter(|(_, m)| m == "info")
+        .map(|(d, _)| d.as_str())
+        .collect();
+    assert_eq!((rfc.as_str(), info.as_str()), ("123#", "456*"));
+    assert_eq!(sipp.wait_async(WAIT).await, Some(0), "sipp: {}", sipp.messages());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_is_heard_before_the_answer() {
+    if !netns::inside() {
+        return netns::rerun("early_media_is_heard_before_the_answer");
+    }
+    let lab = AudioLab::start(46);
+    let mut sipp = lab.sipp_uas("uas_early_media_tone");
+    let r = lab
+        .browser(&[("ROLE", "caller"), ("NUMBER", "1001"), ("EARLY", "1")])
+        .await;
+    let early = &r["early"];
+    println!("early media: {early}");
+    assert!(
+        f(&early["rms"]) > 0.01,
+        "nothing heard during early media: {early}"
+    );
+    assert_eq!(early["stillEarly"], true, "measured before the answer");
+    assert_eq!(sipp.wait_async(WAIT).await, Some(0), "sipp: {}", sipp.messages());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_unhold_both_ways() {
+    if !netns::inside() {
+        return netns::rerun("hold_and_unhold_both_ways");
+    }
+    let lab = AudioLab::start(47);
+    // the browser holds baresip: its tone stops, and comes back
+    let phone = lab.phone("PCMU/8000/1", 440, None);
+    let r = lab
+        .browser(&[
+            ("ROLE", "caller"),
+            ("NUMBER", "1002"),
+            ("HOLD", "1"),
+            ("LISTEN_MS", "1000"),
+        ])
+        .await;
+    let h = &r["hold"];
+    println!("hold: {h}");
+    assert_eq!(h["hold"]["result"], serde_json::json!({}));
+    assert!(f(&h["heldRms"]) < 0.02, "audio continued on hold: {h}");
+    assert!(
+        f(&h["resumedRms"]) > 0.1 && f(&h["resumedSnrDb"]) > 20.0,
+        "audio did not resume: {h}"
+    );
 }

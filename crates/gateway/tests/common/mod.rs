@@ -442,8 +442,21 @@ impl Sipp {
     /// Starts `scenario` with sipp's own SIP port and media port (it also uses the
     /// media port + 1 and + 2).
     pub fn spawn(scenario: &str, pbx_port: u16, sip_port: u16, media_port: u16, args: &[&str]) -> Sipp {
+        Sipp::spawn_with_env(scenario, pbx_port, sip_port, media_port, args, &[])
+    }
+
+    /// As [`Sipp::spawn`], with run.sh environment settings (SIPP_ECHO=0…).
+    pub fn spawn_with_env(
+        scenario: &str,
+        pbx_port: u16,
+        sip_port: u16,
+        media_port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sipp {
         let out = tempfile::tempdir().unwrap();
         let child = Command::new(repo_root().join("lab/sipp/run.sh"))
+            .envs(env.iter().copied())
             .arg(scenario)
             .arg(out.path())
             .arg(pbx_port.to_string())
