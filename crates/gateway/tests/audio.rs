@@ -48,6 +48,7 @@ impl AudioLab {
             (rtp, rtp + 19),
             "auto",
             dial,
+            sip + 3,
             &[("BS_CODECS", codecs), ("BS_TONE", &tone.to_string())],
         )
     }
@@ -348,5 +349,27 @@ async fn hold_and_unhold_both_ways() {
     assert!(
         f(&h["resumedRms"]) > 0.1 && f(&h["resumedSnrDb"]) > 20.0,
         "audio did not resume: {h}"
+    );
+
+    // baresip holds the browser: the browser is told (held), then resumed (inCall)
+    let ctrl = lab.slot.pbx + 8;
+    let task = lab.browser_task(&[("ROLE", "caller"), ("NUMBER", "1002"), ("LISTEN_MS", "6000")]);
+    assert!(phone.wait("established", 10).await, "the second call is up");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(Phone::ctrl(ctrl, &["hold"]), "baresip hold");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(Phone::ctrl(ctrl, &["resume"]), "baresip resume");
+    let r = check_ok(&lab, task.await.unwrap());
+    let states: Vec<&str> = r["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    println!("states with baresip holding: {states:?}");
+    let held = states.iter().position(|s| *s == "held").expect("held reported");
+    assert!(
+        states[held..].contains(&"inCall"),
+        "resumed after held: {states:?}"
     );
 }

@@ -453,6 +453,7 @@ fn outgoing_call_from_the_keypad() {
     std::thread::sleep(Duration::from_millis(300));
     far.ctrl("accept");
     let dtmf: Value = serde_json::from_str(&page.event("dtmf")).unwrap();
+    let hold: Value = serde_json::from_str(&page.event("hold")).unwrap();
     page.event("hungup");
     assert!(
         far.wait_log("session closed", WAIT) || far.wait_log("terminated (duration", WAIT),
@@ -471,6 +472,13 @@ fn outgoing_call_from_the_keypad() {
         assert_eq!(far.dtmf(), "12#", "the DTMF the far end received");
     } else {
         println!("the gateway does not take DTMF yet: {dtmf}");
+    }
+    if hold["accepted"] == true {
+        // a re-INVITE put the far end on hold and another took it back
+        assert!(
+            far.log().matches("stream: update 'audio'").count() >= 3,
+            "the far end saw no re-INVITEs for hold/resume"
+        );
     }
     // the page's line went away with the page; the far end's stays
     lab.pbx.wait_users(WAIT, |u| u == ["1001"]);

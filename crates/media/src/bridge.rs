@@ -385,6 +385,9 @@ impl Bridge {
         else {
             return;
         };
+        if self.browser_rx.clock_rate() != codec.clock_rate() {
+            self.browser_rx = ReceiverStats::new(codec.clock_rate());
+        }
         self.browser_rx.on_packet(ssrc, seq, ts, arrival);
         let packets = self.to_sip.process(codec, seq, ts, ssrc, payload);
         if !self.sip.send {

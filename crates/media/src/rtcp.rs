@@ -39,6 +39,10 @@ impl ReceiverStats {
         self.ssrc
     }
 
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
     /// A packet arrived at `arrival` (time since an arbitrary fixed origin).
     pub fn on_packet(&mut self, ssrc: u32, seq: u16, rtp_ts: u32, arrival: Duration) {
         if !self.started || ssrc != self.ssrc {

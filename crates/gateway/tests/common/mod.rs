@@ -587,7 +587,7 @@ impl Phone {
         answer: &str,
         dial: Option<&str>,
     ) -> Phone {
-        Phone::start_with_env(user, pass, sip_port, pbx_port, rtp, answer, dial, &[])
+        Phone::start_with_env(user, pass, sip_port, pbx_port, rtp, answer, dial, 0, &[])
     }
 
     /// As [`Phone::start`], with phone.sh environment settings (BS_CODECS, BS_TONE…).
@@ -600,6 +600,7 @@ impl Phone {
         rtp: (u16, u16),
         answer: &str,
         dial: Option<&str>,
+        ctrl_port: u16,
         env: &[(&str, &str)],
     ) -> Phone {
         let dir = tempfile::tempdir().unwrap();
@@ -611,7 +612,9 @@ impl Phone {
             .arg(sip_port.to_string())
             .arg(pbx_port.to_string())
             .arg(format!("{}-{}", rtp.0, rtp.1))
-            .args([answer, "0", "udp"]);
+            .arg(answer)
+            .arg(ctrl_port.to_string())
+            .arg("udp");
         if let Some(d) = dial {
             cmd.arg(d);
         }
@@ -631,6 +634,15 @@ impl Phone {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Sends a ctrl_tcp command (hold, resume, hangup…) to a phone started with a ctrl port.
+    pub fn ctrl(port: u16, command: &[&str]) -> bool {
+        Command::new(repo_root().join("lab/phones/ctrl.py"))
+            .arg(port.to_string())
+            .args(command)
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Waits until the log shows `what` (registered, incoming, established, closed, or a regex).
