@@ -484,3 +484,37 @@ fn garbage_from_the_far_end_is_an_error_not_a_panic() {
     }
     outputs(&mut b);
 }
+
+#[test]
+fn ten_minutes_of_transcoding_keep_time_exactly() {
+    // G.722 from the browser (16 kHz, resampled) to PCMU: after 10 minutes of 20 ms
+    // packets the far end's stream covers exactly 10 minutes, with no packet missing
+    let t0 = Instant::now();
+    let mut b = Bridge::new(t0, Duration::ZERO, browser(&[G722]), sip(PCMU), 15);
+    let mut enc = AudioEncoder::new(Codec::G722, 16_000).unwrap();
+    let frame = enc.encode(&tone(16_000, 1000.0, 320, 0));
+    let packets = 10 * 60 * 50u32;
+    let mut first = None;
+    let mut last = 0u32;
+    let mut count = 0u32;
+    for i in 0..packets {
+        let now = t0 + Duration::from_millis(u64::from(i) * 20);
+        b.from_browser(now, 9, i as u16, i.wrapping_mul(160), 5, &frame);
+        while let Some(o) = b.poll_output() {
+            if let Output::Sip(d) = o {
+                let p = RtpPacket::parse(&d).unwrap();
+                if p.payload_type == 0 {
+                    first.get_or_insert(p.timestamp);
+                    last = p.timestamp;
+                    count += 1;
+                }
+            }
+        }
+    }
+    let span = last.wrapping_sub(first.unwrap()) + 160;
+    assert!(count >= packets - 2, "{count} of {packets} packets");
+    assert!(
+        (i64::from(span) - i64::from(packets) * 160).abs() <= 320,
+        "span {span} ticks for {packets} packets"
+    );
+}
