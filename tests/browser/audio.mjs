@@ -16,6 +16,9 @@
 //   HOLD         1: hold, check the audio stops, unhold, check it resumes
 //   HANGUP       1 (default): hang up at the end; 0: wait for the far end to
 //   EARLY        1: the far end plays early media: measure it while the call is earlyMedia
+//   PEAKS        comma-separated frequencies: report how often each one dominates
+//   LISTEN_DTMF_MS  after sending DTMF, listen this long for DTMF tones (Goertzel) and
+//                report the digits heard
 //
 // Prints "@result {json}" for the harness, and exits 0 if the scenario ran to the end.
 
@@ -37,6 +40,8 @@ const opts = {
   hold: env("HOLD") === "1",
   hangUp: env("HANGUP", "1") === "1",
   early: env("EARLY") === "1",
+  peaks: env("PEAKS").split(",").filter(Boolean).map(Number),
+  listenDtmfMs: Number(env("LISTEN_DTMF_MS", "0")),
 };
 const url = env("SIPHON_URL");
 const T0 = Date.now();
@@ -222,6 +227,23 @@ async function inPage(o) {
   const heard = await measure(o.listenMs);
   const hz = dominantHz();
 
+  // how often each of `o.peaks` carries most of the audio, over LISTEN_MS
+  let peaks = null;
+  if (o.peaks.length) {
+    const counts = o.peaks.map(() => 0);
+    let blocks = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < o.listenMs) {
+      o.peaks.forEach((hz, i) => {
+        const b = block(hz);
+        if (b.tone / (b.tone + b.rest) > 0.5) counts[i]++;
+      });
+      blocks++;
+      await sleep((an.fftSize / ac.sampleRate) * 1000);
+    }
+    peaks = Object.fromEntries(o.peaks.map((hz, i) => [hz, counts[i] / blocks]));
+  }
+
   let hold = null;
   if (o.hold) {
     const h = await rpc("hold");
@@ -233,7 +255,39 @@ async function inPage(o) {
     hold = { hold: h, unhold: u, heldRms: held.rms, resumedRms: resumed.rms, resumedSnrDb: resumed.snrDb };
   }
   let dtmf = null;
+  let heardDigits = null;
   if (o.dtmf) dtmf = await rpc("dtmf", { digits: o.dtmf });
+  if (o.listenDtmfMs) {
+    // a Goertzel DTMF detector on what comes back
+    const rows = [697, 770, 852, 941], cols = [1209, 1336, 1477, 1633];
+    const keys = ["123A", "456B", "789C", "*0#D"];
+    const wave = new Float32Array(an.fftSize);
+    const power = (hz) => {
+      const n = wave.length, w = (2 * Math.PI * hz) / ac.sampleRate, c = 2 * Math.cos(w);
+      let s1 = 0, s2 = 0;
+      for (let i = 0; i < n; i++) {
+        const s0 = wave[i] + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+      }
+      return s1 * s1 + s2 * s2 - c * s1 * s2;
+    };
+    heardDigits = "";
+    let last = null;
+    const t0 = performance.now();
+    while (performance.now() - t0 < o.listenDtmfMs) {
+      an.getFloatTimeDomainData(wave);
+      const total = wave.reduce((a, x) => a + x * x, 0);
+      const rp = rows.map(power), cp = cols.map(power);
+      const r = rp.indexOf(Math.max(...rp)), c = cp.indexOf(Math.max(...cp));
+      const rOk = rp[r] > 4 * Math.max(...rp.filter((_, i) => i !== r));
+      const cOk = cp[c] > 4 * Math.max(...cp.filter((_, i) => i !== c));
+      const key = total > 1 && rOk && cOk ? keys[r][c] : null;
+      if (key && key !== last) heardDigits += key;
+      last = key;
+      await sleep(15);
+    }
+  }
   if (o.waitDtmf) {
     const t0 = performance.now();
     while (notes.filter((n) => n.method === "dtmfReceived").length < o.waitDtmf && performance.now() - t0 < 15000) await sleep(20);
@@ -257,6 +311,8 @@ async function inPage(o) {
     dominantHz: hz,
     hold,
     dtmf,
+    heardDigits,
+    peaks,
     dtmfReceived: notes.filter((n) => n.method === "dtmfReceived").map((n) => n.params),
     callStats: notes.filter((n) => n.method === "callStats").map((n) => n.params),
     codecs: stats,

@@ -22,6 +22,7 @@ use siphon_sip::{Account, Target, Transport, UaConfig};
 pub struct Config {
     pub http: HttpConfig,
     pub sip: SipConfig,
+    pub pbx: PbxConfig,
     pub pool: PoolConfig,
     pub calls: CallsConfig,
     pub media: MediaConfig,
@@ -34,6 +35,7 @@ impl Default for Config {
         Config {
             http: HttpConfig::default(),
             sip: SipConfig::default(),
+            pbx: PbxConfig::default(),
             pool: PoolConfig {
                 range: Some(AccountRange { from: 880, to: 898 }),
                 ..PoolConfig::default()
@@ -74,7 +76,8 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     pub advertise: Option<String>,
     pub transport: String,
-    pub registrar: String,
+    /// The PBX; without one, siphon runs its embedded PBX (see [`PbxConfig`]).
+    pub registrar: Option<String>,
     pub outbound_proxy: Option<String>,
     pub expires: u32,
     /// Seconds between OPTIONS pings to the registrar; 0 turns them off.
@@ -93,7 +96,7 @@ impl Default for SipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5090)),
             advertise: None,
             transport: "udp".into(),
-            registrar: "sip:127.0.0.1:5060".into(),
+            registrar: None,
             outbound_proxy: None,
             expires: 600,
             keepalive_interval: 10.0,
@@ -101,6 +104,28 @@ impl Default for SipConfig {
             retry_min: 5.0,
             retry_max: 300.0,
             user_agent: concat!("siphon/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+/// The embedded PBX, used when no `sip.registrar` is configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbxConfig {
+    /// Where it listens: a loopback address only.
+    pub listen: SocketAddr,
+    /// Run the built-in extensions 600 (echo), 601 (test signal), 602 (DTMF echo).
+    pub extensions: bool,
+    /// Extra users, for SIP phones on this machine (baresip, a softphone).
+    pub users: Vec<AccountConfig>,
+}
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        PbxConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            extensions: true,
+            users: Vec::new(),
         }
     }
 }
@@ -252,6 +277,8 @@ impl std::error::Error for ConfigError {}
 /// The configuration after checking: everything the gateway needs, resolved.
 #[derive(Clone)]
 pub struct Settings {
+    /// The embedded PBX to run (when no registrar is configured).
+    pub pbx: Option<EmbeddedPbx>,
     pub http_listen: SocketAddr,
     pub tokens: Vec<String>,
     pub ws_ping_interval: Duration,
@@ -273,6 +300,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("http_listen", &self.http_listen)
+            .field("pbx", &self.pbx)
             .field("tokens", &format_args!("{} configured", self.tokens.len()))
             .field("sip_listen", &self.sip_listen)
             .field("ua", &self.ua)
@@ -282,6 +310,34 @@ impl fmt::Debug for Settings {
             .field("rtp_ports", &self.rtp_ports)
             .finish_non_exhaustive()
     }
+}
+
+/// The embedded PBX as configured: its users are the pool's accounts, these extra
+/// users, and the built-in extensions.
+#[derive(Clone)]
+pub struct EmbeddedPbx {
+    pub listen: SocketAddr,
+    pub domain: String,
+    pub users: Vec<(String, String)>,
+    pub extensions: bool,
+}
+
+impl fmt::Debug for EmbeddedPbx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedPbx")
+            .field("listen", &self.listen)
+            .field("domain", &self.domain)
+            .field(
+                "users",
+                &self.users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+            )
+            .field("extensions", &self.extensions)
+            .finish()
+    }
+}
+
+fn domain_for_pbx(domain: &Option<String>, registrar: &Uri) -> String {
+    domain.clone().unwrap_or_else(|| registrar.host.clone())
 }
 
 /// Environment variable holding extra HTTP tokens (comma-separated).
@@ -384,7 +440,27 @@ impl Config {
             }
             None => host_text(self.sip.listen.ip()),
         };
-        let (registrar_uri, registrar) = resolve_sip_uri("sip.registrar", &self.sip.registrar, transport)?;
+        // no registrar: the embedded PBX is the registrar
+        let embedded = self.sip.registrar.is_none();
+        if embedded {
+            if !self.pbx.listen.ip().is_loopback() {
+                return Err(ConfigError::new(
+                    "pbx.listen",
+                    "the embedded PBX listens on loopback only (configure sip.registrar for a real PBX)",
+                ));
+            }
+            if transport != Transport::Udp {
+                return Err(ConfigError::new(
+                    "sip.transport",
+                    "the embedded PBX speaks UDP only",
+                ));
+            }
+        }
+        let registrar_text = match &self.sip.registrar {
+            Some(r) => r.clone(),
+            None => format!("sip:{}", self.pbx.listen),
+        };
+        let (registrar_uri, registrar) = resolve_sip_uri("sip.registrar", &registrar_text, transport)?;
         let outbound_proxy = match &self.sip.outbound_proxy {
             Some(p) => Some(resolve_sip_uri("sip.outbound_proxy", p, transport)?),
             None => None,
@@ -422,6 +498,24 @@ impl Config {
                 d.to_owned()
             }
             None => registrar_uri.host.clone(),
+        };
+        let pbx = if embedded {
+            let mut users = Vec::new();
+            for (i, a) in self.pbx.users.iter().enumerate() {
+                let password = a
+                    .password
+                    .clone()
+                    .ok_or_else(|| ConfigError::new(&format!("pbx.users[{i}].password"), "missing"))?;
+                users.push((a.user.trim().to_owned(), password));
+            }
+            Some(EmbeddedPbx {
+                listen: self.pbx.listen,
+                domain: domain_for_pbx(&self.pool.domain, &registrar_uri),
+                users,
+                extensions: self.pbx.extensions,
+            })
+        } else {
+            None
         };
         let mut accounts = Vec::new();
         if let Some(r) = &self.pool.range {
@@ -528,6 +622,7 @@ impl Config {
         };
 
         Ok(Settings {
+            pbx,
             http_listen: self.http.listen,
             tokens,
             ws_ping_interval,
@@ -617,6 +712,7 @@ mod tests {
         assert_eq!(s.accounts[0].password, "880");
         assert_eq!(s.accounts[0].domain, "127.0.0.1");
         assert_eq!(s.ua.registrar.addr, "127.0.0.1:5060".parse().unwrap());
+        assert!(s.pbx.is_some(), "no registrar: the embedded PBX");
         assert_eq!(s.ua.advertise_host, "127.0.0.1");
         assert_eq!(s.ua.advertise_port, 5090);
         assert_eq!(s.http_listen, "127.0.0.1:8080".parse().unwrap());
@@ -653,6 +749,8 @@ mod tests {
         let cases = [
             ("[sip]\ntransport = \"sctp\"", "sip.transport"),
             ("[sip]\nregistrar = \"http://x\"", "sip.registrar"),
+            ("[pbx]\nlisten = \"0.0.0.0:5060\"", "pbx.listen"),
+            ("[sip]\ntransport = \"tcp\"", "sip.transport"),
             ("[sip]\nregistrar = \"sip:no.such.host.invalid\"", "sip.registrar"),
             ("[sip]\nexpires = 1", "sip.expires"),
             ("[sip]\nlisten = \"0.0.0.0:5090\"", "sip.advertise"),

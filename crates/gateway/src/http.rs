@@ -148,6 +148,13 @@ async fn metrics(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         ));
     }
+    if let Some(pbx) = &gw.pbx {
+        let n = pbx.registrations.load(Ordering::Relaxed);
+        body.push_str(&format!(
+            "# HELP siphon_pbx_registrations Registrations at the embedded PBX.\n\
+             # TYPE siphon_pbx_registrations gauge\nsiphon_pbx_registrations {n}\n"
+        ));
+    }
     let received = crate::media::RTP_PACKETS_RECEIVED.load(Ordering::Relaxed);
     body.push_str(&format!(
         "# HELP siphon_rtp_packets_received_total RTP packets received on call ports.\n\

@@ -11,7 +11,9 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod media_session;
+pub mod pbx_driver;
 pub mod pool;
+pub mod services;
 pub mod session;
 pub mod sip_driver;
 pub mod sip_transport;
@@ -33,6 +35,36 @@ pub struct Running {
 
 /// Binds every socket and starts serving. Errors are bind failures.
 pub async fn start(settings: Settings) -> io::Result<Running> {
+    // the embedded PBX first, so that the lines can register at once
+    let mut extensions = Vec::new();
+    let pbx = match &settings.pbx {
+        Some(p) => {
+            let mut users: Vec<(String, String)> = settings
+                .accounts
+                .iter()
+                .map(|a| (a.auth_user.clone(), a.password.clone()))
+                .collect();
+            users.extend(p.users.iter().cloned());
+            if p.extensions {
+                extensions = services::accounts(&p.domain);
+                users.extend(
+                    extensions
+                        .iter()
+                        .map(|(a, _)| (a.user.clone(), a.password.clone())),
+                );
+            }
+            let status = pbx_driver::start(p.listen, p.domain.clone(), users)
+                .await
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot bind the embedded PBX on {}: {e}", p.listen),
+                    )
+                })?;
+            Some(status)
+        }
+        None => None,
+    };
     let rtp = media::RtpPortPool::new(settings.media_ip, settings.rtp_ports.clone());
     let sip = sip_driver::start(
         settings.ua.clone(),
@@ -58,7 +90,12 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
         })?;
     let http_addr = listener.local_addr()?;
     let pool = AccountPool::new(settings.accounts.clone());
-    let gateway = Arc::new(Gateway::new(settings, pool, sip, rtp));
+    if !extensions.is_empty() {
+        tokio::spawn(services::start(sip.clone(), extensions));
+    }
+    let mut gateway = Gateway::new(settings, pool, sip, rtp);
+    gateway.pbx = pbx;
+    let gateway = Arc::new(gateway);
     let app = http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {

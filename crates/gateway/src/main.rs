@@ -64,6 +64,25 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let hint = settings.pbx.as_ref().map(|p| {
+            let first = settings
+                .accounts
+                .first()
+                .map(|a| a.user.as_str())
+                .unwrap_or("880");
+            format!(
+                "No PBX configured: the embedded one runs on {} (loopback only). Open http://{} in two \
+                 browser tabs and call one tab's number from the other (the first tab is {first}), or call \
+                 600 for an echo test, 601 for a test signal, 602 to hear your keys read back.{}",
+                p.listen,
+                settings.http_listen,
+                if p.users.is_empty() {
+                    String::new()
+                } else {
+                    " SIP phones can register there with the [pbx] users.".into()
+                }
+            )
+        });
         let summary = format!(
             "SIP {} over {} as {}:{}, registrar {}, {} accounts",
             settings.sip_listen,
@@ -81,6 +100,9 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!("siphon serving http://{} ({summary})", running.http_addr);
+        if let Some(hint) = hint {
+            println!("{hint}");
+        }
         match running.run_until_signal().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -89,10 +89,14 @@ impl RtpPortPool {
             };
             rtp.set_nonblocking(true)?;
             rtcp.set_nonblocking(true)?;
+            let rtp_tx = rtp.try_clone()?;
+            let rtcp_tx = rtcp.try_clone()?;
             state.in_use.insert(port);
             return Ok(RtpPorts {
                 rtp: Arc::new(UdpSocket::from_std(rtp)?),
                 rtcp: Arc::new(UdpSocket::from_std(rtcp)?),
+                rtp_tx: Arc::new(rtp_tx),
+                rtcp_tx: Arc::new(rtcp_tx),
                 port,
                 pool: Arc::clone(self),
             });
@@ -109,11 +113,15 @@ fn even_at_or_after(p: u16) -> u16 {
     }
 }
 
-/// A bound RTP/RTCP pair, returned to the pool on drop.
+/// A bound RTP/RTCP pair, returned to the pool on drop. Receive with the tokio
+/// sockets; send with the plain ones (a UDP send never waits, and tokio's `try_send`
+/// refuses until the reactor has seen the socket writable, which loses first packets).
 #[derive(Debug)]
 pub struct RtpPorts {
     pub rtp: Arc<UdpSocket>,
     pub rtcp: Arc<UdpSocket>,
+    pub rtp_tx: Arc<std::net::UdpSocket>,
+    pub rtcp_tx: Arc<std::net::UdpSocket>,
     pub port: u16,
     pool: Arc<RtpPortPool>,
 }

@@ -102,6 +102,12 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
+    /// A handle for whatever task serves these commands (a media session, or an
+    /// extension of the embedded PBX).
+    pub fn new(commands: mpsc::UnboundedSender<MediaCommand>) -> MediaHandle {
+        MediaHandle { commands }
+    }
+
     pub fn send(&self, cmd: MediaCommand) {
         let _ = self.commands.send(cmd);
     }
@@ -129,6 +135,7 @@ pub fn spawn(
         rtc: new_rtc(local, &settings.codecs),
         local,
         socket: Arc::clone(&ports.rtp),
+        socket_tx: Arc::clone(&ports.rtp_tx),
         _webrtc_ports: ports,
         mid: None,
         browser: None,
@@ -200,6 +207,8 @@ struct MediaSession {
     rtc: Rtc,
     local: SocketAddr,
     socket: Arc<UdpSocket>,
+    /// The same socket, for sending (see [`RtpPorts`]).
+    socket_tx: Arc<std::net::UdpSocket>,
     /// Held for the session's lifetime so the WebRTC port stays ours.
     _webrtc_ports: RtpPorts,
     mid: Option<Mid>,
@@ -270,7 +279,7 @@ impl MediaSession {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    let _ = self.socket_tx.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Timeout(t)) => return t,
                 Ok(Output::Event(e)) => self.on_rtc_event(e),
@@ -532,10 +541,10 @@ impl MediaSession {
         let Some(leg) = self.call.as_mut() else { return };
         match out {
             BridgeOutput::Sip(d) => {
-                let _ = leg.ports.rtp.try_send_to(&d, leg.send_to);
+                let _ = leg.ports.rtp_tx.send_to(&d, leg.send_to);
             }
             BridgeOutput::SipRtcp(d) => {
-                let _ = leg.ports.rtcp.try_send_to(&d, leg.media.remote_rtcp);
+                let _ = leg.ports.rtcp_tx.send_to(&d, leg.media.remote_rtcp);
             }
             BridgeOutput::Browser(p) => {
                 let Some(mid) = self.mid else { return };
@@ -560,7 +569,7 @@ impl MediaSession {
                 loop {
                     match self.rtc.poll_output() {
                         Ok(Output::Transmit(t)) => {
-                            let _ = self.socket.try_send_to(&t.contents, t.destination);
+                            let _ = self.socket_tx.send_to(&t.contents, t.destination);
                         }
                         Ok(Output::Event(e)) => events.push(e),
                         _ => break,

@@ -39,6 +39,8 @@ pub struct Gateway {
     pub sip: SipHandle,
     /// Ports for calls and for each session's WebRTC leg.
     pub rtp: Arc<crate::media::RtpPortPool>,
+    /// The embedded PBX, when it runs.
+    pub pbx: Option<Arc<crate::pbx_driver::PbxStatus>>,
     pub sessions: AtomicUsize,
     next_conn: AtomicU64,
 }
@@ -55,6 +57,7 @@ impl Gateway {
             pool,
             sip,
             rtp,
+            pbx: None,
             sessions: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         }

@@ -32,6 +32,9 @@ enum StreamEvent {
 
 pub struct SipTransport {
     udp: Arc<UdpSocket>,
+    /// The UDP socket again, for sending: a UDP send never waits, and tokio's
+    /// `try_send_to` refuses until its reactor has seen the socket writable.
+    udp_tx: std::net::UdpSocket,
     listener: TcpListener,
     /// Open connections by peer, with an id so a late close of an old connection
     /// does not remove its replacement.
@@ -46,11 +49,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl SipTransport {
     pub async fn bind(addr: SocketAddr) -> io::Result<SipTransport> {
-        let udp = UdpSocket::bind(addr).await?;
+        let std_udp = std::net::UdpSocket::bind(addr)?;
+        std_udp.set_nonblocking(true)?;
+        let udp_tx = std_udp.try_clone()?;
+        let udp = UdpSocket::from_std(std_udp)?;
         let listener = TcpListener::bind(addr).await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Ok(SipTransport {
             udp: Arc::new(udp),
+            udp_tx,
             listener,
             connections: HashMap::new(),
             next_id: 0,
@@ -65,7 +72,7 @@ impl SipTransport {
     pub fn send(&mut self, t: Transmit) {
         match t.target.transport {
             Transport::Udp => {
-                if let Err(e) = self.udp.try_send_to(&t.data, t.target.addr) {
+                if let Err(e) = self.udp_tx.send_to(&t.data, t.target.addr) {
                     tracing::warn!(target = %t.target, error = %e, "SIP send failed");
                 }
             }

@@ -109,7 +109,7 @@ fn prerequisites() {
     );
 }
 
-/// Kamailio and siphon on the ports of `slot` (60..=69), with accounts 880..=`last`.
+/// Kamailio and siphon on the ports of `slot` (60..=69).
 struct Lab {
     slot: Slot,
     pbx: Pbx,
@@ -117,7 +117,13 @@ struct Lab {
 }
 
 impl Lab {
+    /// With accounts 880..=`last_account`.
     fn start(n: u16, last_account: u16) -> Lab {
+        Lab::with_pool(n, &format!("range = {{ from = 880, to = {last_account} }}\n"))
+    }
+
+    /// With `pool` as the body of the [pool] section (after its domain).
+    fn with_pool(n: u16, pool: &str) -> Lab {
         assert!((60..=69).contains(&n), "the webphone tests own slots 60..=69");
         prerequisites();
         let slot = Slot::new(n);
@@ -125,8 +131,7 @@ impl Lab {
         let rtp = 40000 + n * 20;
         let config = base_config(slot)
             + &format!(
-                "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = {last_account} }}\n\n\
-                 [media]\nrtp_ports = \"{rtp}-{}\"\n",
+                "\n[pool]\ndomain = \"127.0.0.1\"\n{pool}\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
                 rtp + 19
             );
         let siphon = Siphon::start(&config);
@@ -399,6 +404,24 @@ impl Phone {
         false
     }
 
+    /// The RMS amplitude (0..1) of what baresip received in its last call (`sox stat`).
+    fn received_rms(&self) -> Option<f64> {
+        let rec = std::fs::read_dir(self.dir.path().join("rec")).ok()?;
+        let mut decoded: Vec<PathBuf> = rec
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .collect();
+        decoded.sort();
+        let out = Command::new("sox")
+            .arg(decoded.last()?)
+            .args(["-n", "stat"])
+            .output()
+            .ok()?;
+        let stat = String::from_utf8_lossy(&out.stderr);
+        let line = stat.lines().find(|l| l.starts_with("RMS     amplitude:"))?;
+        line.rsplit(':').next()?.trim().parse().ok()
+    }
+
     /// The DTMF digits baresip received, in order: RFC 4733 events (`received event: '5'
     /// (end=0)`, once per key) and SIP INFO (`call: received DTMF: '5'`).
     fn dtmf(&self) -> String {
@@ -454,7 +477,7 @@ fn outgoing_call_from_the_keypad() {
     far.ctrl("accept");
     let dtmf: Value = serde_json::from_str(&page.event("dtmf")).unwrap();
     let hold: Value = serde_json::from_str(&page.event("hold")).unwrap();
-    page.event("hungup");
+    let hungup: Value = serde_json::from_str(&page.event("hungup")).unwrap();
     assert!(
         far.wait_log("session closed", WAIT) || far.wait_log("terminated (duration", WAIT),
         "the far end saw no hang-up"
@@ -479,6 +502,25 @@ fn outgoing_call_from_the_keypad() {
             far.log().matches("stream: update 'audio'").count() >= 3,
             "the far end saw no re-INVITEs for hold/resume"
         );
+    }
+    if hungup["media"] == "connected" {
+        // audio both ways: the browser's (fake) microphone at the far end, and the far
+        // end's tone in the page
+        let rms = far.received_rms();
+        println!(
+            "the far end heard the browser at RMS {rms:?}; the page heard {}",
+            hungup["heard"]
+        );
+        assert!(
+            rms.is_some_and(|r| r > 0.01),
+            "the far end heard nothing from the browser: RMS {rms:?}"
+        );
+        assert!(
+            hungup["heard"].as_f64().is_some_and(|r| r > 0.01),
+            "the page heard nothing from the far end: {hungup}"
+        );
+    } else {
+        println!("no audio leg in this gateway yet: {hungup}");
     }
     // the page's line went away with the page; the far end's stays
     lab.pbx.wait_users(WAIT, |u| u == ["1001"]);
@@ -563,4 +605,18 @@ fn client_doc_example_works_as_written() {
     page.passes();
     let msgs = sipp_passes(&mut far, "the far end of the example's call");
     assert_eq!(received(&msgs, "BYE ").len(), 1);
+}
+
+/// The PBX refuses the line's password: the page says "Registration failed (code)".
+#[test]
+fn registration_failure_is_shown() {
+    if isolated("registration_failure_is_shown") {
+        return;
+    }
+    let _one = one_browser_at_a_time();
+    let lab = Lab::with_pool(
+        65,
+        "[[pool.accounts]]\nuser = \"880\"\npassword = \"not-the-password\"\n",
+    );
+    Script::start("regfail.mjs", &lab, &[]).passes();
 }

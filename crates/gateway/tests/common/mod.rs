@@ -256,6 +256,38 @@ impl Siphon {
         s
     }
 
+    /// Starts siphon exactly as the README's run command does: no configuration file.
+    pub fn start_default() -> Siphon {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("siphon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_siphon"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut s = Siphon {
+            child,
+            http: "127.0.0.1:8080".parse().unwrap(),
+            sip_port: 5090,
+            dir,
+        };
+        s.wait_http();
+        s
+    }
+
+    fn wait_http(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(self.http).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("siphon exited ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "siphon did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("siphon.log")).unwrap_or_default()
     }
