@@ -1,8 +1,12 @@
 #!/bin/bash
-# Installs the real peers the tests use (Debian packages), only those missing.
+# Installs the real peers the tests use (Debian packages), only those missing:
+# Kamailio (the PBX), sipp and baresip (far ends), Chromium (the browser, driven by
+# Playwright from tests/browser; `npm ci` there is run by scripts/test.sh), and the
+# tools for loopback-only network namespaces.
 # Retries while another apt/dpkg holds the lock. Needs root (CI runs as root).
 set -euo pipefail
-PKGS=(kamailio sip-tester baresip-core sox tcpdump)
+PKGS=(kamailio sip-tester baresip-core sox tcpdump chromium iproute2 util-linux)
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -739,9 +739,29 @@ pub mod netns {
         })
     }
 
+    /// How many browser tests may run at once (each runs a Chromium; more than this on
+    /// two cores and audio timing suffers).
+    const BROWSER_SLOTS: usize = 2;
+
+    /// Holds one of the machine-wide browser slots (a locked file) until dropped.
+    fn browser_slot() -> std::fs::File {
+        loop {
+            for i in 0..BROWSER_SLOTS {
+                let path = std::env::temp_dir().join(format!("siphon-browser-slot-{i}.lock"));
+                if let Ok(f) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+                    && f.try_lock().is_ok()
+                {
+                    return f;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Runs the test `name` of this test binary again, inside a fresh loopback-only
     /// namespace, and asserts that it passed.
     pub fn rerun(name: &str) {
+        let _slot = browser_slot();
         let exe = std::env::current_exe().expect("test binary");
         let status = Command::new("unshare")
             .args(["-n", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
