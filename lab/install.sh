@@ -5,7 +5,7 @@
 # tools for loopback-only network namespaces.
 # Retries while another apt/dpkg holds the lock. Needs root (CI runs as root).
 set -euo pipefail
-PKGS=(kamailio sip-tester baresip-core sox tcpdump chromium iproute2 util-linux)
+PKGS=(kamailio sip-tester baresip-core sox tcpdump chromium iproute2 util-linux openssl curl)
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do

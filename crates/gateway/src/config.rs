@@ -57,6 +57,10 @@ pub struct HttpConfig {
     pub ws_ping_interval: f64,
     /// Seconds without any frame from the browser after which it counts as gone.
     pub ws_idle_timeout: f64,
+    /// PEM certificate chain and private key: serve HTTPS (browsers only allow the
+    /// microphone on https:// or localhost).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -66,6 +70,8 @@ impl Default for HttpConfig {
             tokens: Vec::new(),
             ws_ping_interval: 10.0,
             ws_idle_timeout: 25.0,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -277,6 +283,8 @@ impl std::error::Error for ConfigError {}
 /// The configuration after checking: everything the gateway needs, resolved.
 #[derive(Clone)]
 pub struct Settings {
+    /// Certificate and key files for HTTPS.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The embedded PBX to run (when no registrar is configured).
     pub pbx: Option<EmbeddedPbx>,
     pub http_listen: SocketAddr,
@@ -621,7 +629,21 @@ impl Config {
             }
         };
 
+        let tls = match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(c), Some(k)) => {
+                for (key, path) in [("http.tls_cert", c), ("http.tls_key", k)] {
+                    if std::fs::metadata(path).is_err() {
+                        return Err(ConfigError::new(key, format!("cannot read {}", path.display())));
+                    }
+                }
+                Some((c.clone(), k.clone()))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::new("http.tls_key", "missing (tls_cert is set)")),
+            (None, Some(_)) => return Err(ConfigError::new("http.tls_cert", "missing (tls_key is set)")),
+        };
         Ok(Settings {
+            tls,
             pbx,
             http_listen: self.http.listen,
             tokens,

@@ -97,7 +97,18 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
     gateway.pbx = pbx;
     let gateway = Arc::new(gateway);
     let app = http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = match gateway.settings.tls.clone() {
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot load the TLS certificate or key: {e}"))
+                })?;
+            let listener = listener.into_std()?;
+            tokio::spawn(async move { axum_server::from_tcp_rustls(listener, tls)?.serve(app).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+    };
     Ok(Running {
         http_addr,
         gateway,

@@ -394,3 +394,67 @@ fn refuses_non_loopback_without_tokens_and_bad_configs() {
     );
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_when_a_certificate_is_configured() {
+    let slot = Slot::new(10);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "openssl made a certificate");
+    let config = base_config(slot).replace(
+        "[sip]\n",
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n\n[sip]\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let siphon = Siphon::start(&config);
+    let https = std::process::Command::new("curl")
+        .args(["-sk", "-D", "-", &format!("https://{}/", siphon.http)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&https.stdout);
+    assert!(text.starts_with("HTTP/") && text.contains("200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("content-security-policy"),
+        "{text}"
+    );
+    assert!(text.contains("<!doctype html>"), "the phone page over TLS");
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}/", siphon.http),
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "200",
+        "no plain HTTP on a TLS listener"
+    );
+}

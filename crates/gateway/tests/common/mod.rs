@@ -748,7 +748,11 @@ pub mod netns {
         loop {
             for i in 0..BROWSER_SLOTS {
                 let path = std::env::temp_dir().join(format!("siphon-browser-slot-{i}.lock"));
-                if let Ok(f) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+                if let Ok(f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
                     && f.try_lock().is_ok()
                 {
                     return f;
