@@ -21,7 +21,12 @@ pub async fn serve(uri: Uri) -> Response {
     let Some(file) = Web::get(path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let mime = file.metadata.mimetype();
+    // mime-guess takes .ts for MPEG transport streams; ours is TypeScript declarations
+    let mime = if path.ends_with(".d.ts") {
+        "text/plain; charset=utf-8"
+    } else {
+        file.metadata.mimetype()
+    };
     let mut resp = (StatusCode::OK, file.data).into_response();
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(mime) {

@@ -1,15 +1,17 @@
 //! Issue 5 in a real browser: the phone page (`web/`) and siphon.js, driven by Playwright
 //! scripts in `tests/browser/` that click the page like a person, against the real lab:
-//! Kamailio, the siphon binary, sipp far ends. Each test starts its lab here, runs
-//! `node tests/browser/<scenario>.mjs` with the siphon URL in `SIPHON_URL`, reacts to the
-//! script's `@event` lines (placing calls, freeing accounts), and asserts the script's exit
-//! code and what the far ends saw.
+//! Kamailio, the siphon binary, sipp and baresip far ends. Each test starts its lab here,
+//! runs `node tests/browser/<scenario>.mjs` with the siphon URL in `SIPHON_URL`, reacts to
+//! the script's `@event` lines (placing calls, answering, freeing accounts), and asserts the
+//! script's exit code and what the far ends saw (DTMF, hold and audio are checked there
+//! whenever the gateway accepts them).
 //!
 //! Chromium only ever runs in a network namespace that has nothing but loopback: a test
 //! that finds itself outside one runs itself again inside `unshare -n` (root needed), and
 //! the scripts refuse to launch Chromium otherwise.
 //!
-//! Needs: `apt-get install chromium` and `npm ci --prefix tests/browser`.
+//! Needs: `apt-get install chromium`, `npm ci --prefix tests/browser`, and the lab
+//! (`lab/install.sh`: Kamailio, sipp, baresip, sox).
 //! `SCREENSHOTS=docs/screenshots` (relative to the repository root) makes the scripts save
 //! the README screenshots; `WEBPHONE_REQUIRE_DTMF=1` makes DTMF delivery mandatory.
 
@@ -180,12 +182,6 @@ fn sipp_scenario(name: &str) -> String {
     } else {
         name.to_owned()
     }
-}
-
-/// What a sipp far end exchanged (`Sipp::messages` only finds lab scenarios by name).
-fn sipp_messages(s: &Sipp) -> String {
-    let base = s.name.rsplit('/').next().unwrap_or(&s.name).replace(".xml", "");
-    std::fs::read_to_string(s.out.path().join(format!("{base}.msgs"))).unwrap_or_default()
 }
 
 /// The SIP messages sipp received whose first line starts with `start`.
@@ -453,7 +449,7 @@ impl Drop for Phone {
 
 fn sipp_passes(far: &mut Sipp, what: &str) -> String {
     let rc = far.wait(Duration::from_secs(20));
-    let msgs = sipp_messages(far);
+    let msgs = far.messages();
     assert_eq!(rc, Some(0), "{what}: sipp {}:\n{msgs}", far.name);
     msgs
 }

@@ -498,10 +498,15 @@ impl Sipp {
             .stdin(Stdio::null())
             .spawn()
             .expect("sipp (run lab/install.sh)");
+        // run.sh names its files after the scenario's file name, whatever path it was given
+        let base = Path::new(scenario)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(scenario);
         Sipp {
             child,
             out,
-            name: format!("{scenario}-{sip_port}"),
+            name: format!("{base}-{sip_port}"),
         }
     }
 

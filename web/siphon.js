@@ -1,0 +1,616 @@
+// siphon.js: the browser client of siphon's API v1 (docs/api.md), as one ES module with no
+// dependencies. Build your own phone UI on it: docs/client.md. Types: siphon.d.ts.
+//
+//   import { SiphonPhone } from "/siphon.js";
+//   const phone = new SiphonPhone();
+//   phone.addEventListener("incomingCall", (e) => console.log("call from", e.detail.from));
+//   phone.connect();
+//   await phone.call("1000");
+
+/** Call states after which the line is free again. */
+export const FINAL_CALL_STATES = Object.freeze(["busy", "rejected", "cancelled", "noAnswer", "completed", "failed"]);
+
+/** Every notification siphon sends (each is also an event of SiphonPhone). */
+export const NOTIFICATIONS = Object.freeze([
+  "registrationStateChanged", "sipUserNameReceived", "phoneLineStateChanged", "incomingCall",
+  "callStateChanged", "callErrorOccurred", "dtmfReceived", "callStats",
+]);
+
+/** WebSocket close code siphon uses with `connectionLimit` (Try Again Later). */
+export const CLOSE_TRY_AGAIN_LATER = 1013;
+
+/** A JSON-RPC error answer, or a request that could not be made. */
+export class SiphonError extends Error {
+  /**
+   * @param {string} message
+   * @param {number | null} [code] the JSON-RPC error code (-32000: not possible in this state); null when the request never got an answer
+   * @param {string} [method] the request that failed
+   */
+  constructor(message, code = null, method = undefined) {
+    super(message);
+    this.name = "SiphonError";
+    /** @type {number | null} */
+    this.code = code;
+    /** @type {string | undefined} */
+    this.method = method;
+  }
+}
+
+/** @type {Required<import("./siphon").ReconnectOptions>} */
+const RECONNECT = { minDelay: 1000, maxDelay: 30000, limitDelay: 20000, limitMaxDelay: 120000 };
+
+/** @param {number} ms @returns {Promise<void>} */
+const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One phone line: a WebSocket session with siphon, its leased account, its call, and
+ * the WebRTC peer connection that carries the call's audio.
+ *
+ * Events (all `CustomEvent`s; `detail` is the notification's `params`): every
+ * notification of docs/api.md, plus `connectionStateChanged`, `mediaStateChanged`,
+ * `microphoneChanged`, `notification` (every raw frame) and `statechange` (after any
+ * change of {@link SiphonPhone#state}).
+ *
+ * @extends {EventTarget}
+ */
+export class SiphonPhone extends EventTarget {
+  /** @type {Required<Omit<import("./siphon").SiphonPhoneOptions, "token" | "audio" | "reconnect">> & {token: string | null, reconnect: false | Required<import("./siphon").ReconnectOptions>}} */
+  #opt;
+  /** @type {WebSocket | null} */ #ws = null;
+  #nextId = 1;
+  /** @type {Map<number, {resolve: (v: any) => void, reject: (e: Error) => void, timer: any, method: string}>} */
+  #pending = new Map();
+  #wanted = false; // connect() was called and close() was not
+  #attempt = 0;
+  /** @type {any} */ #retryTimer = null;
+  /** @type {any} */ #pingTimer = null;
+  /** @type {RTCPeerConnection | null} */ #pc = null;
+  /** @type {RTCRtpTransceiver | null} */ #transceiver = null;
+  #iceRestarts = 0;
+  /** @type {MediaStream | null} */ #mic = null;
+  /** @type {MediaStream | null} */ #remote = null;
+  /** @type {HTMLAudioElement | null} */ #audio = null;
+  /** @type {string | null} */ #dialing = null;
+  /** @type {import("./siphon").PhoneState} */ #s;
+
+  /** @param {import("./siphon").SiphonPhoneOptions} [options] */
+  constructor(options = {}) {
+    super();
+    const ws = new URL("/api/v1/ws", import.meta.url);
+    ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";
+    this.#opt = {
+      url: options.url ?? ws.href,
+      token: options.token ?? null,
+      reconnect: options.reconnect === false ? false : { ...RECONNECT, ...(options.reconnect ?? {}) },
+      requestTimeout: options.requestTimeout ?? 10000,
+      pingInterval: options.pingInterval ?? 20000,
+      iceGatheringTimeout: options.iceGatheringTimeout ?? 2000,
+      media: options.media ?? true,
+      rtcConfiguration: options.rtcConfiguration ?? { iceServers: [] },
+    };
+    if (options.audio !== null && typeof Audio !== "undefined") {
+      this.#audio = options.audio ?? new Audio();
+      this.#audio.autoplay = true;
+    }
+    this.#s = {
+      connection: "idle", closeCode: null, closeReason: null, retryAt: null,
+      admission: null, user: null, displayName: null,
+      line: null, lineCode: null, lineReason: null,
+      call: null, lastCall: null,
+      media: "idle", mediaError: null,
+      microphone: "off", microphoneError: null, muted: false,
+      stats: null,
+    };
+  }
+
+  // ---- state -------------------------------------------------------------------------
+
+  /** @returns {import("./siphon").PhoneState} a snapshot (a copy: changing it changes nothing) */
+  get state() {
+    const s = { ...this.#s };
+    if (s.call) s.call = { ...s.call };
+    if (s.lastCall) s.lastCall = { ...s.lastCall };
+    return s;
+  }
+
+  /** The microphone stream opened by {@link openMicrophone}, if any. */
+  get microphone() { return this.#mic; }
+
+  /** The far end's audio (from the gateway's WebRTC leg), once it arrived. */
+  get remoteStream() { return this.#remote; }
+
+  /** The `<audio>` element that plays the far end (the one passed in, or a detached one). */
+  get audioElement() { return this.#audio; }
+
+  /** The peer connection of this session (null before `accepted` or when audio is unavailable). */
+  get peerConnection() { return this.#pc; }
+
+  /** @param {Partial<import("./siphon").PhoneState>} patch */
+  #set(patch) { Object.assign(this.#s, patch); }
+
+  /** @param {string} type @param {any} [detail] */
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #changed() { this.#emit("statechange", this.state); }
+
+  // ---- connection --------------------------------------------------------------------
+
+  /** Opens the session (and keeps it open, reconnecting with back-off, until {@link close}). */
+  connect() {
+    this.#wanted = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    if (this.#ws) return this;
+    const url = new URL(this.#opt.url);
+    if (this.#opt.token) url.searchParams.set("token", this.#opt.token);
+    this.#setConnection("connecting", { retryAt: null });
+    const ws = new WebSocket(url.href);
+    this.#ws = ws;
+    ws.onopen = () => {
+      if (ws !== this.#ws) return;
+      this.#setConnection("open", { closeCode: null, closeReason: null, admission: null });
+      this.#schedulePing();
+    };
+    ws.onmessage = (ev) => { if (ws === this.#ws) this.#onFrame(ev.data); };
+    ws.onclose = (ev) => { if (ws === this.#ws) this.#onClosed(ev.code, ev.reason); };
+    ws.onerror = () => {}; // a close event follows
+    return this;
+  }
+
+  /** Reconnects at once (e.g. a "Try again" button after `connectionLimit`). */
+  reconnect() {
+    if (this.#ws && this.#ws.readyState <= WebSocket.OPEN) return this;
+    this.#drop(4000, "reconnect");
+    return this.connect();
+  }
+
+  /** Ends the session for good: hangs up (siphon does), closes audio and the microphone. */
+  close() {
+    this.#wanted = false;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#drop(1000, "closed by the page");
+    this.closeMicrophone();
+    this.#setConnection("closed", { retryAt: null });
+  }
+
+  /** Closes the current socket now and settles everything that depended on it. @param {number} code @param {string} reason */
+  #drop(code, reason) {
+    const ws = this.#ws;
+    if (!ws) return;
+    try { ws.close(code, reason); } catch { /* already closing */ }
+    this.#onClosed(code, reason, true);
+  }
+
+  /** @param {number} code @param {string} reason @param {boolean} [byUs] */
+  #onClosed(code, reason, byUs = false) {
+    this.#ws = null;
+    clearTimeout(this.#pingTimer);
+    for (const [, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(new SiphonError("the connection to siphon closed", null, p.method));
+    }
+    this.#pending.clear();
+    this.#teardownMedia();
+    const call = this.#s.call;
+    if (call) {
+      // siphon ends the call of a session that goes away: say so, as a final state
+      this.#endCall({ callId: call.callId, state: "failed", reason: "connection to siphon lost" });
+    }
+    const limited = code === CLOSE_TRY_AGAIN_LATER || this.#s.admission === "connectionLimit";
+    this.#set({ closeCode: code, closeReason: reason || null, line: null, lineCode: null, lineReason: null });
+    if (!this.#wanted || byUs && reason === "reconnect") {
+      if (!this.#wanted) this.#setConnection("closed");
+      return;
+    }
+    if (!this.#opt.reconnect) {
+      this.#setConnection("closed");
+      return;
+    }
+    const r = this.#opt.reconnect;
+    const [base, max] = limited ? [r.limitDelay, r.limitMaxDelay] : [r.minDelay, r.maxDelay];
+    const delay = Math.min(max, base * 2 ** this.#attempt) * (0.8 + Math.random() * 0.4);
+    this.#attempt++;
+    this.#retryTimer = setTimeout(() => { this.#retryTimer = null; if (this.#wanted) this.connect(); }, delay);
+    this.#setConnection("waiting", { retryAt: Date.now() + Math.round(delay) });
+  }
+
+  /** @param {import("./siphon").ConnectionState} connection @param {Partial<import("./siphon").PhoneState>} [extra] */
+  #setConnection(connection, extra = {}) {
+    this.#set({ connection, ...extra });
+    this.#emit("connectionStateChanged", {
+      state: connection, code: this.#s.closeCode, reason: this.#s.closeReason, retryAt: this.#s.retryAt,
+    });
+    this.#changed();
+  }
+
+  #schedulePing() {
+    clearTimeout(this.#pingTimer);
+    if (!this.#opt.pingInterval) return;
+    this.#pingTimer = setTimeout(async () => {
+      const ws = this.#ws;
+      try {
+        await this.request("ping", {}, { timeout: 10000 });
+        if (ws === this.#ws) this.#schedulePing();
+      } catch (e) {
+        // no answer: the connection is dead even if the socket does not know it yet
+        if (ws === this.#ws && e instanceof SiphonError && e.code === null) this.#drop(4001, "no answer to ping");
+      }
+    }, this.#opt.pingInterval);
+  }
+
+  // ---- requests ----------------------------------------------------------------------
+
+  /**
+   * Sends one JSON-RPC request and resolves with its `result` (rejects with a
+   * {@link SiphonError} carrying the error `code`).
+   * @param {string} method
+   * @param {object} [params]
+   * @param {{timeout?: number}} [opts]
+   * @returns {Promise<any>}
+   */
+  request(method, params = {}, opts = {}) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new SiphonError("not connected to siphon", null, method));
+    }
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new SiphonError(`${method}: no answer from siphon`, null, method));
+      }, opts.timeout ?? this.#opt.requestTimeout);
+      this.#pending.set(id, { resolve, reject, timer, method });
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+    });
+  }
+
+  /**
+   * Calls `number` (digits, `*`, `#`, `+`).
+   * @param {string} number
+   * @returns {Promise<{callId: string}>}
+   */
+  async call(number) {
+    this.#unlockAudio();
+    const n = String(number).trim();
+    this.#dialing = n;
+    try {
+      const r = await this.request("call", { number: n });
+      if (!this.#s.call || this.#s.call.callId !== r.callId) {
+        this.#set({ call: newCall(r.callId, "dialing", false, n, null) });
+        this.#changed();
+      }
+      return r;
+    } finally {
+      this.#dialing = null;
+    }
+  }
+
+  /** Answers the ringing incoming call. @returns {Promise<{}>} */
+  accept() {
+    this.#unlockAudio();
+    return this.request("accept");
+  }
+
+  /**
+   * Ends the call whatever its state: cancels, rejects (with `code`, e.g. 603) or hangs up.
+   * @param {number} [code]
+   * @returns {Promise<{}>}
+   */
+  hangUp(code) {
+    return this.request("hangUp", code === undefined ? {} : { code });
+  }
+
+  /** Sends DTMF (`0-9 * # A-D`, up to 64) into the call. @param {string} digits @returns {Promise<{}>} */
+  dtmf(digits) {
+    return this.request("dtmf", { digits: String(digits) });
+  }
+
+  /** Puts the far end on hold. @returns {Promise<{}>} */
+  async hold() {
+    const r = await this.request("hold");
+    if (this.#s.call) { this.#set({ call: { ...this.#s.call, onHold: true } }); this.#changed(); }
+    return r;
+  }
+
+  /** Takes the far end off hold. @returns {Promise<{}>} */
+  async unhold() {
+    const r = await this.request("unhold");
+    if (this.#s.call) { this.#set({ call: { ...this.#s.call, onHold: false } }); this.#changed(); }
+    return r;
+  }
+
+  /** siphon's view of this session (`getState`). @returns {Promise<import("./siphon").StateSnapshot>} */
+  getState() { return this.request("getState"); }
+
+  /** Application-level liveness check. @returns {Promise<{}>} */
+  ping() { return this.request("ping"); }
+
+  // ---- notifications -----------------------------------------------------------------
+
+  /** @param {any} data */
+  #onFrame(data) {
+    let msg;
+    try { msg = JSON.parse(data); } catch { return; }
+    if (msg.id !== undefined && msg.id !== null && !msg.method) {
+      const p = this.#pending.get(msg.id);
+      if (!p) return;
+      this.#pending.delete(msg.id);
+      clearTimeout(p.timer);
+      if (msg.error) p.reject(new SiphonError(msg.error.message, msg.error.code, p.method));
+      else p.resolve(msg.result ?? {});
+      return;
+    }
+    if (!msg.method) {
+      if (msg.error) console.warn("siphon:", msg.error.message);
+      return;
+    }
+    const params = msg.params ?? {};
+    this.#emit("notification", msg);
+    switch (msg.method) {
+      case "registrationStateChanged":
+        this.#set({ admission: params.state });
+        if (params.state === "accepted") {
+          this.#attempt = 0;
+          if (this.#opt.media) this.#negotiate();
+        }
+        break;
+      case "sipUserNameReceived":
+        this.#set({ user: params.user, displayName: params.displayName ?? null });
+        break;
+      case "phoneLineStateChanged":
+        this.#set({ line: params.state, lineCode: params.code ?? null, lineReason: params.reason ?? null });
+        break;
+      case "incomingCall":
+        this.#set({ call: newCall(params.callId, "ringing", true, params.from, params.displayName ?? null) });
+        break;
+      case "callStateChanged":
+        if (FINAL_CALL_STATES.includes(params.state)) {
+          this.#endCall(params);
+          return;
+        }
+        this.#updateCall(params);
+        break;
+      case "callStats":
+        this.#set({ stats: params });
+        break;
+    }
+    if (NOTIFICATIONS.includes(msg.method)) this.#emit(msg.method, params);
+    this.#changed();
+  }
+
+  /** @param {import("./siphon").CallStateChanged} p */
+  #updateCall(p) {
+    let call = this.#s.call;
+    if (!call || call.callId !== p.callId) call = newCall(p.callId, p.state, false, this.#dialing, null);
+    call = { ...call, state: p.state, code: p.code ?? null, reason: p.reason ?? null };
+    if (p.state === "inCall" && !call.answeredAt) call.answeredAt = Date.now();
+    if (p.state === "inCall" || p.state === "held") this.#playRemote();
+    call.heldByPeer = p.state === "held";
+    this.#set({ call });
+  }
+
+  /** @param {import("./siphon").CallStateChanged} p */
+  #endCall(p) {
+    const prev = this.#s.call && this.#s.call.callId === p.callId ? this.#s.call : newCall(p.callId, p.state, false, this.#dialing, null);
+    const last = { ...prev, state: p.state, code: p.code ?? null, reason: p.reason ?? null, endedAt: Date.now() };
+    this.#set({ call: null, lastCall: last, stats: null });
+    this.#emit("callStateChanged", { ...p, call: last });
+    this.#changed();
+  }
+
+  // ---- audio: the WebRTC leg ---------------------------------------------------------
+
+  /** @param {import("./siphon").MediaState} media @param {string | null} [error] */
+  #setMedia(media, error = null) {
+    if (this.#s.media === media && this.#s.mediaError === error) return;
+    this.#set({ media, mediaError: error });
+    this.#emit("mediaStateChanged", { state: media, error });
+    this.#changed();
+  }
+
+  /** One peer connection per session, negotiated right after `accepted` and kept. */
+  async #negotiate() {
+    const ws = this.#ws;
+    if (typeof RTCPeerConnection === "undefined") {
+      this.#setMedia("unavailable", "this browser has no WebRTC");
+      return;
+    }
+    this.#teardownMedia();
+    const pc = new RTCPeerConnection(this.#opt.rtcConfiguration);
+    this.#pc = pc;
+    this.#iceRestarts = 0;
+    const track = this.#mic?.getAudioTracks()[0] ?? null;
+    this.#transceiver = pc.addTransceiver(track ?? "audio", {
+      direction: "sendrecv",
+      streams: this.#mic ? [this.#mic] : [],
+    });
+    pc.ontrack = (e) => {
+      this.#remote = e.streams[0] ?? new MediaStream([e.track]);
+      if (this.#audio) this.#audio.srcObject = this.#remote;
+      this.#playRemote();
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.#pc) return;
+      const st = pc.connectionState;
+      if (st === "connected") this.#setMedia("connected");
+      else if (st === "failed") this.#iceFailed(pc);
+    };
+    this.#setMedia("negotiating");
+    try {
+      await this.#offer(pc, ws, {});
+      if (pc === this.#pc && this.#s.media === "negotiating") this.#setMedia("connecting");
+      // ICE that never completes (no usable candidate) is a failure too, not "connecting" forever
+      setTimeout(() => {
+        if (pc === this.#pc && this.#s.media === "connecting") this.#setMedia("failed", "the audio connection to siphon did not come up");
+      }, 15000);
+    } catch (e) {
+      if (pc !== this.#pc) return;
+      this.#mediaFailed(e);
+    }
+  }
+
+  /**
+   * Offers (after ICE gathering completes, or after the timeout with trickle), applies the answer.
+   * @param {RTCPeerConnection} pc @param {WebSocket | null} ws @param {RTCOfferOptions} options
+   */
+  async #offer(pc, ws, options) {
+    let sent = false;
+    pc.onicecandidate = (/** @type {RTCPeerConnectionIceEvent} */ e) => {
+      if (!sent || pc !== this.#pc || ws !== this.#ws) return;
+      this.request("candidate", { candidate: e.candidate ? e.candidate.candidate : "" }).catch(() => {});
+    };
+    await pc.setLocalDescription(await pc.createOffer(options));
+    await gatheringComplete(pc, this.#opt.iceGatheringTimeout);
+    if (pc !== this.#pc || ws !== this.#ws) return;
+    sent = true;
+    const { sdp } = await this.request("offer", { type: "offer", sdp: pc.localDescription?.sdp ?? "" }, { timeout: 15000 });
+    if (pc !== this.#pc) return;
+    await pc.setRemoteDescription({ type: "answer", sdp });
+  }
+
+  /** @param {unknown} e */
+  #mediaFailed(e) {
+    const unavailable = e instanceof SiphonError && e.code === -32000;
+    const why = e instanceof Error ? e.message : String(e);
+    console.info(`siphon: no audio path (${why}); calls go on without audio`);
+    this.#teardownMedia();
+    this.#setMedia(unavailable ? "unavailable" : "failed", why);
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  async #iceFailed(pc) {
+    if (this.#iceRestarts >= 2 || !this.#ws) {
+      this.#setMedia("failed", "the audio connection to siphon failed");
+      return;
+    }
+    this.#iceRestarts++;
+    this.#setMedia("negotiating");
+    await wait(500);
+    try {
+      await this.#offer(pc, this.#ws, { iceRestart: true });
+    } catch (e) {
+      if (pc === this.#pc) this.#mediaFailed(e);
+    }
+  }
+
+  #teardownMedia() {
+    if (this.#pc) {
+      this.#pc.onconnectionstatechange = this.#pc.onicecandidate = this.#pc.ontrack = null;
+      this.#pc.close();
+    }
+    this.#pc = null;
+    this.#transceiver = null;
+    this.#remote = null;
+    if (this.#audio) this.#audio.srcObject = null;
+    if (this.#s.media !== "idle") this.#setMedia("idle");
+  }
+
+  #playRemote() {
+    if (this.#audio && this.#remote) this.#audio.play().catch(() => {});
+  }
+
+  /** Called from user gestures (call, accept) so that the far end's audio may autoplay. */
+  #unlockAudio() {
+    if (this.#audio && this.#remote && this.#audio.paused) this.#audio.play().catch(() => {});
+  }
+
+  // ---- microphone --------------------------------------------------------------------
+
+  /**
+   * Asks for the microphone and sends it on the audio leg (also later, if the leg comes
+   * up after). Rejects when refused or absent; `state.microphone` says which.
+   * @param {MediaTrackConstraints | boolean} [constraints]
+   * @returns {Promise<MediaStream>}
+   */
+  async openMicrophone(constraints = true) {
+    if (!globalThis.navigator?.mediaDevices?.getUserMedia) {
+      const why = globalThis.isSecureContext === false
+        ? "the microphone needs a secure page (https:// or localhost)"
+        : "this browser cannot capture audio";
+      this.#setMic("unsupported", why);
+      throw new SiphonError(why);
+    }
+    this.#setMic("pending");
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: constraints, video: false });
+    } catch (e) {
+      const name = /** @type {any} */ (e)?.name;
+      const state = name === "NotAllowedError" || name === "SecurityError" ? "denied"
+        : name === "NotFoundError" || name === "OverconstrainedError" ? "absent"
+        : name === "NotReadableError" ? "busy" : "failed";
+      this.#setMic(state, /** @type {any} */ (e)?.message || String(e));
+      throw e;
+    }
+    this.closeMicrophone(false);
+    this.#mic = stream;
+    const track = stream.getAudioTracks()[0];
+    track.enabled = !this.#s.muted;
+    track.addEventListener("ended", () => {
+      if (this.#mic !== stream) return;
+      this.#mic = null;
+      this.#setMic("absent", "the microphone was disconnected");
+    });
+    if (this.#transceiver) await this.#transceiver.sender.replaceTrack(track).catch(() => {});
+    this.#setMic("on");
+    return stream;
+  }
+
+  /** Stops the microphone. @param {boolean} [report] */
+  closeMicrophone(report = true) {
+    if (!this.#mic) return;
+    for (const t of this.#mic.getTracks()) t.stop();
+    this.#mic = null;
+    this.#transceiver?.sender.replaceTrack(null).catch(() => {});
+    if (report) this.#setMic("off");
+  }
+
+  /** Mutes or unmutes the microphone (the far end hears silence). @param {boolean} muted */
+  setMuted(muted) {
+    this.#set({ muted: !!muted });
+    for (const t of this.#mic?.getAudioTracks() ?? []) t.enabled = !muted;
+    this.#emit("microphoneChanged", { state: this.#s.microphone, error: this.#s.microphoneError, muted: !!muted });
+    this.#changed();
+  }
+
+  /** @param {import("./siphon").MicrophoneState} state @param {string | null} [error] */
+  #setMic(state, error = null) {
+    this.#set({ microphone: state, microphoneError: error });
+    this.#emit("microphoneChanged", { state, error, muted: this.#s.muted });
+    this.#changed();
+  }
+}
+
+/**
+ * @param {string} callId @param {import("./siphon").CallState} state @param {boolean} incoming
+ * @param {string | null | undefined} peer @param {string | null} displayName
+ * @returns {import("./siphon").CallInfo}
+ */
+function newCall(callId, state, incoming, peer, displayName) {
+  return {
+    callId, state, incoming, peer: peer ?? null, displayName, code: null, reason: null,
+    startedAt: Date.now(), answeredAt: null, endedAt: null, onHold: false, heldByPeer: false,
+  };
+}
+
+/**
+ * Resolves when ICE gathering is complete, or after `ms` (the rest is trickled).
+ * @param {RTCPeerConnection} pc @param {number} ms @returns {Promise<void>}
+ */
+function gatheringComplete(pc, ms) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise(/** @param {(v?: void) => void} resolve */ (resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState !== "complete" && !timedOut) return;
+      pc.removeEventListener("icegatheringstatechange", done);
+      clearTimeout(timer);
+      resolve();
+    };
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; done(); }, ms);
+    pc.addEventListener("icegatheringstatechange", done);
+  });
+}
