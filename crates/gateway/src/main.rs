@@ -56,7 +56,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    // 8 MiB stacks: the pure-Rust Opus codec keeps large frames on the stack
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 << 20)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("siphon: cannot start the runtime: {e}");
