@@ -174,10 +174,12 @@ async function inPage(o) {
   };
 
   // when the far end's first packet reaches this browser (RTCInboundRtpStreamStats)
+  // (a far end that sends only events, like sipp's DTMF captures, sends no audio: stop
+  // watching 3 s after the answer so the call's own timing is not held up)
   let firstPacketAt = null;
+  let watchUntil = performance.now() + 30000;
   const packetWatch = (async () => {
-    const t0 = performance.now();
-    while (firstPacketAt === null && performance.now() - t0 < 30000) {
+    while (firstPacketAt === null && performance.now() < watchUntil) {
       (await pc.getStats()).forEach((s) => {
         if (s.type === "inbound-rtp" && s.kind === "audio" && s.packetsReceived > 0 && firstPacketAt === null) {
           firstPacketAt = performance.now();
@@ -206,6 +208,7 @@ async function inPage(o) {
     await rpc("accept");
   }
   const inCall = await waitNote("inCall", callState("inCall"), 20000);
+  watchUntil = Math.min(watchUntil, inCall.t + 3000);
   if (o.early) {
     // the announcement may end before the answer: measure only what the test asks
     o.listenMs = Math.min(o.listenMs, 500);

@@ -439,14 +439,11 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::warn!(%call, error = %e, "incoming offer not acceptable");
-                    let _ = self.ua.hang_up(now, call, 488);
-                    self.notify(
+                    self.refuse_media(
+                        now,
                         line,
-                        CallNotice::Error {
-                            call: Some(call),
-                            code: Some(488),
-                            reason: format!("the caller's media is not acceptable: {e}"),
-                        },
+                        call,
+                        format!("the caller's media is not acceptable: {e}"),
                     );
                     return Err(format!("the call cannot be accepted: {e}"));
                 }
@@ -564,6 +561,19 @@ impl Driver {
 
     fn user(&self, line: LineId) -> &str {
         self.lines.get(&line).map(|l| l.user.as_str()).unwrap_or("?")
+    }
+
+    /// Ends a call whose media cannot be agreed on (488) and tells the browser why.
+    fn refuse_media(&mut self, now: Instant, line: LineId, call: CallRef, reason: String) {
+        let _ = self.ua.hang_up(now, call, 488);
+        self.notify(
+            line,
+            CallNotice::Error {
+                call: Some(call),
+                code: Some(488),
+                reason,
+            },
+        );
     }
 
     fn notify(&self, line: LineId, notice: CallNotice) {
@@ -684,14 +694,11 @@ impl Driver {
                     Err(e) if early => tracing::warn!(%call, error = %e, "unusable early media SDP"),
                     Err(e) => {
                         tracing::warn!(%call, error = %e, "unusable SDP answer: ending the call");
-                        let _ = self.ua.hang_up(now, call, 488);
-                        self.notify(
+                        self.refuse_media(
+                            now,
                             line,
-                            CallNotice::Error {
-                                call: Some(call),
-                                code: Some(488),
-                                reason: format!("the far end's media is not acceptable: {e}"),
-                            },
+                            call,
+                            format!("the far end's media is not acceptable: {e}"),
                         );
                     }
                 }

@@ -184,19 +184,6 @@ fn sipp_scenario(name: &str) -> String {
     }
 }
 
-/// The SIP messages sipp received whose first line starts with `start`.
-fn received<'a>(msgs: &'a str, start: &str) -> Vec<&'a str> {
-    msgs.split("message received")
-        .skip(1)
-        .filter(|m| {
-            m.lines()
-                .skip(1)
-                .find(|l| !l.trim().is_empty())
-                .is_some_and(|l| l.starts_with(start))
-        })
-        .collect()
-}
-
 /// A browser scenario: `node tests/browser/<script>`, its `@event` lines and its output.
 struct Script {
     name: String,
@@ -537,17 +524,13 @@ fn incoming_call_answered_then_declined_from_the_keyboard() {
 
     let mut caller = lab.uac(0, "uac_named_call_then_bye", &user, &["-d", "3000"]);
     let msgs = sipp_passes(&mut caller, "the caller (answered, then hangs up)");
-    assert_eq!(received(&msgs, "SIP/2.0 180").len(), 1, "the page rang:\n{msgs}");
+    assert_eq!(caller.received("SIP/2.0 180"), 1, "the page rang:\n{msgs}");
     page.send("ended");
 
     page.event("second");
     let mut caller = lab.uac(1, "uac_call_expect_reject", &user, &[]);
     let msgs = sipp_passes(&mut caller, "the second caller (declined)");
-    assert_eq!(
-        received(&msgs, "SIP/2.0 603").len(),
-        1,
-        "declined with 603:\n{msgs}"
-    );
+    assert_eq!(caller.received("SIP/2.0 603"), 1, "declined with 603:\n{msgs}");
     page.passes();
 }
 
@@ -600,7 +583,7 @@ fn client_doc_example_works_as_written() {
     let page = Script::start("example.mjs", &lab, &[("CALLEE", "1001")]);
     page.passes();
     let msgs = sipp_passes(&mut far, "the far end of the example's call");
-    assert_eq!(received(&msgs, "BYE ").len(), 1);
+    assert_eq!(far.received("BYE "), 1, "{msgs}");
 }
 
 /// The PBX refuses the line's password: the page says "Registration failed (code)".
