@@ -67,11 +67,12 @@ impl CallLab {
         Browser::registered(&self.siphon.ws_url()).await
     }
 
-    /// Waits until nothing of any call is left (ports, dialogs, calls, transactions).
+    /// Waits until nothing of any call is left (ports, dialogs, calls, transactions):
+    /// the only RTP ports still held are the connected browsers' own WebRTC legs.
     async fn settled(&self) {
         self.siphon
             .wait_metrics(Duration::from_secs(15), |m| {
-                m["siphon_rtp_ports_in_use"] == 0.0
+                m["siphon_rtp_ports_in_use"] == m["siphon_sessions"]
                     && m["siphon_sip_calls"] == 0.0
                     && m["siphon_sip_dialogs"] == 0.0
                     && m["siphon_sip_client_transactions"] == 0.0
@@ -320,8 +321,11 @@ async fn browser_reset_mid_call_ends_the_call_then_unregisters() {
     );
     lab.pbx.wait_users(WAIT, |u| !u.contains(&user));
     lab.settled().await;
+    // the account and the browser's own media port are returned with the connection
     lab.siphon
-        .wait_metrics(WAIT, |m| m["siphon_pool_leased"] == 0.0)
+        .wait_metrics(WAIT, |m| {
+            m["siphon_pool_leased"] == 0.0 && m["siphon_rtp_ports_in_use"] == 0.0
+        })
         .await;
 }
 
