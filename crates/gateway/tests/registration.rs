@@ -241,12 +241,11 @@ async fn pbx_outage_is_noticed_and_every_line_comes_back() {
     println!("outage reported after {:?}", t_down.elapsed());
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(t_down.elapsed())).await;
 
+    // Kamailio keeps its location table in memory (usrloc db_mode 0): the restarted one
+    // has no bindings, and each line's own "registered" below is a fresh REGISTER.
+    // (Asking Kamailio at once whether it is empty races siphon's retries.)
     pbx.restart();
     let t_up = Instant::now();
-    assert!(
-        pbx.registered_users().is_empty(),
-        "a restarted Kamailio has lost its bindings"
-    );
     for b in &mut browsers {
         b.wait_line("registered", Duration::from_secs(10)).await;
     }
