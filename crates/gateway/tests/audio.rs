@@ -20,12 +20,17 @@ struct AudioLab {
 
 impl AudioLab {
     fn start(n: u16) -> AudioLab {
+        AudioLab::start_with(n, "")
+    }
+
+    /// With extra keys for the `[media]` table.
+    fn start_with(n: u16, media: &str) -> AudioLab {
         let slot = Slot::new(n);
         let pbx = Pbx::start(slot.pbx);
         let rtp = 42000 + n * 20;
         let config = base_config(slot)
             + &format!(
-                "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
+                "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n{media}",
                 rtp + 19
             );
         AudioLab {
@@ -206,7 +211,14 @@ impl AudioLab {
 
 /// A sipp far end without RTP echo.
 fn sipp_without_echo(scenario: &str, pbx: u16, sip: u16, media: u16) -> Sipp {
-    Sipp::spawn_with_env(scenario, pbx, sip, media, &["-s", "1001"], &[("SIPP_ECHO", "0")])
+    sipp_without_echo_with(scenario, pbx, sip, media, &[])
+}
+
+/// The same, with more sipp arguments.
+fn sipp_without_echo_with(scenario: &str, pbx: u16, sip: u16, media: u16, args: &[&str]) -> Sipp {
+    let mut all = vec!["-s", "1001"];
+    all.extend_from_slice(args);
+    Sipp::spawn_with_env(scenario, pbx, sip, media, &all, &[("SIPP_ECHO", "0")])
 }
 
 fn check_ok(lab: &AudioLab, (code, out, result): (Option<i32>, String, Option<Value>)) -> Value {
@@ -372,4 +384,60 @@ async fn hold_and_unhold_both_ways() {
         states[held..].contains(&"inCall"),
         "resumed after held: {states:?}"
     );
+}
+
+/// Symmetric RTP: a far end whose SDP names the wrong port (NAT, a misconfigured phone)
+/// is reached at the address its RTP really comes from; with `symmetric_rtp = false`
+/// siphon keeps to the SDP and that far end hears nothing. The far end is sipp for the
+/// signalling and lab/phones/rtp_echo_nat.py for the media, which echoes what reaches its
+/// real port: the browser hearing its own 1 kHz tone proves siphon sent there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_rtp_latches_onto_the_real_source() {
+    if !netns::inside() {
+        return netns::rerun("symmetric_rtp_latches_onto_the_real_source");
+    }
+    for (n, symmetric) in [(48, true), (49, false)] {
+        let lab = AudioLab::start_with(n, &format!("symmetric_rtp = {symmetric}\n"));
+        let sip = lab.slot.pbx + 7;
+        let media = 31000 + (lab.slot.http % 1000) * 10;
+        let (real_port, sdp_port) = (media + 4, media + 6);
+        Sipp::register(lab.slot.pbx, sip, media, "1001", "secret");
+        let mut sipp = sipp_without_echo_with(
+            "uas_answer_wrong_media_port",
+            lab.slot.pbx,
+            sip,
+            media,
+            &["-key", "sdp_port", &sdp_port.to_string()],
+        );
+        let rtp = 42000 + n * 20;
+        let mut echo = std::process::Command::new(repo_root().join("lab/phones/rtp_echo_nat.py"))
+            .args([real_port, rtp, rtp + 19, 20].map(|p| p.to_string()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("lab/phones/rtp_echo_nat.py");
+        let r = lab
+            .browser(&[
+                ("ROLE", "caller"),
+                ("NUMBER", "1001"),
+                ("EXPECT_HZ", "1000"),
+                ("LISTEN_MS", "1500"),
+            ])
+            .await;
+        let _ = echo.kill();
+        let _ = echo.wait();
+        let snr = r["snrDb"].as_f64().unwrap_or(f64::NEG_INFINITY);
+        let rms = f(&r["rms"]);
+        println!(
+            "symmetric_rtp = {symmetric}: the browser heard its tone come back at {snr:.1} dB (rms {rms:.3})"
+        );
+        assert_eq!(sipp.wait_async(WAIT).await, Some(0), "sipp: {}", sipp.messages());
+        let log = lab.siphon.log();
+        if symmetric {
+            assert!(snr >= 25.0, "no echo through the latched address:\n{log}");
+            assert!(log.contains("latching RTP"), "{log}");
+        } else {
+            assert!(rms < 0.01, "audio came back with symmetric RTP off: rms {rms}");
+            assert!(!log.contains("latching RTP"), "{log}");
+        }
+    }
 }
