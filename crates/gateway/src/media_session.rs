@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use siphon_media::bridge::{Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg};
-use siphon_media::rtp::{RtpPacket, looks_like_rtcp};
 use siphon_media::sdp::Codec as MediaCodec;
 use siphon_sip::CallRef;
 use str0m::change::SdpOffer;
@@ -26,7 +25,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::media::RtpPorts;
+use crate::media::{RtpPorts, can_latch_onto};
 
 /// What the SIP driver and the session ask of a media session.
 pub enum MediaCommand {
@@ -392,13 +391,7 @@ impl MediaSession {
 
     fn on_sip_rtp(&mut self, source: SocketAddr, n: usize, buf: &[u8]) {
         let Some(leg) = self.call.as_mut() else { return };
-        // learn only from what is really RTP from a real address (a raw-socket sender
-        // can show source port 0; stray bytes must not steer the call's audio)
-        let learnable = source.port() != 0
-            && !source.ip().is_unspecified()
-            && !looks_like_rtcp(&buf[..n])
-            && RtpPacket::parse(&buf[..n]).is_ok();
-        if self.settings.symmetric_rtp && !leg.latched && learnable {
+        if self.settings.symmetric_rtp && !leg.latched && can_latch_onto(source, &buf[..n]) {
             if source != leg.send_to {
                 tracing::info!(call = %leg.call, sdp = %leg.send_to, actual = %source, "latching RTP to where it comes from");
                 leg.send_to = source;

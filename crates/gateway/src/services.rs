@@ -204,7 +204,7 @@ impl ServiceCall {
 
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let Ok(p) = RtpPacket::parse(data) else { return };
-        if !self.latched {
+        if !self.latched && crate::media::can_latch_onto(from, data) {
             self.send_to = from;
             self.latched = true;
         }
