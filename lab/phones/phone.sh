@@ -12,10 +12,11 @@
 #   lab/phones/phone.sh stop RUN_DIR          SIGTERM (baresip hangs up and
 #       unregisters), SIGKILL after 3 s; by the pid in RUN_DIR/baresip.pid
 #   lab/phones/phone.sh log RUN_DIR           print the log (RUN_DIR/baresip.log)
-#   lab/phones/phone.sh wait RUN_DIR WHAT [SECONDS]   wait (default 10 s) until the
-#       log shows WHAT: registered | incoming (a call arrived) | ringing (our
+#   lab/phones/phone.sh wait RUN_DIR WHAT [SECONDS] [COUNT]   wait (default 10 s) until
+#       the log shows WHAT: registered | incoming (a call arrived) | ringing (our
 #       call got 180/183) | established | closed | any grep -E regex; exit 1 on
-#       timeout (these match anywhere in the log, earlier calls included)
+#       timeout. These match anywhere in the log, earlier calls included: COUNT
+#       (default 1) is how many matching lines to wait for (2 = the second call's)
 #   lab/phones/phone.sh last RUN_DIR          newest recording of RECEIVED audio
 #       (RUN_DIR/rec/dump-<time>-dec.wav; -enc.wav is what was sent)
 #
@@ -72,10 +73,10 @@ case "$cmd" in
   last) ls -1t "$D"/rec/dump-*-dec.wav 2>/dev/null | head -1; exit 0;;
   wait)
     [ $# -ge 1 ] || usage
-    re="$(pattern "$1")"; secs="${2:-10}"
+    re="$(pattern "$1")"; secs="${2:-10}"; count="${3:-1}"
     end=$(( $(date +%s%N) + secs * 1000000000 ))
     while [ "$(date +%s%N)" -lt "$end" ]; do
-      grep -Eq -- "$re" "$LOG" 2>/dev/null && exit 0
+      [ "$(grep -Ec -- "$re" "$LOG" 2>/dev/null || true)" -ge "$count" ] && exit 0
       sleep 0.05
     done
     echo "phone.sh: '$1' not in $LOG within ${secs}s" >&2; exit 1;;

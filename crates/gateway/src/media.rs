@@ -105,16 +105,6 @@ impl RtpPortPool {
     }
 }
 
-/// Whether a datagram may teach symmetric RTP where the far end really is: only a valid
-/// RTP packet (not RTCP, not stray bytes) from a real address (a raw-socket sender can
-/// show source port 0).
-pub fn can_latch_onto(source: SocketAddr, datagram: &[u8]) -> bool {
-    source.port() != 0
-        && !source.ip().is_unspecified()
-        && !siphon_media::rtp::looks_like_rtcp(datagram)
-        && siphon_media::rtp::RtpPacket::parse(datagram).is_ok()
-}
-
 fn even_at_or_after(p: u16) -> u16 {
     if p.is_multiple_of(2) {
         p
@@ -231,17 +221,5 @@ mod tests {
         let _squatter = std::net::UdpSocket::bind("127.0.0.1:41013").unwrap();
         let pool = RtpPortPool::new("127.0.0.1".parse().unwrap(), 41012..=41015);
         assert_eq!(pool.allocate().unwrap().port, 41014);
-    }
-
-    #[test]
-    fn latches_only_onto_rtp_from_a_real_address() {
-        let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7, 0xff, 0xff];
-        let rtcp_rr = [0x80, 201, 0, 1, 0, 0, 0, 7];
-        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(can_latch_onto(at("127.0.0.1:4000"), &rtp));
-        assert!(!can_latch_onto(at("127.0.0.1:0"), &rtp), "port 0");
-        assert!(!can_latch_onto(at("0.0.0.0:4000"), &rtp), "unspecified");
-        assert!(!can_latch_onto(at("127.0.0.1:4000"), &rtcp_rr), "RTCP");
-        assert!(!can_latch_onto(at("127.0.0.1:4000"), b"hello"), "not RTP");
     }
 }

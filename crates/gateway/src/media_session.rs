@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use siphon_media::bridge::{Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg};
+use siphon_media::latch::Latch;
 use siphon_media::sdp::Codec as MediaCodec;
 use siphon_sip::CallRef;
 use str0m::change::SdpOffer;
@@ -25,7 +26,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::media::{RtpPorts, can_latch_onto};
+use crate::media::RtpPorts;
 
 /// What the SIP driver and the session ask of a media session.
 pub enum MediaCommand {
@@ -194,9 +195,8 @@ struct CallLeg {
     call: CallRef,
     ports: RtpPorts,
     media: SipMedia,
-    /// Where RTP actually goes (latched to the far end's source when symmetric).
-    send_to: SocketAddr,
-    latched: bool,
+    /// Where RTP and RTCP actually go (symmetric RTP).
+    latch: Latch,
     bridge: Option<Bridge>,
     first_audio_sent: bool,
     next_stats: Instant,
@@ -253,11 +253,15 @@ impl MediaSession {
                     }
                 }
                 r = recv_opt(rtcp_sock.as_deref(), &mut rtcp_buf) => {
-                    if let Some((n, _)) = r
-                        && let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut())
-                        && let Err(e) = b.from_sip_rtcp(Instant::now(), &rtcp_buf[..n])
+                    if let Some((n, source)) = r
+                        && let Some(leg) = self.call.as_mut()
                     {
-                        tracing::debug!(error = e, "RTCP from the far end dropped");
+                        leg.latch.on_rtcp(source, &rtcp_buf[..n]);
+                        if let Some(b) = leg.bridge.as_mut()
+                            && let Err(e) = b.from_sip_rtcp(Instant::now(), &rtcp_buf[..n])
+                        {
+                            tracing::debug!(error = e, "RTCP from the far end dropped");
+                        }
                     }
                 }
                 cmd = commands.recv() => match cmd {
@@ -391,12 +395,9 @@ impl MediaSession {
 
     fn on_sip_rtp(&mut self, source: SocketAddr, n: usize, buf: &[u8]) {
         let Some(leg) = self.call.as_mut() else { return };
-        if self.settings.symmetric_rtp && !leg.latched && can_latch_onto(source, &buf[..n]) {
-            if source != leg.send_to {
-                tracing::info!(call = %leg.call, sdp = %leg.send_to, actual = %source, "latching RTP to where it comes from");
-                leg.send_to = source;
-            }
-            leg.latched = true;
+        let signalled = leg.latch.rtp_destination();
+        if let Some(actual) = leg.latch.on_rtp(source, &buf[..n]) {
+            tracing::info!(call = %leg.call, sdp = %signalled, %actual, "latching RTP to where it comes from");
         }
         if let Some(b) = leg.bridge.as_mut()
             && let Err(e) = b.from_sip(Instant::now(), &buf[..n])
@@ -437,8 +438,7 @@ impl MediaSession {
                     call,
                     ports,
                     media: leg,
-                    send_to: leg.remote_rtp,
-                    latched: false,
+                    latch: Latch::new(leg.remote_rtp, leg.remote_rtcp, self.settings.symmetric_rtp),
                     bridge: None,
                     first_audio_sent: false,
                     next_stats: Instant::now() + STATS_EVERY,
@@ -450,8 +450,7 @@ impl MediaSession {
                 if let Some(l) = self.call.as_mut().filter(|l| l.call == call) {
                     if leg.remote_rtp != l.media.remote_rtp {
                         // the far end moved: use the new address at once
-                        l.send_to = leg.remote_rtp;
-                        l.latched = false;
+                        l.latch.renegotiated(leg.remote_rtp, leg.remote_rtcp);
                     }
                     l.media = leg;
                     if let Some(b) = l.bridge.as_mut() {
@@ -543,10 +542,10 @@ impl MediaSession {
         let Some(leg) = self.call.as_mut() else { return };
         match out {
             BridgeOutput::Sip(d) => {
-                let _ = leg.ports.rtp_tx.send_to(&d, leg.send_to);
+                let _ = leg.ports.rtp_tx.send_to(&d, leg.latch.rtp_destination());
             }
             BridgeOutput::SipRtcp(d) => {
-                let _ = leg.ports.rtcp_tx.send_to(&d, leg.media.remote_rtcp);
+                let _ = leg.ports.rtcp_tx.send_to(&d, leg.latch.rtcp_destination());
             }
             BridgeOutput::Browser(p) => {
                 let Some(mid) = self.mid else { return };

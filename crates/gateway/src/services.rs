@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use siphon_media::audio::{AudioEncoder, native_rate, opus_packet_samples_48k};
 use siphon_media::dtmf::DtmfDetector;
+use siphon_media::latch::Latch;
 use siphon_media::rtp::RtpPacket;
 use siphon_media::sdp::Codec;
 use siphon_sip::Account;
@@ -156,8 +157,8 @@ struct ServiceCall {
     ext: Extension,
     ports: RtpPorts,
     leg: SipMedia,
-    send_to: SocketAddr,
-    latched: bool,
+    /// Where its RTP goes (symmetric RTP, as for calls).
+    latch: Latch,
     encoder: Option<AudioEncoder>,
     ssrc: u32,
     seq: u16,
@@ -177,8 +178,7 @@ impl ServiceCall {
         ServiceCall {
             ext,
             ports,
-            send_to: leg.remote_rtp,
-            latched: false,
+            latch: Latch::new(leg.remote_rtp, leg.remote_rtcp, true),
             encoder: AudioEncoder::new(codec, rate_for(codec)),
             leg,
             ssrc: fastrand::u32(..),
@@ -196,18 +196,14 @@ impl ServiceCall {
             self.encoder = AudioEncoder::new(leg.leg.codec.codec, rate_for(leg.leg.codec.codec));
         }
         if leg.remote_rtp != self.leg.remote_rtp {
-            self.send_to = leg.remote_rtp;
-            self.latched = false;
+            self.latch.renegotiated(leg.remote_rtp, leg.remote_rtcp);
         }
         self.leg = leg;
     }
 
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let Ok(p) = RtpPacket::parse(data) else { return };
-        if !self.latched && crate::media::can_latch_onto(from, data) {
-            self.send_to = from;
-            self.latched = true;
-        }
+        self.latch.on_rtp(from, data);
         if Some(p.payload_type) == self.leg.leg.dtmf_payload_type {
             if let Some(d) = self.detector.on_packet(p.timestamp, p.payload) {
                 self.on_digit(d);
@@ -252,7 +248,10 @@ impl ServiceCall {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(ticks);
         if self.leg.leg.send {
-            let _ = self.ports.rtp_tx.send_to(&p.to_vec(), self.send_to);
+            let _ = self
+                .ports
+                .rtp_tx
+                .send_to(&p.to_vec(), self.latch.rtp_destination());
         }
     }
 

@@ -366,7 +366,11 @@ async fn hold_and_unhold_both_ways() {
     // baresip holds the browser: the browser is told (held), then resumed (inCall)
     let ctrl = lab.slot.pbx + 8;
     let task = lab.browser_task(&[("ROLE", "caller"), ("NUMBER", "1002"), ("LISTEN_MS", "6000")]);
-    assert!(phone.wait("established", 10).await, "the second call is up");
+    // baresip's log still holds the first call's "established": wait for the second
+    assert!(
+        phone.wait_count("established", 60, 2).await,
+        "the second call is up"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(Phone::ctrl(ctrl, &["hold"]), "baresip hold");
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -10,6 +10,7 @@
 pub mod audio;
 pub mod bridge;
 pub mod dtmf;
+pub mod latch;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

@@ -684,6 +684,11 @@ impl Phone {
 
     /// Waits until the log shows `what` (registered, incoming, established, closed, or a regex).
     pub async fn wait(&self, what: &str, timeout_secs: u64) -> bool {
+        self.wait_count(what, timeout_secs, 1).await
+    }
+
+    /// Waits until the log shows `what` `count` times (the log holds every call's lines).
+    pub async fn wait_count(&self, what: &str, timeout_secs: u64, count: u32) -> bool {
         let dir = self.dir.path().to_owned();
         let what = what.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -692,6 +697,7 @@ impl Phone {
                 .arg(&dir)
                 .arg(&what)
                 .arg(timeout_secs.max(1).to_string())
+                .arg(count.to_string())
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
