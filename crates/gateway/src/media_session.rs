@@ -83,8 +83,9 @@ pub enum MediaEvent {
         sip: LegCounters,
         sip_codec: String,
     },
-    /// The first packet of a call's audio went to the browser (for latency figures).
-    FirstAudio { call: CallRef },
+    /// The first packet of a call's audio went to the browser (for latency figures);
+    /// `far_end_at` is when the far end's first RTP packet arrived.
+    FirstAudio { call: CallRef, far_end_at: Instant },
 }
 
 /// Settings of media sessions.
@@ -199,6 +200,8 @@ struct CallLeg {
     latch: Latch,
     bridge: Option<Bridge>,
     first_audio_sent: bool,
+    /// When the far end's first RTP packet arrived.
+    first_rtp_at: Option<Instant>,
     next_stats: Instant,
     browser_stats: (Option<f32>, Option<Duration>),
 }
@@ -395,6 +398,7 @@ impl MediaSession {
 
     fn on_sip_rtp(&mut self, source: SocketAddr, n: usize, buf: &[u8]) {
         let Some(leg) = self.call.as_mut() else { return };
+        leg.first_rtp_at.get_or_insert_with(Instant::now);
         let signalled = leg.latch.rtp_destination();
         if let Some(actual) = leg.latch.on_rtp(source, &buf[..n]) {
             tracing::info!(call = %leg.call, sdp = %signalled, %actual, "latching RTP to where it comes from");
@@ -441,6 +445,7 @@ impl MediaSession {
                     latch: Latch::new(leg.remote_rtp, leg.remote_rtcp, self.settings.symmetric_rtp),
                     bridge: None,
                     first_audio_sent: false,
+                    first_rtp_at: None,
                     next_stats: Instant::now() + STATS_EVERY,
                     browser_stats: (None, None),
                 });
@@ -578,7 +583,11 @@ impl MediaSession {
                 }
                 if !leg.first_audio_sent {
                     leg.first_audio_sent = true;
-                    let _ = self.events.send(MediaEvent::FirstAudio { call: leg.call });
+                    let far_end_at = leg.first_rtp_at.unwrap_or_else(Instant::now);
+                    let _ = self.events.send(MediaEvent::FirstAudio {
+                        call: leg.call,
+                        far_end_at,
+                    });
                 }
             }
             BridgeOutput::Dtmf { from, digit } => {

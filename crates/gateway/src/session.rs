@@ -231,11 +231,19 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                         browser: leg_stats(browser, browser_codec),
                         sip: leg_stats(sip, sip_codec),
                     }),
-                    MediaEvent::FirstAudio { call } => {
+                    MediaEvent::FirstAudio { call, far_end_at } => {
                         if let Some((c, at)) = answered_at
                             && c == call
                         {
-                            tracing::info!(conn, %call, ms = at.elapsed().as_secs_f64() * 1000.0, "first audio to the browser after the answer");
+                            // how long the far end took to send, and what siphon added
+                            let far_end = far_end_at.saturating_duration_since(at.into_std());
+                            tracing::info!(
+                                conn,
+                                %call,
+                                ms = at.elapsed().as_secs_f64() * 1000.0,
+                                far_end_ms = far_end.as_secs_f64() * 1000.0,
+                                "first audio to the browser after the answer"
+                            );
                         }
                         None
                     }

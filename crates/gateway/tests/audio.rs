@@ -101,7 +101,22 @@ async fn browser_calls_baresip(n: u16, phone_codecs: &str, browser_codec: &str, 
     );
     assert!(snr >= 25.0, "the browser heard 440 Hz at only {snr:.1} dB");
     assert!((hz - 440.0).abs() < 30.0, "dominant {hz} Hz");
-    assert!(latency < 100.0, "first audio {latency} ms after the answer");
+    // The 100 ms budget is for the path from the far end to the browser. A far end that
+    // itself starts sending late (baresip on a busy machine) is told apart by siphon's
+    // log line, which says when the far end's first packet arrived.
+    let far_end_ms = lab
+        .siphon
+        .log()
+        .lines()
+        .find(|l| l.contains("first audio to the browser after the answer"))
+        .and_then(|l| l.split("far_end_ms=").nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!("the far end's first packet reached siphon {far_end_ms:.0} ms after its 200 OK");
+    assert!(
+        latency < 100.0 || latency - far_end_ms < 100.0,
+        "first audio {latency} ms after the answer ({far_end_ms} ms of it the far end's own)"
+    );
     // baresip's recording of what it received
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rec = phone.last_recording().expect("baresip recorded the call");
