@@ -1,5 +1,5 @@
-// The phone page: everything you see at /, built on siphon.js (the same API anyone can use).
-import { SiphonPhone } from "/siphon.js";
+// The phone page: everything you see at /, built on sipline.js (the same API anyone can use).
+import { SiplinePhone } from "/sipline.js";
 import { Sounds, meter } from "/sounds.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -29,7 +29,7 @@ const ENDED = {
 const ENDED_VIEW_MS = 3500;
 
 const query = new URLSearchParams(location.search);
-const phone = new SiphonPhone({ token: query.get("token"), audio: /** @type {HTMLAudioElement} */ ($("remote-audio")) });
+const phone = new SiplinePhone({ token: query.get("token"), audio: /** @type {HTMLAudioElement} */ ($("remote-audio")) });
 const sounds = new Sounds();
 
 /** What the page itself remembers beyond phone.state. */
@@ -229,7 +229,7 @@ function render() {
       s.microphone === "unsupported" ? null : { label: "Try again", run: openMic });
   } else if (s.line === "registrationFailed") {
     setNotice(`Registration failed${s.lineCode ? ` (${s.lineCode})` : ""}`,
-      `${capitalize(s.lineReason ?? "the PBX refused this line")}. siphon keeps retrying.`, "warn");
+      `${capitalize(s.lineReason ?? "the PBX refused this line")}. sipline keeps retrying.`, "warn");
   } else {
     setNotice(null, "");
   }
@@ -255,8 +255,8 @@ function render() {
       : ended ? page.endedText : text);
 
   document.title = incoming ? `Incoming call — ${call.displayName || call.peer}`
-    : call?.answeredAt ? `${duration(now - call.answeredAt)} · ${call.peer ?? ""} — siphon`
-      : call ? `${state} ${call.peer ?? ""} — siphon` : "siphon phone";
+    : call?.answeredAt ? `${duration(now - call.answeredAt)} · ${call.peer ?? ""} — sipline`
+      : call ? `${state} ${call.peer ?? ""} — sipline` : "sipline phone";
 }
 
 function renderQuality(s) {
@@ -341,7 +341,7 @@ async function sendDtmf(digit) {
   } catch (e) {
     entry.status = "failed";
     entry.error = e?.message ?? String(e);
-    console.info(`siphon: DTMF ${digit} not delivered: ${entry.error}`);
+    console.info(`sipline: DTMF ${digit} not delivered: ${entry.error}`);
   }
   render();
 }
@@ -513,8 +513,8 @@ phone.addEventListener("dtmfReceived", (e) => {
   page.dtmfRecv += e.detail.digit;
   render();
 });
-phone.addEventListener("callErrorOccurred", (e) => console.info("siphon: call error:", e.detail.reason));
-phone.addEventListener("mediaStateChanged", (e) => console.info(`siphon: audio ${e.detail.state}${e.detail.error ? `: ${e.detail.error}` : ""}`));
+phone.addEventListener("callErrorOccurred", (e) => console.info("sipline: call error:", e.detail.reason));
+phone.addEventListener("mediaStateChanged", (e) => console.info(`sipline: audio ${e.detail.state}${e.detail.error ? `: ${e.detail.error}` : ""}`));
 
 // the clock: call timer, retry countdowns
 setInterval(() => {
@@ -522,7 +522,7 @@ setInterval(() => {
   if (s.call?.answeredAt || s.connection === "waiting") render();
 }, 250);
 
-// free the line at once when the page goes away (siphon would notice within 25 s anyway)
+// free the line at once when the page goes away (sipline would notice within 25 s anyway)
 window.addEventListener("pagehide", () => phone.close());
 
 // on touch screens the keypad is the keyboard: keep the system one closed

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Self-test of the far ends WITHOUT siphon: starts a lab Kamailio on
+# Self-test of the far ends WITHOUT sipline: starts a lab Kamailio on
 # 127.0.0.1:BASE and pairs every lab/sipp scenario with a matching sipp or
 # baresip peer through it, checking exit codes, the SIP flow and recorded audio.
 # Stops everything it started (by pid) on exit. Prints PASS/FAIL lines and
@@ -13,7 +13,7 @@
 # LAB_PBX_SH=path/to/kamailio.sh runs another PBX script (e.g. a patched copy).
 set -uo pipefail
 LAB="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="${1:-$(mktemp -d /tmp/siphon-farend.XXXXXX)}"; B="${2:-17000}"
+OUT="${1:-$(mktemp -d /tmp/sipline-farend.XXXXXX)}"; B="${2:-17000}"
 mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
 S="$LAB/sipp/run.sh"; P="$LAB/phones/phone.sh"; C="$LAB/phones/ctrl.py"
 PASS=0; FAIL=0; PIDS=()

@@ -1,9 +1,9 @@
-// Audio through siphon, measured in a real browser: headless Chromium with a fake
-// microphone playing a tone, WebRTC to siphon, a call to (or from) a SIP phone, and the
+// Audio through sipline, measured in a real browser: headless Chromium with a fake
+// microphone playing a tone, WebRTC to sipline, a call to (or from) a SIP phone, and the
 // far end's tone analysed with WebAudio. Driven by crates/gateway/tests/audio.rs.
 //
 // Environment:
-//   SIPHON_URL   siphon under test (http://127.0.0.1:PORT/)
+//   SIPLINE_URL   sipline under test (http://127.0.0.1:PORT/)
 //   ROLE         caller (dial NUMBER) | callee (wait for a call and answer it)
 //   NUMBER       what the caller dials
 //   CODEC        restrict the browser to this codec with setCodecPreferences (PCMU, PCMA,
@@ -43,7 +43,7 @@ const opts = {
   peaks: env("PEAKS").split(",").filter(Boolean).map(Number),
   listenDtmfMs: Number(env("LISTEN_DTMF_MS", "0")),
 };
-const url = env("SIPHON_URL");
+const url = env("SIPLINE_URL");
 const T0 = Date.now();
 const log = (...a) => console.log(((Date.now() - T0) / 1000).toFixed(2).padStart(6), ...a);
 
@@ -53,7 +53,7 @@ function loopbackOnly() {
 }
 
 function toneWav(hz) {
-  const file = path.join(os.tmpdir(), `siphon-audio-mic-${process.pid}.wav`);
+  const file = path.join(os.tmpdir(), `sipline-audio-mic-${process.pid}.wav`);
   const rate = 48000, n = rate * 30;
   const b = Buffer.alloc(44 + n * 2);
   b.write("RIFF", 0); b.writeUInt32LE(36 + n * 2, 4); b.write("WAVE", 8); b.write("fmt ", 12);
@@ -324,7 +324,7 @@ async function inPage(o) {
 }
 
 if (!url) {
-  console.error("SIPHON_URL is not set");
+  console.error("SIPLINE_URL is not set");
   process.exit(2);
 }
 if (!loopbackOnly()) {
@@ -348,7 +348,7 @@ try {
   const page = await (await browser.newContext()).newPage();
   page.on("console", (m) => log(`[page] ${m.text()}`));
   page.on("pageerror", (e) => log(`[pageerror] ${e.message}`));
-  // any page of siphon's origin will do: the test runs its own script in it
+  // any page of sipline's origin will do: the test runs its own script in it
   await page.goto(new URL("audio-test", url).href);
   const result = await page.evaluate(inPage, opts);
   console.log(`@result ${JSON.stringify(result)}`);

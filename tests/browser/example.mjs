@@ -1,8 +1,8 @@
-// docs/client.md's example, as written: its two code blocks are served next to siphon
-// (same origin, under siphon's own Content-Security-Policy), then used like a person:
+// docs/client.md's example, as written: its two code blocks are served next to sipline
+// (same origin, under sipline's own Content-Security-Policy), then used like a person:
 // it registers, calls CALLEE (a far end that answers and waits for BYE), hangs up.
 //
-// env: SIPHON_URL, CALLEE (default 1001)
+// env: SIPLINE_URL, CALLEE (default 1001)
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,13 +26,13 @@ t.scenario("example", async (ctx) => {
   const js = block(doc, "phone.js");
   t.check("the example is about 20 lines", js.trim().split("\n").length <= 22, `${js.trim().split("\n").length} lines of JS`);
 
-  // siphon's own headers for its pages, so the example runs under the same CSP
-  const head = await fetch(t.SIPHON_URL);
+  // sipline's own headers for its pages, so the example runs under the same CSP
+  const head = await fetch(t.SIPLINE_URL);
   const csp = head.headers.get("content-security-policy") ?? "";
-  t.check("siphon serves a CSP", csp.includes("script-src 'self'"), csp);
+  t.check("sipline serves a CSP", csp.includes("script-src 'self'"), csp);
 
   const browser = await t.launch(ctx);
-  const base = new URL("example/", t.SIPHON_URL).href;
+  const base = new URL("example/", t.SIPLINE_URL).href;
   const serveExample = (context) => context.route(`${base}*`, (route) => {
     const file = new URL(route.request().url()).pathname.split("/").pop();
     const [body, type] = file === "phone.js" ? [js, "text/javascript"] : [html, "text/html; charset=utf-8"];
@@ -51,6 +51,6 @@ t.scenario("example", async (ctx) => {
   await page.waitForTimeout(500);
   await page.locator("#hangup").click();
   await t.expectText(page, "the example hangs up", "#status", /^Call: completed$/);
-  t.check("it used siphon.js from siphon", t.requests(rec, "call").length === 1);
+  t.check("it used sipline.js from sipline", t.requests(rec, "call").length === 1);
   t.checkClean(rec);
 });

@@ -1,7 +1,7 @@
 // Incoming calls: the page rings and shows the caller; Answer; the far end hangs up.
 // Then a second call is declined from the keyboard alone (Escape).
 //
-// env: SIPHON_URL, CALLER_NAME (default "Alice Martin"), CALLER (default "1000")
+// env: SIPLINE_URL, CALLER_NAME (default "Alice Martin"), CALLER (default "1000")
 // stdout: "@registered USER" → the harness places call 1 (the caller hangs up after a few
 //         seconds in call); "@second" → the harness places call 2 (expects a rejection)
 // stdin:  "ended" once the harness saw the first caller finish

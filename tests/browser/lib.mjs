@@ -3,7 +3,7 @@
 // (crates/gateway/tests/webphone.rs).
 //
 // Environment:
-//   SIPHON_URL    the siphon under test, e.g. http://127.0.0.1:18060/ (required)
+//   SIPLINE_URL    the sipline under test, e.g. http://127.0.0.1:18060/ (required)
 //   SCREENSHOTS   a directory: take the README screenshots there (1280x800 and 390x844)
 //   COLOR_SCHEME  dark (default) or light, for the page and its screenshots
 //   CHROMIUM      the browser binary (default /usr/bin/chromium)
@@ -18,7 +18,7 @@ import path from "node:path";
 import readline from "node:readline";
 import { execFileSync } from "node:child_process";
 
-export const SIPHON_URL = process.env.SIPHON_URL ?? "";
+export const SIPLINE_URL = process.env.SIPLINE_URL ?? "";
 const T0 = Date.now();
 const since = () => ((Date.now() - T0) / 1000).toFixed(2).padStart(6);
 export const log = (...a) => console.log(since(), ...a);
@@ -54,8 +54,8 @@ export function check(name, ok, detail = "") {
 
 /** Runs a scenario: prints the summary and exits 0 only when every check passed. */
 export async function scenario(name, body) {
-  if (!SIPHON_URL) {
-    console.error("SIPHON_URL is not set");
+  if (!SIPLINE_URL) {
+    console.error("SIPLINE_URL is not set");
     process.exit(2);
   }
   const up = loopbackOnly();
@@ -106,7 +106,7 @@ export async function command(expected, ms = 30000) {
 
 /** A fake microphone: a voice-like 220 Hz tone with a syllable rhythm, 48 kHz mono s16. */
 function fakeMicWav() {
-  const file = path.join(os.tmpdir(), `siphon-fake-mic-${process.pid}.wav`);
+  const file = path.join(os.tmpdir(), `sipline-fake-mic-${process.pid}.wav`);
   const rate = 48000, secs = 4, n = rate * secs;
   const data = Buffer.alloc(44 + n * 2);
   data.write("RIFF", 0); data.writeUInt32LE(36 + n * 2, 4); data.write("WAVE", 8);
@@ -156,7 +156,7 @@ export async function launch(ctx, { micAllowed = true, fakeDevices = true } = {}
  * about it: console, page errors, CSP violations, every WebSocket frame.
  * `init`: a script run in the page before its own; `setup(context)`: e.g. routes.
  */
-export async function open(browser, url = SIPHON_URL, { permissions = [], init = null, setup = null } = {}) {
+export async function open(browser, url = SIPLINE_URL, { permissions = [], init = null, setup = null } = {}) {
   // Permissions given to a context are the only ones it has (CDP grants them and rejects
   // all others): without "microphone" here Chromium gathers no ICE candidate at all.
   const granted = [...(micAllowedIn.get(browser) ? ["microphone"] : []), ...permissions];
@@ -197,7 +197,7 @@ function parse(payload) {
   try { return JSON.parse(String(payload)); } catch { return { raw: String(payload) }; }
 }
 
-/** The response siphon gave to the request `req` (a frame the page sent), if any yet. */
+/** The response sipline gave to the request `req` (a frame the page sent), if any yet. */
 export function responseTo(rec, req) {
   return rec.received.find((m) => m && m.id === req.id && !m.method);
 }

@@ -1,7 +1,7 @@
 // The pool is empty: the page says so, keeps calm (no reconnect storm), and gets a line
 // with "Try again now" once one is free.
 //
-// env: SIPHON_URL (a siphon whose every account is leased by someone else)
+// env: SIPLINE_URL (a sipline whose every account is leased by someone else)
 // stdout: "@limit" once the page shows the message → the harness frees an account
 // stdin:  "free" when it did
 import * as t from "./lib.mjs";
@@ -12,7 +12,7 @@ t.scenario("limit", async (ctx) => {
   const { page } = rec;
 
   await t.expectText(page, "the connection-limit message", "#conn-text", /^No free line — try again later$/);
-  t.check("siphon said connectionLimit",
+  t.check("sipline said connectionLimit",
     rec.received.some((m) => m?.method === "registrationStateChanged" && m.params?.state === "connectionLimit"));
   await t.expectControls(page, "the limit panel, nothing to call", {
     "#limit": "enabled", "#retry": "enabled", "#call": "hidden", "#number": "hidden", "#keypad": "hidden",

@@ -1,7 +1,7 @@
 // The microphone: refused by the user, and absent. The page explains, offers to try
 // again, and the phone still registers (calls work; the far end just hears nothing).
 //
-// env: SIPHON_URL
+// env: SIPLINE_URL
 import * as t from "./lib.mjs";
 
 /** Counts the page's getUserMedia calls (window.gumCalls). */
@@ -15,7 +15,7 @@ function countGetUserMedia() {
 t.scenario("mic", async (ctx) => {
   // refused: no --use-fake-ui-for-media-stream and no permission granted
   let browser = await t.launch(ctx, { micAllowed: false, fakeDevices: true });
-  let rec = await t.open(browser, t.SIPHON_URL, { init: countGetUserMedia });
+  let rec = await t.open(browser, t.SIPLINE_URL, { init: countGetUserMedia });
   let { page } = rec;
   await t.expectText(page, "refused: the footer says so", "#mic-text", /^Microphone blocked$/);
   await t.expectText(page, "refused: the explanation", "#notice-title", /^Microphone blocked$/);
@@ -35,7 +35,7 @@ t.scenario("mic", async (ctx) => {
   await browser.close();
 
   // absent: permission granted but no capture device at all; and a gateway without audio
-  // (its `offer` answers -32000, as siphon did before the WebRTC bridge): the page goes on
+  // (its `offer` answers -32000, as sipline did before the WebRTC bridge): the page goes on
   browser = await t.launch(ctx, { micAllowed: true, fakeDevices: false });
   const noAudio = (context) => context.routeWebSocket(/\/api\/v1\/ws/, (ws) => {
     const server = ws.connectToServer();
@@ -45,7 +45,7 @@ t.scenario("mic", async (ctx) => {
       ws.send(JSON.stringify({ jsonrpc: "2.0", id: m.id, error: { code: -32000, message: "audio is not available in this version yet" } }));
     });
   });
-  rec = await t.open(browser, t.SIPHON_URL, { setup: noAudio });
+  rec = await t.open(browser, t.SIPLINE_URL, { setup: noAudio });
   page = rec.page;
   await t.expectText(page, "absent: the explanation", "#notice-title", /^No microphone found$/);
   await t.expectText(page, "absent: what to do", "#notice-text", /^Connect one and try again/);

@@ -2,7 +2,7 @@
 // keypad, Call; see it ring, then in call with the timer running; send DTMF by clicking
 // keys; hang up.
 //
-// env: SIPHON_URL, CALLEE (a far end that rings until the harness answers it),
+// env: SIPLINE_URL, CALLEE (a far end that rings until the harness answers it),
 //      DTMF (digits to send, default "12#"), REQUIRE_DTMF=1 (the gateway must accept them)
 // stdout: "@registered USER"; "@ringing" → the harness makes the far end answer;
 //         "@dtmf {digits, accepted, errors}";
@@ -24,7 +24,7 @@ async function waitResponse(rec, req, ms = 5000) {
 
 t.scenario("outgoing", async (ctx) => {
   const browser = await t.launch(ctx);
-  const rec = await t.open(browser, t.SIPHON_URL, { permissions: ["clipboard-read", "clipboard-write"] });
+  const rec = await t.open(browser, t.SIPLINE_URL, { permissions: ["clipboard-read", "clipboard-write"] });
   const { page } = rec;
 
   await t.expectText(page, "connecting, then registered", "#conn-text", /^Registered as \d+$/);
@@ -112,7 +112,7 @@ t.scenario("outgoing", async (ctx) => {
   }
   await t.expectText(page, "the page shows the digits sent", "#dtmf-sent", new RegExp(`^${DTMF.replace(/[*#]/g, "\\$&")}$`));
   t.check("number field unchanged by DTMF", (await number.inputValue()) === CALLEE, await number.inputValue());
-  // the requests the page made, and what siphon answered
+  // the requests the page made, and what sipline answered
   await page.waitForTimeout(300);
   const sent = t.requests(rec, "dtmf");
   t.check("one dtmf request per key", sent.map((r) => r.params?.digits).join("") === DTMF, JSON.stringify(sent.map((r) => r.params)));
@@ -137,7 +137,7 @@ t.scenario("outgoing", async (ctx) => {
   const heard = await t.remoteLevel(page);
   t.log("far end audio in the page: RMS", heard);
 
-  // Hold and Resume: what the page shows follows what siphon answered
+  // Hold and Resume: what the page shows follows what sipline answered
   await page.locator("#hold").click();
   await page.waitForTimeout(300);
   const [holdReq] = t.requests(rec, "hold");

@@ -1,7 +1,7 @@
 // The PBX refuses the line: the page says "Registration failed (CODE)", explains, and
 // offers no call.
 //
-// env: SIPHON_URL (a siphon whose account has a wrong password)
+// env: SIPLINE_URL (a sipline whose account has a wrong password)
 import * as t from "./lib.mjs";
 
 t.scenario("regfail", async (ctx) => {
@@ -10,7 +10,7 @@ t.scenario("regfail", async (ctx) => {
   const { page } = rec;
   await t.expectText(page, "the status says so, with the SIP code", "#conn-text", /^Registration failed \(\d{3}\)$/);
   await t.expectText(page, "the explanation", "#notice-title", /^Registration failed \(\d{3}\)$/);
-  await t.expectText(page, "siphon retries", "#notice-text", /siphon keeps retrying\.$/);
+  await t.expectText(page, "sipline retries", "#notice-text", /sipline keeps retrying\.$/);
   await t.dial(page, "1001");
   await t.expectControls(page, "no call without a line", { "#call": "disabled" });
   t.checkClean(rec);

@@ -254,9 +254,9 @@ pub enum PhoneLineState {
     Unregistered,
 }
 
-impl From<siphon_sip::LineState> for PhoneLineState {
-    fn from(s: siphon_sip::LineState) -> Self {
-        use siphon_sip::LineState as L;
+impl From<sipline_sip::LineState> for PhoneLineState {
+    fn from(s: sipline_sip::LineState) -> Self {
+        use sipline_sip::LineState as L;
         match s {
             L::Registering => PhoneLineState::Registering,
             L::Registered => PhoneLineState::Registered,
@@ -284,9 +284,9 @@ pub enum CallState {
     Failed,
 }
 
-impl From<siphon_sip::CallState> for CallState {
-    fn from(s: siphon_sip::CallState) -> Self {
-        use siphon_sip::CallState as C;
+impl From<sipline_sip::CallState> for CallState {
+    fn from(s: sipline_sip::CallState) -> Self {
+        use sipline_sip::CallState as C;
         match s {
             C::Dialing => CallState::Dialing,
             C::Ringing => CallState::Ringing,
@@ -360,9 +360,9 @@ pub enum Notification {
     #[serde(rename_all = "camelCase")]
     CallStats {
         call_id: String,
-        /// The WebRTC leg (browser ⇄ siphon).
+        /// The WebRTC leg (browser ⇄ sipline).
         browser: LegStats,
-        /// The RTP leg (siphon ⇄ far end).
+        /// The RTP leg (sipline ⇄ far end).
         sip: LegStats,
     },
 }

@@ -1,7 +1,7 @@
 //! The web phone's files (`web/`), embedded in the binary so that a deployment is one
 //! file with no front-end build step; in debug builds rust-embed reads them from disk,
 //! so editing the page needs no rebuild. Served with a strict Content-Security-Policy:
-//! the page may only talk to siphon itself.
+//! the page may only talk to sipline itself.
 
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};

@@ -1,8 +1,8 @@
-//! siphon's configuration: the TOML file (`siphon --config PATH`), its defaults,
+//! sipline's configuration: the TOML file (`sipline --config PATH`), its defaults,
 //! environment overrides for secrets, and the checks that turn a bad file into one
 //! clear start-up error naming the key and the problem.
 //!
-//! Every key is documented in `siphon.example.toml`; a test keeps that file loadable.
+//! Every key is documented in `sipline.example.toml`; a test keeps that file loadable.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use siphon_media::sdp::Codec as MediaCodec;
-use siphon_sip::message::Uri;
-use siphon_sip::transaction::Timers;
-use siphon_sip::{Account, Target, Transport, UaConfig};
+use sipline_media::sdp::Codec as MediaCodec;
+use sipline_sip::message::Uri;
+use sipline_sip::transaction::Timers;
+use sipline_sip::{Account, Target, Transport, UaConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,7 +82,7 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     pub advertise: Option<String>,
     pub transport: String,
-    /// The PBX; without one, siphon runs its embedded PBX (see [`PbxConfig`]).
+    /// The PBX; without one, sipline runs its embedded PBX (see [`PbxConfig`]).
     pub registrar: Option<String>,
     pub outbound_proxy: Option<String>,
     pub expires: u32,
@@ -109,7 +109,7 @@ impl Default for SipConfig {
             keepalive_timeout: 4.0,
             retry_min: 5.0,
             retry_max: 300.0,
-            user_agent: concat!("siphon/", env!("CARGO_PKG_VERSION")).into(),
+            user_agent: concat!("sipline/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
 }
@@ -349,7 +349,7 @@ fn domain_for_pbx(domain: &Option<String>, registrar: &Uri) -> String {
 }
 
 /// Environment variable holding extra HTTP tokens (comma-separated).
-pub const ENV_TOKENS: &str = "SIPHON_HTTP_TOKENS";
+pub const ENV_TOKENS: &str = "SIPLINE_HTTP_TOKENS";
 
 /// Environment variable overriding the password of explicit account `user`.
 pub fn env_password_var(user: &str) -> String {
@@ -363,7 +363,7 @@ pub fn env_password_var(user: &str) -> String {
             }
         })
         .collect();
-    format!("SIPHON_ACCOUNT_{cleaned}_PASSWORD")
+    format!("SIPLINE_ACCOUNT_{cleaned}_PASSWORD")
 }
 
 impl Config {
@@ -742,9 +742,9 @@ mod tests {
 
     #[test]
     fn example_file_loads() {
-        let text = include_str!("../../../siphon.example.toml");
+        let text = include_str!("../../../sipline.example.toml");
         let cfg = Config::parse(text).unwrap();
-        let env = |k: &str| (k == "SIPHON_ACCOUNT_1000_PASSWORD").then(|| "from-env".to_owned());
+        let env = |k: &str| (k == "SIPLINE_ACCOUNT_1000_PASSWORD").then(|| "from-env".to_owned());
         let s = cfg.resolve(env).unwrap();
         let a = s.accounts.iter().find(|a| a.user == "1000").unwrap();
         assert_eq!(a.password, "from-env", "environment overrides the file");
@@ -846,7 +846,7 @@ mod tests {
 
     #[test]
     fn env_var_names() {
-        assert_eq!(env_password_var("1000"), "SIPHON_ACCOUNT_1000_PASSWORD");
-        assert_eq!(env_password_var("a.b-c"), "SIPHON_ACCOUNT_A_B_C_PASSWORD");
+        assert_eq!(env_password_var("1000"), "SIPLINE_ACCOUNT_1000_PASSWORD");
+        assert_eq!(env_password_var("a.b-c"), "SIPLINE_ACCOUNT_A_B_C_PASSWORD");
     }
 }

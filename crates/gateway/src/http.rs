@@ -1,7 +1,7 @@
 //! The HTTP side: the phone page (`assets`), the browser API's WebSocket (`/api/v1/ws`) and
 //! `/metrics`, with the access rules: a configured token is required when set
 //! (always when listening beyond loopback), and browsers may only connect from the
-//! page's own origin, so that no other web site can place calls through siphon.
+//! page's own origin, so that no other web site can place calls through sipline.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,40 +104,44 @@ async fn metrics(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let gauges: [(&str, &str, usize); 9] = [
-        ("siphon_pool_accounts", "Accounts in the pool.", gw.pool.size()),
+        ("sipline_pool_accounts", "Accounts in the pool.", gw.pool.size()),
         (
-            "siphon_pool_leased",
+            "sipline_pool_leased",
             "Accounts leased to browser sessions.",
             gw.pool.leased(),
         ),
         (
-            "siphon_sessions",
+            "sipline_sessions",
             "Open browser sessions.",
             gw.sessions.load(Ordering::Relaxed),
         ),
         (
-            "siphon_sip_lines",
+            "sipline_sip_lines",
             "Lines (accounts) the SIP user agent hosts.",
             stats.ua.lines,
         ),
         (
-            "siphon_sip_calls",
+            "sipline_sip_calls",
             "Calls, including those still winding down.",
             stats.ua.calls,
         ),
-        ("siphon_sip_dialogs", "Established SIP dialogs.", stats.ua.dialogs),
         (
-            "siphon_sip_client_transactions",
+            "sipline_sip_dialogs",
+            "Established SIP dialogs.",
+            stats.ua.dialogs,
+        ),
+        (
+            "sipline_sip_client_transactions",
             "Live SIP client transactions.",
             stats.ua.client_transactions,
         ),
         (
-            "siphon_sip_server_transactions",
+            "sipline_sip_server_transactions",
             "Live SIP server transactions.",
             stats.ua.server_transactions,
         ),
         (
-            "siphon_rtp_ports_in_use",
+            "sipline_rtp_ports_in_use",
             "RTP/RTCP port pairs held by calls.",
             stats.rtp_ports_in_use,
         ),
@@ -151,14 +155,14 @@ async fn metrics(
     if let Some(pbx) = &gw.pbx {
         let n = pbx.registrations.load(Ordering::Relaxed);
         body.push_str(&format!(
-            "# HELP siphon_pbx_registrations Registrations at the embedded PBX.\n\
-             # TYPE siphon_pbx_registrations gauge\nsiphon_pbx_registrations {n}\n"
+            "# HELP sipline_pbx_registrations Registrations at the embedded PBX.\n\
+             # TYPE sipline_pbx_registrations gauge\nsipline_pbx_registrations {n}\n"
         ));
     }
     let received = crate::media::RTP_PACKETS_RECEIVED.load(Ordering::Relaxed);
     body.push_str(&format!(
-        "# HELP siphon_rtp_packets_received_total RTP packets received on call ports.\n\
-         # TYPE siphon_rtp_packets_received_total counter\nsiphon_rtp_packets_received_total {received}\n"
+        "# HELP sipline_rtp_packets_received_total RTP packets received on call ports.\n\
+         # TYPE sipline_rtp_packets_received_total counter\nsipline_rtp_packets_received_total {received}\n"
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

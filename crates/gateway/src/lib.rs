@@ -1,5 +1,5 @@
-//! siphon, the gateway: the tokio side that owns sockets and tasks and drives the
-//! sans-IO SIP core (`siphon-sip`) for browser sessions.
+//! sipline, the gateway: the tokio side that owns sockets and tasks and drives the
+//! sans-IO SIP core (`sipline-sip`) for browser sessions.
 //!
 //! Data path: browser ⇄ WebSocket (`http`, `session`) ⇄ SIP task (`sip_driver`,
 //! `sip_transport`) ⇄ PBX. `pool` leases the accounts, `media` the RTP ports,

@@ -1,17 +1,17 @@
-//! The `siphon` command: reads the configuration, refuses unsafe set-ups, starts the
+//! The `sipline` command: reads the configuration, refuses unsafe set-ups, starts the
 //! gateway and runs it until SIGINT/SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use siphon::config::Config;
+use sipline::config::Config;
 
 #[derive(Parser)]
 #[command(version, about = "WebRTC-to-SIP gateway and browser phone")]
 struct Cli {
-    /// TOML configuration file (see siphon.example.toml); without one, built-in defaults.
-    #[arg(long, env = "SIPHON_CONFIG")]
+    /// TOML configuration file (see sipline.example.toml); without one, built-in defaults.
+    #[arg(long, env = "SIPLINE_CONFIG")]
     config: Option<PathBuf>,
     /// Allow serving a non-loopback address without any access token.
     #[arg(long)]
@@ -39,14 +39,14 @@ fn main() -> ExitCode {
     let settings = match config.and_then(|c| c.resolve(|k| std::env::var(k).ok())) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("siphon: configuration error: {e}");
+            eprintln!("sipline: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
     if !settings.http_listen.ip().is_loopback() && settings.tokens.is_empty() && !cli.insecure {
         eprintln!(
-            "siphon: refusing to serve {} without access tokens: anyone who can reach it could \
-             place calls on your PBX. Set http.tokens (or SIPHON_HTTP_TOKENS), or pass --insecure.",
+            "sipline: refusing to serve {} without access tokens: anyone who can reach it could \
+             place calls on your PBX. Set http.tokens (or SIPLINE_HTTP_TOKENS), or pass --insecure.",
             settings.http_listen
         );
         return ExitCode::from(2);
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("siphon: cannot start the runtime: {e}");
+            eprintln!("sipline: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -97,21 +97,21 @@ fn main() -> ExitCode {
             settings.ua.registrar_uri,
             settings.accounts.len()
         );
-        let running = match siphon::start(settings).await {
+        let running = match sipline::start(settings).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("siphon: {e}");
+                eprintln!("sipline: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!("siphon serving http://{} ({summary})", running.http_addr);
+        tracing::info!("sipline serving http://{} ({summary})", running.http_addr);
         if let Some(hint) = hint {
             println!("{hint}");
         }
         match running.run_until_signal().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("siphon: {e}");
+                eprintln!("sipline: {e}");
                 ExitCode::FAILURE
             }
         }

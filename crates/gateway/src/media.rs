@@ -1,7 +1,7 @@
 //! The RTP side of calls, as far as signalling needs it: a pool of RTP/RTCP port pairs
 //! over `media.rtp_ports` (each lease holds its two bound UDP sockets and returns the
 //! ports when dropped), and the per-call media state the SIP driver negotiates with
-//! `siphon-media` (our SDP parameters, the far end's offer, what was agreed).
+//! `sipline-media` (our SDP parameters, the far end's offer, what was agreed).
 //!
 //! Until audio bridging lands, a call's sockets are drained by a small task so that
 //! the far end's RTP has somewhere to go.
@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use siphon_media::sdp::{LocalMedia, NegotiatedMedia, Sdp};
+use sipline_media::sdp::{LocalMedia, NegotiatedMedia, Sdp};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 

@@ -13,10 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use siphon_media::bridge::{Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg};
-use siphon_media::latch::Latch;
-use siphon_media::sdp::Codec as MediaCodec;
-use siphon_sip::CallRef;
+use sipline_media::bridge::{
+    Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg,
+};
+use sipline_media::latch::Latch;
+use sipline_media::sdp::Codec as MediaCodec;
+use sipline_sip::CallRef;
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, MediaKind, Mid};

@@ -1,4 +1,4 @@
-//! The tokio driver of the embedded PBX (`siphon-pbx`): one UDP socket on loopback,
+//! The tokio driver of the embedded PBX (`sipline-pbx`): one UDP socket on loopback,
 //! one task, the sans-IO registrar/proxy inside.
 
 use std::io;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use siphon_pbx::{Pbx, PbxConfig};
-use siphon_sip::{Target, Transport};
+use sipline_pbx::{Pbx, PbxConfig};
+use sipline_sip::{Target, Transport};
 use tokio::net::UdpSocket;
 
 /// What the rest of the gateway may see of the running PBX.

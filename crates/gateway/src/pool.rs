@@ -1,4 +1,4 @@
-//! The account pool (the original example's `SIPAccountPool`): the PBX accounts siphon
+//! The account pool (the original example's `SIPAccountPool`): the PBX accounts sipline
 //! may use, leased one per browser connection.
 //!
 //! A [`Lease`] is the only way to hold an account, and dropping it returns the account,
@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use siphon_sip::Account;
+use sipline_sip::Account;
 
 #[derive(Debug)]
 pub struct AccountPool {

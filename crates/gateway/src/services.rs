@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use siphon_media::audio::{AudioEncoder, native_rate, opus_packet_samples_48k};
-use siphon_media::dtmf::DtmfDetector;
-use siphon_media::latch::Latch;
-use siphon_media::rtp::RtpPacket;
-use siphon_media::sdp::Codec;
-use siphon_sip::Account;
+use sipline_media::audio::{AudioEncoder, native_rate, opus_packet_samples_48k};
+use sipline_media::dtmf::DtmfDetector;
+use sipline_media::latch::Latch;
+use sipline_media::rtp::RtpPacket;
+use sipline_media::sdp::Codec;
+use sipline_sip::Account;
 use tokio::sync::mpsc;
 
 use crate::media::RtpPorts;

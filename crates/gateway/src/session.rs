@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use siphon_sip::{LineState, LineStatus};
+use sipline_sip::{LineState, LineStatus};
 use tokio::time::{Instant, sleep_until};
 
 use crate::api::{
@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::media_session::{self, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
 use crate::pool::AccountPool;
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
-use siphon_media::bridge::Side;
+use sipline_media::bridge::Side;
 use tokio::sync::mpsc;
 
 /// WebSocket close code "Try Again Later" (RFC 6455 registry), sent with `connectionLimit`.
@@ -145,7 +145,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         tracing::error!(conn, "SIP task gone");
         return;
     };
-    let mut answered_at: Option<(siphon_sip::CallRef, Instant)> = None;
+    let mut answered_at: Option<(sipline_sip::CallRef, Instant)> = None;
     let mut status: Option<LineStatus> = None;
     let ping_every = gw.settings.ws_ping_interval;
     let idle = gw.settings.ws_idle_timeout;
@@ -189,7 +189,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             ev = events.recv() => match ev {
                 Some(LineEvent::Call(notice)) => {
                     if let CallNotice::State { call, status } = &notice
-                        && status.state == siphon_sip::CallState::InCall
+                        && status.state == sipline_sip::CallState::InCall
                     {
                         answered_at = Some((*call, Instant::now()));
                     }
@@ -235,7 +235,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                         if let Some((c, at)) = answered_at
                             && c == call
                         {
-                            // how long the far end took to send, and what siphon added
+                            // how long the far end took to send, and what sipline added
                             let far_end = far_end_at.saturating_duration_since(at.into_std());
                             tracing::info!(
                                 conn,
@@ -303,13 +303,13 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
 /// What a request may need to know about its session.
 struct LineContext<'a> {
     gw: &'a Gateway,
-    line: siphon_sip::LineId,
-    account: &'a siphon_sip::Account,
+    line: sipline_sip::LineId,
+    account: &'a sipline_sip::Account,
     status: Option<&'a LineStatus>,
     media: Option<&'a MediaHandle>,
 }
 
-fn leg_stats(c: siphon_media::bridge::LegCounters, codec: String) -> LegStats {
+fn leg_stats(c: sipline_media::bridge::LegCounters, codec: String) -> LegStats {
     LegStats {
         codec: Some(codec),
         packets_sent: c.packets_sent,
@@ -322,7 +322,7 @@ fn leg_stats(c: siphon_media::bridge::LegCounters, codec: String) -> LegStats {
 }
 
 /// The browser-facing id of a call.
-pub fn call_id(call: siphon_sip::CallRef) -> String {
+pub fn call_id(call: sipline_sip::CallRef) -> String {
     call.0.to_string()
 }
 

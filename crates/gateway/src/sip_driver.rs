@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use siphon_media::sdp::{self, LocalMedia, Sdp};
-use siphon_sip::{
+use sipline_media::sdp::{self, LocalMedia, Sdp};
+use sipline_sip::{
     Account, CallError, CallEvent, CallRef, CallState, CallStatus, Event, LineId, LineStatus, UaConfig,
     UaStats, UserAgent,
 };
@@ -23,8 +23,8 @@ use crate::api::DtmfMethod;
 use crate::media::{CallMedia, RtpPortPool};
 use crate::media_session::{MediaCommand, MediaHandle, SipMedia};
 use crate::sip_transport::{Received, SipTransport};
-use siphon_media::bridge::{LegCodec, SipLeg};
-use siphon_media::sdp::{Direction, NegotiatedMedia};
+use sipline_media::bridge::{LegCodec, SipLeg};
+use sipline_media::sdp::{Direction, NegotiatedMedia};
 
 /// What a session hears about its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +212,7 @@ pub async fn start(
     listen: std::net::SocketAddr,
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
-    sip_codecs: Vec<siphon_media::sdp::Codec>,
+    sip_codecs: Vec<sipline_media::sdp::Codec>,
 ) -> io::Result<SipHandle> {
     let transport = SipTransport::bind(listen).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
@@ -254,7 +254,7 @@ struct Driver {
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
     /// Voice codecs we offer the PBX, in order of preference.
-    sip_codecs: Vec<siphon_media::sdp::Codec>,
+    sip_codecs: Vec<sipline_media::sdp::Codec>,
 }
 
 impl Driver {
@@ -389,8 +389,8 @@ impl Driver {
         local.codecs = self
             .sip_codecs
             .iter()
-            .chain([&siphon_media::sdp::Codec::TelephoneEvent])
-            .map(|c| siphon_media::sdp::LocalCodec::new(*c))
+            .chain([&sipline_media::sdp::Codec::TelephoneEvent])
+            .map(|c| sipline_media::sdp::LocalCodec::new(*c))
             .collect();
         Ok(CallMedia::new(ports, local))
     }

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use siphon_sip::message::{MAX_MESSAGE_SIZE, frame_length};
-use siphon_sip::{Target, Transmit, Transport};
+use sipline_sip::message::{MAX_MESSAGE_SIZE, frame_length};
+use sipline_sip::{Target, Transmit, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;

@@ -1,5 +1,5 @@
 //! Issue 4 against real peers: headless Chromium (fake microphone: a 1 kHz tone)
-//! talks through siphon to baresip (plays 440 Hz, records what it hears) via Kamailio.
+//! talks through sipline to baresip (plays 440 Hz, records what it hears) via Kamailio.
 //! Both ends are measured: the browser's WebAudio analyser and baresip's recording.
 //!
 //! Each test re-runs itself inside a loopback-only network namespace, so Chromium can
@@ -15,7 +15,7 @@ use serde_json::Value;
 struct AudioLab {
     slot: Slot,
     _pbx: Pbx,
-    siphon: Siphon,
+    sipline: Sipline,
 }
 
 impl AudioLab {
@@ -36,7 +36,7 @@ impl AudioLab {
         AudioLab {
             slot,
             _pbx: pbx,
-            siphon: Siphon::start(&config),
+            sipline: Sipline::start(&config),
         }
     }
 
@@ -59,15 +59,15 @@ impl AudioLab {
     }
 
     async fn browser(&self, env: &[(&str, &str)]) -> Value {
-        let mut all: Vec<(&str, String)> = vec![("SIPHON_URL", format!("http://{}/", self.siphon.http))];
+        let mut all: Vec<(&str, String)> = vec![("SIPLINE_URL", format!("http://{}/", self.sipline.http))];
         all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
         let (code, out, result) = run_browser_script("audio.mjs", &all, Duration::from_secs(90)).await;
         println!("{out}");
         assert_eq!(
             code,
             Some(0),
-            "browser script failed:\n{out}\n---- siphon ----\n{}",
-            self.siphon.log()
+            "browser script failed:\n{out}\n---- sipline ----\n{}",
+            self.sipline.log()
         );
         result.expect("a @result line")
     }
@@ -102,17 +102,17 @@ async fn browser_calls_baresip(n: u16, phone_codecs: &str, browser_codec: &str, 
     assert!(snr >= 25.0, "the browser heard 440 Hz at only {snr:.1} dB");
     assert!((hz - 440.0).abs() < 30.0, "dominant {hz} Hz");
     // The 100 ms budget is for the path from the far end to the browser. A far end that
-    // itself starts sending late (baresip on a busy machine) is told apart by siphon's
+    // itself starts sending late (baresip on a busy machine) is told apart by sipline's
     // log line, which says when the far end's first packet arrived.
     let far_end_ms = lab
-        .siphon
+        .sipline
         .log()
         .lines()
         .find(|l| l.contains("first audio to the browser after the answer"))
         .and_then(|l| l.split("far_end_ms=").nth(1))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
-    println!("the far end's first packet reached siphon {far_end_ms:.0} ms after its 200 OK");
+    println!("the far end's first packet reached sipline {far_end_ms:.0} ms after its 200 OK");
     assert!(
         latency < 100.0 || latency - far_end_ms < 100.0,
         "first audio {latency} ms after the answer ({far_end_ms} ms of it the far end's own)"
@@ -128,7 +128,7 @@ async fn browser_calls_baresip(n: u16, phone_codecs: &str, browser_codec: &str, 
         samples.len()
     );
     assert!(far_snr >= 25.0, "baresip heard 1 kHz at only {far_snr:.1} dB");
-    let log = lab.siphon.log();
+    let log = lab.sipline.log();
     assert!(
         log.contains(&format!("relay={relay}")),
         "bridge mode relay={relay} expected:\n{log}"
@@ -196,7 +196,7 @@ async fn opus_pcmu_transcoding() {
 
 impl AudioLab {
     fn url(&self) -> String {
-        format!("http://{}/", self.siphon.http)
+        format!("http://{}/", self.sipline.http)
     }
 
     /// Runs the browser script in the background.
@@ -204,7 +204,7 @@ impl AudioLab {
         &self,
         env: &[(&str, &str)],
     ) -> tokio::task::JoinHandle<(Option<i32>, String, Option<Value>)> {
-        let mut all: Vec<(&'static str, String)> = vec![("SIPHON_URL", self.url())];
+        let mut all: Vec<(&'static str, String)> = vec![("SIPLINE_URL", self.url())];
         for (k, v) in env {
             let k: &'static str = Box::leak(k.to_string().into_boxed_str());
             all.push((k, v.to_string()));
@@ -241,8 +241,8 @@ fn check_ok(lab: &AudioLab, (code, out, result): (Option<i32>, String, Option<Va
     assert_eq!(
         code,
         Some(0),
-        "browser script failed:\n{out}\n---- siphon ----\n{}",
-        lab.siphon.log()
+        "browser script failed:\n{out}\n---- sipline ----\n{}",
+        lab.sipline.log()
     );
     result.expect("a @result line")
 }
@@ -407,9 +407,9 @@ async fn hold_and_unhold_both_ways() {
 
 /// Symmetric RTP: a far end whose SDP names the wrong port (NAT, a misconfigured phone)
 /// is reached at the address its RTP really comes from; with `symmetric_rtp = false`
-/// siphon keeps to the SDP and that far end hears nothing. The far end is sipp for the
+/// sipline keeps to the SDP and that far end hears nothing. The far end is sipp for the
 /// signalling and lab/phones/rtp_echo_nat.py for the media, which echoes what reaches its
-/// real port: the browser hearing its own 1 kHz tone proves siphon sent there.
+/// real port: the browser hearing its own 1 kHz tone proves sipline sent there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symmetric_rtp_latches_onto_the_real_source() {
     if !netns::inside() {
@@ -450,7 +450,7 @@ async fn symmetric_rtp_latches_onto_the_real_source() {
             "symmetric_rtp = {symmetric}: the browser heard its tone come back at {snr:.1} dB (rms {rms:.3})"
         );
         assert_eq!(sipp.wait_async(WAIT).await, Some(0), "sipp: {}", sipp.messages());
-        let log = lab.siphon.log();
+        let log = lab.sipline.log();
         if symmetric {
             assert!(snr >= 25.0, "no echo through the latched address:\n{log}");
             assert!(log.contains("latching RTP"), "{log}");

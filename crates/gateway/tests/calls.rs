@@ -1,6 +1,6 @@
 //! Issue 3 against real peers: browsers drive calls through /api/v1/ws; Kamailio
 //! record-routes and challenges; sipp plays the far end. Each case is judged from both
-//! sides: siphon's notifications and what sipp saw (its exit code and messages).
+//! sides: sipline's notifications and what sipp saw (its exit code and messages).
 
 mod common;
 
@@ -14,7 +14,7 @@ use serde_json::json;
 struct CallLab {
     slot: Slot,
     pbx: Pbx,
-    siphon: Siphon,
+    sipline: Sipline,
 }
 
 impl CallLab {
@@ -32,8 +32,8 @@ impl CallLab {
                 "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
                 rtp + 19
             );
-        let siphon = Siphon::start(&config);
-        CallLab { slot, pbx, siphon }
+        let sipline = Sipline::start(&config);
+        CallLab { slot, pbx, sipline }
     }
 
     /// sipp's SIP port and media port for far end `i` (0 or 1).
@@ -64,18 +64,18 @@ impl CallLab {
     }
 
     async fn browser(&self) -> (Browser, String) {
-        Browser::registered(&self.siphon.ws_url()).await
+        Browser::registered(&self.sipline.ws_url()).await
     }
 
     /// Waits until nothing of any call is left (ports, dialogs, calls, transactions):
     /// the only RTP ports still held are the connected browsers' own WebRTC legs.
     async fn settled(&self) {
-        self.siphon
+        self.sipline
             .wait_metrics(Duration::from_secs(15), |m| {
-                m["siphon_rtp_ports_in_use"] == m["siphon_sessions"]
-                    && m["siphon_sip_calls"] == 0.0
-                    && m["siphon_sip_dialogs"] == 0.0
-                    && m["siphon_sip_client_transactions"] == 0.0
+                m["sipline_rtp_ports_in_use"] == m["sipline_sessions"]
+                    && m["sipline_sip_calls"] == 0.0
+                    && m["sipline_sip_dialogs"] == 0.0
+                    && m["sipline_sip_client_transactions"] == 0.0
             })
             .await;
     }
@@ -187,7 +187,7 @@ async fn unknown_numbers_and_the_dial_policy() {
     call(&mut b, "1003").await;
     let failed = wait_call_state(&mut b, "failed", WAIT).await;
     assert_eq!(failed["code"], 404);
-    // numbers outside the policy never leave siphon
+    // numbers outside the policy never leave sipline
     for bad in [
         "1000@evil.example",
         "sip:1000@127.0.0.1",
@@ -198,9 +198,9 @@ async fn unknown_numbers_and_the_dial_policy() {
         assert_eq!(r["error"]["code"], -32602, "{bad}: {r}");
     }
     assert_eq!(
-        lab.siphon.log().matches("placing call").count(),
+        lab.sipline.log().matches("placing call").count(),
         1,
-        "only the 1003 call left siphon"
+        "only the 1003 call left sipline"
     );
     lab.settled().await;
 }
@@ -322,9 +322,9 @@ async fn browser_reset_mid_call_ends_the_call_then_unregisters() {
     lab.pbx.wait_users(WAIT, |u| !u.contains(&user));
     lab.settled().await;
     // the account and the browser's own media port are returned with the connection
-    lab.siphon
+    lab.sipline
         .wait_metrics(WAIT, |m| {
-            m["siphon_pool_leased"] == 0.0 && m["siphon_rtp_ports_in_use"] == 0.0
+            m["sipline_pool_leased"] == 0.0 && m["sipline_rtp_ports_in_use"] == 0.0
         })
         .await;
 }
@@ -339,7 +339,7 @@ async fn calls_over_tcp() {
     wait_call_state(&mut b, "inCall", WAIT).await;
     wait_call_state(&mut b, "completed", WAIT).await;
     assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
-    // incoming, reaching siphon over its TCP connection
+    // incoming, reaching sipline over its TCP connection
     let mut uac = lab.uac(1, "uac_call_wait_bye", &user, &[]);
     b.wait_for("incomingCall", |_| true, WAIT).await;
     b.request("accept", json!({})).await;
@@ -365,8 +365,8 @@ async fn a_hundred_calls_leave_no_port_dialog_or_transaction() {
     }
     assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp");
     lab.settled().await;
-    let m = lab.siphon.metrics().await;
-    assert_eq!(m["siphon_sip_server_transactions"], 0.0);
+    let m = lab.sipline.metrics().await;
+    assert_eq!(m["sipline_sip_server_transactions"], 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,13 +376,13 @@ async fn malformed_requests_get_the_right_sip_error() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let lp = sock.local_addr().unwrap().port();
-    let target = ("127.0.0.1", lab.siphon.sip_port);
+    let target = ("127.0.0.1", lab.sipline.sip_port);
     let request = |method: &str, cseq: &str, extra: &str| {
         format!(
             "{method} sip:880@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK{}\r\n\
              From: <sip:1000@127.0.0.1>;tag=x\r\nTo: <sip:880@127.0.0.1>{extra}\r\nCall-ID: {}\r\nCSeq: {cseq}\r\n\
              Contact: <sip:1000@127.0.0.1:{lp}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            lab.siphon.sip_port,
+            lab.sipline.sip_port,
             fastrand::u32(..),
             fastrand::u32(..)
         )
@@ -409,9 +409,9 @@ async fn malformed_requests_get_the_right_sip_error() {
     // a Content-Length beyond the datagram: a truncated message, dropped and logged
     let truncated = request("INVITE", "1 INVITE", "").replace("Content-Length: 0", "Content-Length: 300");
     sock.send_to(truncated.as_bytes(), target).unwrap();
-    // and siphon still answers OPTIONS
+    // and sipline still answers OPTIONS
     assert!(ask(request("OPTIONS", "1 OPTIONS", "")).starts_with("SIP/2.0 200"));
-    let log = lab.siphon.log();
+    let log = lab.sipline.log();
     assert!(log.contains("truncated"), "truncated message logged");
 }
 

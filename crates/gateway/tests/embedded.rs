@@ -1,4 +1,4 @@
-//! Issue 6: siphon with no PBX of its own. The embedded PBX registers the pool's
+//! Issue 6: sipline with no PBX of its own. The embedded PBX registers the pool's
 //! accounts and extra users and routes calls between them; 600/601/602 answer with
 //! echo, a test signal and DTMF read-back. Browsers are headless Chromium, run (with
 //! everything else of the test) in a loopback-only network namespace.
@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// siphon with the embedded PBX on slot `n`'s PBX port, and extra user 1000/secret.
-fn embedded(n: u16) -> (Siphon, Slot) {
+/// sipline with the embedded PBX on slot `n`'s PBX port, and extra user 1000/secret.
+fn embedded(n: u16) -> (Sipline, Slot) {
     let slot = Slot::new(n);
     let rtp = 45000 + n * 40;
     let config = format!(
@@ -23,11 +23,11 @@ fn embedded(n: u16) -> (Siphon, Slot) {
         slot.pbx,
         rtp + 39
     );
-    (Siphon::start(&config), slot)
+    (Sipline::start(&config), slot)
 }
 
 fn env_of(url: &str, pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
-    let mut v: Vec<(&'static str, String)> = vec![("SIPHON_URL", url.to_owned())];
+    let mut v: Vec<(&'static str, String)> = vec![("SIPLINE_URL", url.to_owned())];
     for (k, val) in pairs {
         let k: &'static str = Box::leak(k.to_string().into_boxed_str());
         v.push((k, val.to_string()));
@@ -48,10 +48,10 @@ fn f(v: &Value) -> f64 {
 }
 
 /// Waits until the embedded PBX holds `n` registrations.
-async fn registrations(siphon: &Siphon, n: f64) {
-    siphon
+async fn registrations(sipline: &Sipline, n: f64) {
+    sipline
         .wait_metrics(Duration::from_secs(15), |m| {
-            m.get("siphon_pbx_registrations") == Some(&n)
+            m.get("sipline_pbx_registrations") == Some(&n)
         })
         .await;
 }
@@ -61,9 +61,9 @@ async fn extensions_echo_play_and_read_back_digits() {
     if !netns::inside() {
         return netns::rerun("extensions_echo_play_and_read_back_digits");
     }
-    let (siphon, _) = embedded(50);
-    registrations(&siphon, 3.0).await;
-    let url = format!("http://{}/", siphon.http);
+    let (sipline, _) = embedded(50);
+    registrations(&sipline, 3.0).await;
+    let url = format!("http://{}/", sipline.http);
 
     let echo = browse(
         &url,
@@ -105,9 +105,9 @@ async fn two_browsers_call_each_other() {
     if !netns::inside() {
         return netns::rerun("two_browsers_call_each_other");
     }
-    let (siphon, _) = embedded(51);
-    registrations(&siphon, 3.0).await;
-    let url = format!("http://{}/", siphon.http);
+    let (sipline, _) = embedded(51);
+    registrations(&sipline, 3.0).await;
+    let url = format!("http://{}/", sipline.http);
     // the first page gets 880 and waits; the second (881) calls it
     let callee = {
         let env = env_of(
@@ -116,7 +116,7 @@ async fn two_browsers_call_each_other() {
         );
         tokio::spawn(async move { run_browser_script("audio.mjs", &env, Duration::from_secs(90)).await })
     };
-    registrations(&siphon, 4.0).await;
+    registrations(&sipline, 4.0).await;
     let caller = browse(
         &url,
         &[
@@ -141,9 +141,9 @@ async fn a_sip_phone_registers_and_calls_a_browser() {
     if !netns::inside() {
         return netns::rerun("a_sip_phone_registers_and_calls_a_browser");
     }
-    let (siphon, slot) = embedded(52);
-    registrations(&siphon, 3.0).await;
-    let url = format!("http://{}/", siphon.http);
+    let (sipline, slot) = embedded(52);
+    registrations(&sipline, 3.0).await;
+    let url = format!("http://{}/", sipline.http);
     let page = {
         let env = env_of(
             &url,
@@ -151,7 +151,7 @@ async fn a_sip_phone_registers_and_calls_a_browser() {
         );
         tokio::spawn(async move { run_browser_script("audio.mjs", &env, Duration::from_secs(90)).await })
     };
-    registrations(&siphon, 4.0).await;
+    registrations(&sipline, 4.0).await;
     let phone = Phone::start_with_env(
         "1000",
         "secret",
@@ -183,13 +183,13 @@ async fn the_run_command_needs_no_configuration() {
     if !netns::inside() {
         return netns::rerun("the_run_command_needs_no_configuration");
     }
-    // exactly `siphon` with no file, in this namespace's own 127.0.0.1
-    let siphon = Siphon::start_default();
-    registrations(&siphon, 3.0).await;
+    // exactly `sipline` with no file, in this namespace's own 127.0.0.1
+    let sipline = Sipline::start_default();
+    registrations(&sipline, 3.0).await;
     assert!(
-        siphon.log().contains("call 600"),
+        sipline.log().contains("call 600"),
         "it says what to do:\n{}",
-        siphon.log()
+        sipline.log()
     );
     let echo = browse(
         "http://127.0.0.1:8080/",
@@ -205,15 +205,15 @@ async fn the_run_command_needs_no_configuration() {
 async fn a_configured_registrar_turns_the_embedded_pbx_off() {
     let slot = Slot::new(53);
     let config = base_config(slot) + &format!("\n[pbx]\nlisten = \"127.0.0.1:{}\"\n", slot.pbx + 9);
-    let siphon = Siphon::start(&config);
+    let sipline = Sipline::start(&config);
     // nothing listens where the embedded PBX would
     assert!(
         UdpSocket::bind(("127.0.0.1", slot.pbx + 9)).is_ok(),
         "the PBX port is free"
     );
-    let m = siphon.metrics().await;
-    assert!(!m.contains_key("siphon_pbx_registrations"));
-    assert!(!siphon.log().contains("embedded"), "{}", siphon.log());
+    let m = sipline.metrics().await;
+    assert!(!m.contains_key("sipline_pbx_registrations"));
+    assert!(!sipline.log().contains("embedded"), "{}", sipline.log());
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn the_embedded_pbx_never_leaves_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "[pbx]\nlisten = \"0.0.0.0:5060\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siphon"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipline"))
         .arg("--config")
         .arg(&path)
         .output()

@@ -1,6 +1,6 @@
-//! Issue 2 against the real peers: browsers on /api/v1/ws, siphon as a process,
+//! Issue 2 against the real peers: browsers on /api/v1/ws, sipline as a process,
 //! Kamailio as the registrar. Registrations are checked on Kamailio's side
-//! (`kamcmd ul.dump`), not only on siphon's word.
+//! (`kamcmd ul.dump`), not only on sipline's word.
 
 mod common;
 
@@ -20,8 +20,8 @@ fn pool_range(from: u32, to: u32) -> String {
 async fn nineteen_browsers_get_lines_and_the_twentieth_is_refused() {
     let slot = Slot::new(1);
     let pbx = Pbx::start(slot.pbx);
-    let siphon = Siphon::start(&(base_config(slot) + &pool_range(880, 898)));
-    let url = siphon.ws_url();
+    let sipline = Sipline::start(&(base_config(slot) + &pool_range(880, 898)));
+    let url = sipline.ws_url();
 
     let mut browsers = Vec::new();
     let mut users = Vec::new();
@@ -53,12 +53,12 @@ async fn nineteen_browsers_get_lines_and_the_twentieth_is_refused() {
     }
     let took = pbx.wait_users(Duration::from_secs(2), |u| u.is_empty());
     println!("19 contacts removed {took:?} after the last close");
-    siphon
+    sipline
         .wait_metrics(WAIT, |m| {
-            m["siphon_pool_leased"] == 0.0 && m["siphon_sip_lines"] == 0.0
+            m["sipline_pool_leased"] == 0.0 && m["sipline_sip_lines"] == 0.0
         })
         .await;
-    let log = siphon.log();
+    let log = sipline.log();
     for needle in [
         "browser connected",
         "account leased",
@@ -76,8 +76,8 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
     let slot = Slot::new(2);
     let pbx = Pbx::start(slot.pbx);
     // one account, so "leased again" is observable
-    let siphon = Siphon::start(&(base_config(slot) + &pool_range(890, 890)));
-    let url = siphon.ws_url();
+    let sipline = Sipline::start(&(base_config(slot) + &pool_range(890, 890)));
+    let url = sipline.ws_url();
 
     // clean close: contact gone within 2 s, account leased again
     let (b, user) = Browser::registered(&url).await;
@@ -87,8 +87,8 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
     b.close().await;
     pbx.wait_users(Duration::from_secs(2), |u| u.is_empty());
     println!("clean close: unregistered after {:?}", t0.elapsed());
-    siphon
-        .wait_metrics(WAIT, |m| m["siphon_pool_leased"] == 0.0)
+    sipline
+        .wait_metrics(WAIT, |m| m["sipline_pool_leased"] == 0.0)
         .await;
 
     // TCP reset, no close frame: detected at once (the read fails)
@@ -98,8 +98,8 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
     b.reset();
     pbx.wait_users(Duration::from_secs(35), |u| u.is_empty());
     println!("reset: unregistered after {:?}", t0.elapsed());
-    siphon
-        .wait_metrics(WAIT, |m| m["siphon_pool_leased"] == 0.0)
+    sipline
+        .wait_metrics(WAIT, |m| m["sipline_pool_leased"] == 0.0)
         .await;
 
     // silent: the TCP connection stays up but nothing answers pings
@@ -114,8 +114,8 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
         took >= Duration::from_secs(20),
         "a live-but-quiet connection is not cut early"
     );
-    siphon
-        .wait_metrics(WAIT, |m| m["siphon_pool_leased"] == 0.0)
+    sipline
+        .wait_metrics(WAIT, |m| m["sipline_pool_leased"] == 0.0)
         .await;
     drop(frozen);
 
@@ -128,8 +128,8 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
 async fn a_thousand_connect_disconnect_cycles_leave_nothing_behind() {
     let slot = Slot::new(3);
     let pbx = Pbx::start(slot.pbx);
-    let siphon = Siphon::start(&(base_config(slot) + &pool_range(880, 898)));
-    let url = siphon.ws_url();
+    let sipline = Sipline::start(&(base_config(slot) + &pool_range(880, 898)));
+    let url = sipline.ws_url();
     let t0 = Instant::now();
     let workers = 8;
     let per_worker = 125;
@@ -170,16 +170,16 @@ async fn a_thousand_connect_disconnect_cycles_leave_nothing_behind() {
         t.await.unwrap();
     }
     println!("{} cycles in {:?}", workers * per_worker, t0.elapsed());
-    siphon
+    sipline
         .wait_metrics(WAIT, |m| {
-            m["siphon_pool_leased"] == 0.0 && m["siphon_sip_lines"] == 0.0 && m["siphon_sessions"] == 0.0
+            m["sipline_pool_leased"] == 0.0 && m["sipline_sip_lines"] == 0.0 && m["sipline_sessions"] == 0.0
         })
         .await;
     pbx.wait_users(WAIT, |u| u.is_empty());
     // transactions linger for Timer K (5 s) at most
-    siphon
+    sipline
         .wait_metrics(Duration::from_secs(15), |m| {
-            m["siphon_sip_client_transactions"] == 0.0 && m["siphon_sip_server_transactions"] == 0.0
+            m["sipline_sip_client_transactions"] == 0.0 && m["sipline_sip_server_transactions"] == 0.0
         })
         .await;
 }
@@ -190,8 +190,8 @@ async fn wrong_password_reports_the_sip_code_and_backs_off() {
     let _pbx = Pbx::start(slot.pbx);
     let config = base_config(slot).replace("[sip]\n", "[sip]\nretry_min = 1\nretry_max = 8\n")
         + "\n[pool]\naccounts = [{ user = \"1000\", password = \"wrong\" }]\n";
-    let siphon = Siphon::start(&config);
-    let mut b = Browser::connect(&siphon.ws_url()).await;
+    let sipline = Sipline::start(&config);
+    let mut b = Browser::connect(&sipline.ws_url()).await;
     let failed = b.wait_line("registrationFailed", WAIT).await;
     assert_eq!(failed["code"], 401);
     // over 8 s with back-off 1, 2, 4 s (+-20 %) there are at most 4 more attempts
@@ -208,7 +208,7 @@ async fn wrong_password_reports_the_sip_code_and_backs_off() {
         }
     }
     assert!((2..=4).contains(&attempts), "{attempts} retries in 8 s");
-    let log = siphon.log();
+    let log = sipline.log();
     assert!(
         log.contains("RegistrationFailed") && log.contains("401"),
         "a clear log line"
@@ -224,8 +224,8 @@ async fn pbx_outage_is_noticed_and_every_line_comes_back() {
         "[sip]\n",
         "[sip]\nkeepalive_interval = 1\nkeepalive_timeout = 2\n",
     ) + &pool_range(880, 884);
-    let siphon = Siphon::start(&config);
-    let url = siphon.ws_url();
+    let sipline = Sipline::start(&config);
+    let url = sipline.ws_url();
     let mut browsers = Vec::new();
     for _ in 0..5 {
         browsers.push(Browser::registered(&url).await.0);
@@ -243,7 +243,7 @@ async fn pbx_outage_is_noticed_and_every_line_comes_back() {
 
     // Kamailio keeps its location table in memory (usrloc db_mode 0): the restarted one
     // has no bindings, and each line's own "registered" below is a fresh REGISTER.
-    // (Asking Kamailio at once whether it is empty races siphon's retries.)
+    // (Asking Kamailio at once whether it is empty races sipline's retries.)
     pbx.restart();
     let t_up = Instant::now();
     for b in &mut browsers {
@@ -261,8 +261,8 @@ async fn pbx_outage_is_noticed_and_every_line_comes_back() {
 async fn json_rpc_errors_leave_the_connection_usable() {
     let slot = Slot::new(6);
     let _pbx = Pbx::start(slot.pbx);
-    let siphon = Siphon::start(&(base_config(slot) + &pool_range(880, 880)));
-    let (mut b, user) = Browser::registered(&siphon.ws_url()).await;
+    let sipline = Sipline::start(&(base_config(slot) + &pool_range(880, 880)));
+    let (mut b, user) = Browser::registered(&sipline.ws_url()).await;
 
     b.send_text("{this is not json").await;
     let v = b.response_to(json!(null)).await;
@@ -293,11 +293,11 @@ use futures_util::SinkExt;
 async fn garbage_on_the_sip_port_is_logged_and_dropped() {
     let slot = Slot::new(7);
     let pbx = Pbx::start(slot.pbx);
-    let mut siphon = Siphon::start(&(base_config(slot) + &pool_range(880, 881)));
-    let (mut first, _) = Browser::registered(&siphon.ws_url()).await;
+    let mut sipline = Sipline::start(&(base_config(slot) + &pool_range(880, 881)));
+    let (mut first, _) = Browser::registered(&sipline.ws_url()).await;
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let target = ("127.0.0.1", siphon.sip_port);
+    let target = ("127.0.0.1", sipline.sip_port);
     let mut rng = fastrand::Rng::with_seed(7);
     for i in 0..500 {
         let len = rng.usize(0..1500);
@@ -329,11 +329,11 @@ async fn garbage_on_the_sip_port_is_logged_and_dropped() {
         let _ = tcp.write_all(b"\x16\x03\x01garbage without any structure\r\n\r\n");
     }
 
-    assert!(siphon.is_running());
-    assert!(siphon.log().contains("unparsable SIP"), "garbage is logged");
+    assert!(sipline.is_running());
+    assert!(sipline.log().contains("unparsable SIP"), "garbage is logged");
     // the other lines keep working: the existing one answers, a new one registers
     assert_eq!(first.request("ping", json!({})).await["result"], json!({}));
-    let (_second, _) = Browser::registered(&siphon.ws_url()).await;
+    let (_second, _) = Browser::registered(&sipline.ws_url()).await;
     pbx.wait_users(WAIT, |u| u.len() == 2);
 }
 
@@ -342,8 +342,8 @@ async fn registers_over_tcp() {
     let slot = Slot::new(8);
     let pbx = Pbx::start(slot.pbx);
     let config = base_config(slot).replace("[sip]\n", "[sip]\ntransport = \"tcp\"\n") + &pool_range(885, 885);
-    let siphon = Siphon::start(&config);
-    let (b, _) = Browser::registered(&siphon.ws_url()).await;
+    let sipline = Sipline::start(&config);
+    let (b, _) = Browser::registered(&sipline.ws_url()).await;
     pbx.wait_users(WAIT, |u| u == ["885"]);
     assert!(pbx.dump().contains("transport=tcp"), "{}", pbx.dump());
     b.close().await;
@@ -355,12 +355,12 @@ async fn tokens_are_enforced_when_configured() {
     let slot = Slot::new(9);
     let _pbx = Pbx::start(slot.pbx);
     let config = base_config(slot) + &pool_range(886, 886);
-    let siphon = Siphon::start_with_env(&config, &[("SIPHON_HTTP_TOKENS", "a-long-enough-token")]);
-    let err = tokio_tungstenite::connect_async(siphon.ws_url())
+    let sipline = Sipline::start_with_env(&config, &[("SIPLINE_HTTP_TOKENS", "a-long-enough-token")]);
+    let err = tokio_tungstenite::connect_async(sipline.ws_url())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
-    let url = format!("{}?token=a-long-enough-token", siphon.ws_url());
+    let url = format!("{}?token=a-long-enough-token", sipline.ws_url());
     Browser::registered(&url).await;
 }
 
@@ -370,7 +370,7 @@ fn refuses_non_loopback_without_tokens_and_bad_configs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, config).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siphon"))
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipline"))
             .arg("--config")
             .arg(&path)
             .args(args)
@@ -428,9 +428,9 @@ async fn serves_https_when_a_certificate_is_configured() {
             key.display()
         ),
     );
-    let siphon = Siphon::start(&config);
+    let sipline = Sipline::start(&config);
     let https = std::process::Command::new("curl")
-        .args(["-sk", "-D", "-", &format!("https://{}/", siphon.http)])
+        .args(["-sk", "-D", "-", &format!("https://{}/", sipline.http)])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&https.stdout);
@@ -447,7 +447,7 @@ async fn serves_https_when_a_certificate_is_configured() {
             "/dev/null",
             "-w",
             "%{http_code}",
-            &format!("http://{}/", siphon.http),
+            &format!("http://{}/", sipline.http),
         ])
         .output()
         .unwrap();

@@ -1,7 +1,7 @@
-//! Issue 5 in a real browser: the phone page (`web/`) and siphon.js, driven by Playwright
+//! Issue 5 in a real browser: the phone page (`web/`) and sipline.js, driven by Playwright
 //! scripts in `tests/browser/` that click the page like a person, against the real lab:
-//! Kamailio, the siphon binary, sipp and baresip far ends. Each test starts its lab here,
-//! runs `node tests/browser/<scenario>.mjs` with the siphon URL in `SIPHON_URL`, reacts to
+//! Kamailio, the sipline binary, sipp and baresip far ends. Each test starts its lab here,
+//! runs `node tests/browser/<scenario>.mjs` with the sipline URL in `SIPLINE_URL`, reacts to
 //! the script's `@event` lines (placing calls, answering, freeing accounts), and asserts the
 //! script's exit code and what the far ends saw (DTMF, hold and audio are checked there
 //! whenever the gateway accepts them).
@@ -84,7 +84,7 @@ fn isolated(name: &str) -> bool {
         !stderr.contains("unshare failed"),
         "the browser tests run Chromium only in a loopback-only network namespace, and \
          `unshare -n` is not permitted here: run them as root, or inside \
-         `unshare -n sh -c 'ip link set lo up && cargo test -p siphon --test webphone'`"
+         `unshare -n sh -c 'ip link set lo up && cargo test -p sipline --test webphone'`"
     );
     assert!(
         out.status.success(),
@@ -111,11 +111,11 @@ fn prerequisites() {
     );
 }
 
-/// Kamailio and siphon on the ports of `slot` (60..=69).
+/// Kamailio and sipline on the ports of `slot` (60..=69).
 struct Lab {
     slot: Slot,
     pbx: Pbx,
-    siphon: Siphon,
+    sipline: Sipline,
 }
 
 impl Lab {
@@ -136,13 +136,13 @@ impl Lab {
                 "\n[pool]\ndomain = \"127.0.0.1\"\n{pool}\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
                 rtp + 19
             );
-        let siphon = Siphon::start(&config);
-        Lab { slot, pbx, siphon }
+        let sipline = Sipline::start(&config);
+        Lab { slot, pbx, sipline }
     }
 
     /// The page's URL.
     fn url(&self) -> String {
-        format!("http://{}/", self.siphon.http)
+        format!("http://{}/", self.sipline.http)
     }
 
     /// sipp's SIP port and media port for far end `i` (as in calls.rs).
@@ -199,7 +199,7 @@ impl Script {
         let mut cmd = Command::new("node");
         cmd.arg(browser_dir().join(script))
             .current_dir(repo_root())
-            .env("SIPHON_URL", lab.url())
+            .env("SIPLINE_URL", lab.url())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -535,7 +535,7 @@ fn incoming_call_answered_then_declined_from_the_keyboard() {
 }
 
 /// Every account is in use: the page shows the connection-limit message, does not
-/// hammer siphon, and gets a line with "Try again now" once one is free.
+/// hammer sipline, and gets a line with "Try again now" once one is free.
 #[test]
 fn connection_limit_then_try_again() {
     if isolated("connection_limit_then_try_again") {
@@ -544,14 +544,14 @@ fn connection_limit_then_try_again() {
     let _one = one_browser_at_a_time();
     let lab = Lab::start(62, 880);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (other, user) = rt.block_on(Browser::registered(&lab.siphon.ws_url()));
+    let (other, user) = rt.block_on(Browser::registered(&lab.sipline.ws_url()));
     assert_eq!(user, "880");
     let mut page = Script::start("limit.mjs", &lab, &[]);
     page.event("limit");
     rt.block_on(async {
         other.close().await;
-        lab.siphon
-            .wait_metrics(WAIT, |m| m["siphon_pool_leased"] == 0.0)
+        lab.sipline
+            .wait_metrics(WAIT, |m| m["sipline_pool_leased"] == 0.0)
             .await;
     });
     page.send("free");

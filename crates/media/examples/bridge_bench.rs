@@ -1,7 +1,7 @@
 //! Media bridge benchmark: N concurrent calls, relayed or transcoded, in real time over
 //! loopback UDP, reporting CPU-seconds per call-minute and packets per second.
 //!
-//!     cargo run --release -p siphon-media --example bridge_bench -- [CALLS] [SECONDS]
+//!     cargo run --release -p sipline-media --example bridge_bench -- [CALLS] [SECONDS]
 //!
 //! Each call has a "far end" UDP socket sending 20 ms PCMU packets to the call's SIP-leg
 //! socket, and a simulated browser feeding the bridge 20 ms packets (PCMU for the
@@ -13,10 +13,10 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime};
 
-use siphon_media::audio::AudioEncoder;
-use siphon_media::bridge::{Bridge, BrowserLeg, LegCodec, Output, SipLeg};
-use siphon_media::rtp::RtpPacket;
-use siphon_media::sdp::Codec;
+use sipline_media::audio::AudioEncoder;
+use sipline_media::bridge::{Bridge, BrowserLeg, LegCodec, Output, SipLeg};
+use sipline_media::rtp::RtpPacket;
+use sipline_media::sdp::Codec;
 
 /// Process CPU time (user + system) from /proc/self/stat.
 fn cpu_time() -> Duration {

@@ -1,4 +1,4 @@
-//! siphon's media negotiation, sans-IO: SDP text in, SDP text and negotiated media
+//! sipline's media negotiation, sans-IO: SDP text in, SDP text and negotiated media
 //! parameters out.
 //!
 //! The SIP leg of a call carries its media description in SDP bodies. This crate reads

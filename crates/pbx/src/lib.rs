@@ -1,4 +1,4 @@
-//! The embedded PBX, sans-IO: what lets `siphon` work out of the box with no PBX of
+//! The embedded PBX, sans-IO: what lets `sipline` work out of the box with no PBX of
 //! the user's own. A registrar with digest authentication for the configured users,
 //! and a stateless, record-routing proxy (RFC 3261 §16.11) that routes INVITE, CANCEL,
 //! BYE, ACK and every other request between registered users.
@@ -16,9 +16,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use siphon_sip::auth::{Authorization, verify};
-use siphon_sip::message::{Message, Method, NameAddr, Request, Response, Uri, Via};
-use siphon_sip::{Target, Transmit, Transport};
+use sipline_sip::auth::{Authorization, verify};
+use sipline_sip::message::{Message, Method, NameAddr, Request, Response, Uri, Via};
+use sipline_sip::{Target, Transmit, Transport};
 
 /// Settings of the embedded PBX.
 #[derive(Clone)]
@@ -141,7 +141,7 @@ impl Pbx {
         for (n, v) in extra {
             resp.headers.push(*n, v.clone());
         }
-        resp.headers.push("Server", "siphon-pbx");
+        resp.headers.push("Server", "sipline-pbx");
         self.out.push_back(Transmit {
             target: source,
             data: resp.to_bytes(),

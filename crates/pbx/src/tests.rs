@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use siphon_sip::auth::{Authorization, Challenge, Credentials};
+use sipline_sip::auth::{Authorization, Challenge, Credentials};
 
 use super::*;
 

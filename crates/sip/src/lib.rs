@@ -1,4 +1,4 @@
-//! siphon's SIP core, sans-IO: bytes and instants in, bytes, events and deadlines out.
+//! sipline's SIP core, sans-IO: bytes and instants in, bytes, events and deadlines out.
 //!
 //! Nothing here opens a socket, reads a clock or spawns a task. The gateway's tokio
 //! driver feeds datagrams and timeouts into a [`UserAgent`] and carries out what it

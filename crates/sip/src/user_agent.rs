@@ -365,7 +365,7 @@ impl UserAgent {
                 let mut resp = Response::for_request(&req, 400, "Bad Request");
                 resp.headers.push(
                     "Warning",
-                    format!("399 siphon \"{}\"", e.to_string().replace('"', "'")),
+                    format!("399 sipline \"{}\"", e.to_string().replace('"', "'")),
                 );
                 self.send_stateless(source, &resp);
             }
@@ -786,7 +786,7 @@ pub(crate) fn test_config() -> UaConfig {
         keepalive_timeout: Duration::from_secs(2),
         retry_min: Duration::from_secs(5),
         retry_max: Duration::from_secs(300),
-        user_agent: "siphon-test".into(),
+        user_agent: "sipline-test".into(),
         no_answer_timeout: Duration::from_secs(120),
         timers: Timers::default(),
     }

@@ -2,7 +2,7 @@
 //! `cargo test`: mutated real-world messages must parse or fail cleanly, and whatever
 //! parses must serialise into bytes that parse again.
 
-use siphon_sip::message::{Message, frame_length};
+use sipline_sip::message::{Message, frame_length};
 
 const SAMPLES: &[&str] = &[
     "INVITE sip:1000@127.0.0.1:5090;transport=udp SIP/2.0\r\n\

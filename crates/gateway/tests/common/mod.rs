@@ -1,4 +1,4 @@
-//! The test lab: a real Kamailio (the repo's `lab/pbx`), the real `siphon` binary, and
+//! The test lab: a real Kamailio (the repo's `lab/pbx`), the real `sipline` binary, and
 //! WebSocket clients that behave like browsers. Everything on 127.0.0.1; each test
 //! takes its own `slot` so tests running in parallel never share a port.
 
@@ -25,7 +25,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-/// Ports of one test: PBX, siphon SIP, siphon HTTP.
+/// Ports of one test: PBX, sipline SIP, sipline HTTP.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     pub pbx: u16,
@@ -187,8 +187,8 @@ pub fn sip_ping(port: u16) -> bool {
     matches!(s.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"SIP/2.0 200"))
 }
 
-/// A running `siphon` binary.
-pub struct Siphon {
+/// A running `sipline` binary.
+pub struct Sipline {
     child: Child,
     pub http: SocketAddr,
     pub sip_port: u16,
@@ -206,15 +206,15 @@ pub fn base_config(slot: Slot) -> String {
     )
 }
 
-impl Siphon {
-    /// Starts siphon with this config text and waits until it serves HTTP.
-    pub fn start(config: &str) -> Siphon {
-        Siphon::start_with_env(config, &[])
+impl Sipline {
+    /// Starts sipline with this config text and waits until it serves HTTP.
+    pub fn start(config: &str) -> Sipline {
+        Sipline::start_with_env(config, &[])
     }
 
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Siphon {
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Sipline {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("siphon.toml");
+        let path = dir.path().join("sipline.toml");
         std::fs::File::create(&path)
             .unwrap()
             .write_all(config.as_bytes())
@@ -227,8 +227,8 @@ impl Siphon {
             .parse::<SocketAddr>()
             .unwrap()
             .port();
-        let log = std::fs::File::create(dir.path().join("siphon.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
+        let log = std::fs::File::create(dir.path().join("sipline.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipline"));
         cmd.arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -239,7 +239,7 @@ impl Siphon {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut s = Siphon {
+        let mut s = Sipline {
             child,
             http,
             sip_port,
@@ -248,26 +248,26 @@ impl Siphon {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(http).is_err() {
             if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("siphon exited ({status}):\n{}", s.log());
+                panic!("sipline exited ({status}):\n{}", s.log());
             }
-            assert!(Instant::now() < deadline, "siphon did not start:\n{}", s.log());
+            assert!(Instant::now() < deadline, "sipline did not start:\n{}", s.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         s
     }
 
-    /// Starts siphon exactly as the README's run command does: no configuration file.
-    pub fn start_default() -> Siphon {
+    /// Starts sipline exactly as the README's run command does: no configuration file.
+    pub fn start_default() -> Sipline {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("siphon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_siphon"))
+        let log = std::fs::File::create(dir.path().join("sipline.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sipline"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut s = Siphon {
+        let mut s = Sipline {
             child,
             http: "127.0.0.1:8080".parse().unwrap(),
             sip_port: 5090,
@@ -281,15 +281,19 @@ impl Siphon {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(self.http).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("siphon exited ({status}):\n{}", self.log());
+                panic!("sipline exited ({status}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "siphon did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sipline did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("siphon.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("sipline.log")).unwrap_or_default()
     }
 
     pub fn ws_url(&self) -> String {
@@ -307,7 +311,7 @@ impl Siphon {
         let mut body = String::new();
         stream.read_to_string(&mut body).await.unwrap();
         body.lines()
-            .filter(|l| l.starts_with("siphon_"))
+            .filter(|l| l.starts_with("sipline_"))
             .filter_map(|l| {
                 let (k, v) = l.split_once(' ')?;
                 Some((k.to_owned(), v.trim().parse().ok()?))
@@ -333,12 +337,12 @@ impl Siphon {
     }
 }
 
-impl Drop for Siphon {
+impl Drop for Sipline {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- siphon log ----\n{}", self.log());
+            eprintln!("---- sipline log ----\n{}", self.log());
         }
     }
 }
@@ -758,7 +762,7 @@ pub mod netns {
     fn browser_slot() -> std::fs::File {
         loop {
             for i in 0..BROWSER_SLOTS {
-                let path = std::env::temp_dir().join(format!("siphon-browser-slot-{i}.lock"));
+                let path = std::env::temp_dir().join(format!("sipline-browser-slot-{i}.lock"));
                 if let Ok(f) = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use siphon_media::bridge::{Bridge, BrowserLeg, LegCodec, SipLeg};
-use siphon_media::sdp::Codec;
+use sipline_media::bridge::{Bridge, BrowserLeg, LegCodec, SipLeg};
+use sipline_media::sdp::Codec;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use siphon_media::{dtmf, rtcp, rtp, sdp};
+use sipline_media::{dtmf, rtcp, rtp, sdp};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = rtp::RtpPacket::parse(data) {

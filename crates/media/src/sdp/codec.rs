@@ -1,4 +1,4 @@
-//! The audio codecs siphon can negotiate, and how SDP names them.
+//! The audio codecs sipline can negotiate, and how SDP names them.
 //!
 //! An SDP media line lists payload type numbers; what a number means comes from an
 //! `a=rtpmap` line, or for the static types of RFC 3551 from the number itself. This
@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// An audio format siphon can send and receive on the RTP leg.
+/// An audio format sipline can send and receive on the RTP leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// G.711 µ-law, static payload type 0.
@@ -23,10 +23,10 @@ pub enum Codec {
     TelephoneEvent,
 }
 
-/// The dynamic payload type siphon uses for Opus unless configured otherwise (as
+/// The dynamic payload type sipline uses for Opus unless configured otherwise (as
 /// Chrome and Asterisk do).
 pub const DEFAULT_OPUS_PAYLOAD_TYPE: u8 = 111;
-/// The dynamic payload type siphon uses for telephone-event unless configured
+/// The dynamic payload type sipline uses for telephone-event unless configured
 /// otherwise (as Asterisk and FreeSWITCH do).
 pub const DEFAULT_TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
 
@@ -40,7 +40,7 @@ impl Codec {
         Codec::TelephoneEvent,
     ];
 
-    /// The encoding name as siphon writes it in `a=rtpmap` (compared case-insensitively
+    /// The encoding name as sipline writes it in `a=rtpmap` (compared case-insensitively
     /// when reading).
     pub const fn encoding_name(self) -> &'static str {
         match self {
@@ -78,7 +78,7 @@ impl Codec {
         }
     }
 
-    /// The payload type siphon uses in its own offers: the static one, or the default
+    /// The payload type sipline uses in its own offers: the static one, or the default
     /// dynamic one.
     pub const fn default_payload_type(self) -> u8 {
         match self {
@@ -90,7 +90,7 @@ impl Codec {
         }
     }
 
-    /// The `a=fmtp` parameters siphon writes for this codec, if any. For
+    /// The `a=fmtp` parameters sipline writes for this codec, if any. For
     /// telephone-event they list the events we can receive: the 16 DTMF digits and
     /// flash (RFC 4733 §7.1.1).
     pub const fn fmtp(self) -> Option<&'static str> {

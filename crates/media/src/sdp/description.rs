@@ -5,7 +5,7 @@
 //! nobody has heard of. The lines that carry what negotiation needs (`v=`, `o=`, `c=`,
 //! `m=`) are parsed strictly, and an error names the line and what is wrong with it;
 //! every other line type (`b=`, `t=`, `i=`, `k=`, …) is skipped whatever it contains,
-//! so a malformed bandwidth line cannot fail a call. Attributes siphon understands
+//! so a malformed bandwidth line cannot fail a call. Attributes sipline understands
 //! become typed fields; all others, and understood ones that did not parse, are kept
 //! in order so nothing is lost.
 
@@ -101,14 +101,14 @@ pub struct Connection {
     pub network_type: String,
     /// `IP4` or `IP6`.
     pub address_type: String,
-    /// As written: an IP address, or a host name or multicast `addr/ttl` that siphon
+    /// As written: an IP address, or a host name or multicast `addr/ttl` that sipline
     /// cannot use.
     pub address: String,
 }
 
 impl Connection {
     /// The address as an IP address, if it is a plain Internet unicast address as
-    /// siphon can use one (no DNS names, no multicast TTL suffixes).
+    /// sipline can use one (no DNS names, no multicast TTL suffixes).
     pub fn ip(&self) -> Option<IpAddr> {
         if !self.network_type.eq_ignore_ascii_case("IN") {
             return None;
@@ -256,7 +256,7 @@ pub struct RtpMap {
 }
 
 impl RtpMap {
-    /// The codec this describes, if siphon has it.
+    /// The codec this describes, if sipline has it.
     pub fn codec(&self) -> Option<Codec> {
         Codec::from_rtpmap(
             &self.encoding_name,
@@ -978,7 +978,7 @@ mod tests {
     }
 
     #[test]
-    fn connection_addresses_siphon_cannot_use() {
+    fn connection_addresses_sipline_cannot_use() {
         let connection = |address: &str| Connection {
             network_type: "IN".into(),
             address_type: "IP4".into(),

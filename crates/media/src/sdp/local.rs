@@ -1,4 +1,4 @@
-//! Our side of the negotiation: the media parameters siphon offers, and the SDP text
+//! Our side of the negotiation: the media parameters sipline offers, and the SDP text
 //! it writes for offers and answers.
 //!
 //! The text follows what Asterisk writes, since that is what SIP peers are tested
@@ -11,9 +11,9 @@ use std::net::IpAddr;
 
 use super::{Codec, Direction};
 
-/// The `s=` line of every SDP siphon writes.
-pub const SESSION_NAME: &str = "siphon";
-/// The packet duration siphon asks for, in milliseconds.
+/// The `s=` line of every SDP sipline writes.
+pub const SESSION_NAME: &str = "sipline";
+/// The packet duration sipline asks for, in milliseconds.
 pub const DEFAULT_PTIME: u32 = 20;
 
 /// A codec we offer, with the payload type we use for it.
@@ -40,7 +40,7 @@ impl LocalCodec {
     }
 }
 
-/// What siphon offers, or answers with, for the audio stream of one call.
+/// What sipline offers, or answers with, for the audio stream of one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalMedia {
     /// Where we receive RTP; also written as the `o=` address.
@@ -191,7 +191,7 @@ mod tests {
             build_offer(&local()),
             "v=0\r\n\
              o=- 4242 1 IN IP4 192.0.2.50\r\n\
-             s=siphon\r\n\
+             s=sipline\r\n\
              c=IN IP4 192.0.2.50\r\n\
              t=0 0\r\n\
              m=audio 40000 RTP/AVP 0 8 101\r\n\

@@ -406,7 +406,7 @@ mod tests {
             answer.sdp,
             "v=0\r\n\
              o=- 4242 1 IN IP4 192.0.2.50\r\n\
-             s=siphon\r\n\
+             s=sipline\r\n\
              c=IN IP4 192.0.2.50\r\n\
              t=0 0\r\n\
              m=audio 40000 RTP/AVP 0 101\r\n\
@@ -761,7 +761,7 @@ mod tests {
 
     #[test]
     fn our_offer_answered_by_our_answer() {
-        // Two siphons talking: an offer from one, answered by the other, read back.
+        // Two siplines talking: an offer from one, answered by the other, read back.
         let alice = samples::local_media();
         let mut bob = LocalMedia::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 60)), 50_000, 9);
         bob.codecs = vec![

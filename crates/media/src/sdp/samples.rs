@@ -1,4 +1,4 @@
-//! Real-world SDP bodies, as the peers siphon meets write them, shared by the tests.
+//! Real-world SDP bodies, as the peers sipline meets write them, shared by the tests.
 //! Addresses are moved to the documentation ranges; everything else is as captured
 //! or as the tool's documentation shows it.
 
@@ -103,7 +103,7 @@ a=ptime:20\r
 a=sendonly\r
 ";
 
-/// A peer that only has codecs siphon lacks (G.729, GSM, iLBC).
+/// A peer that only has codecs sipline lacks (G.729, GSM, iLBC).
 pub const UNSUPPORTED_CODECS_OFFER: &str = "v=0\r
 o=- 3344 3344 IN IP4 203.0.113.40\r
 s=-\r

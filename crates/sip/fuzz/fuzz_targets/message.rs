@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use siphon_sip::message::{Message, frame_length};
+use sipline_sip::message::{Message, frame_length};
 
 fuzz_target!(|data: &[u8]| {
     let _ = frame_length(data);
@@ -20,10 +20,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = r.validate();
     }
     for v in h.get_all("WWW-Authenticate").chain(h.get_all("Proxy-Authenticate")) {
-        let _ = siphon_sip::auth::Challenge::parse(v);
+        let _ = sipline_sip::auth::Challenge::parse(v);
     }
     for v in h.get_all("Authorization") {
-        let _ = siphon_sip::auth::Authorization::parse(v);
+        let _ = sipline_sip::auth::Authorization::parse(v);
     }
     let bytes = msg.to_bytes();
     let again = Message::parse(&bytes).expect("a serialised message parses again");

@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use siphon_sip::message::Uri;
-use siphon_sip::transaction::Timers;
-use siphon_sip::{Account, Target, Transport, UaConfig, UserAgent};
+use sipline_sip::message::Uri;
+use sipline_sip::transaction::Timers;
+use sipline_sip::{Account, Target, Transport, UaConfig, UserAgent};
 
 fuzz_target!(|data: &[u8]| {
     let pbx = Target { transport: Transport::Udp, addr: "127.0.0.1:5060".parse().unwrap() };

@@ -1,6 +1,6 @@
 //! The SIP message model, its parser and its serialiser (RFC 3261 §7, §20).
 //!
-//! This is the part of siphon that faces the network: every byte a PBX or a stranger
+//! This is the part of sipline that faces the network: every byte a PBX or a stranger
 //! sends goes through [`Message::parse`]. It never panics, bounds every length, and
 //! reports what was wrong so the caller can answer `400 Bad Request` or log and drop.
 //! Written here instead of taken from a crate: the only maintained SIP type crate

@@ -1,8 +1,8 @@
-// siphon.js: the browser client of siphon's API v1 (docs/api.md), as one ES module with no
-// dependencies. Build your own phone UI on it: docs/client.md. Types: siphon.d.ts.
+// sipline.js: the browser client of sipline's API v1 (docs/api.md), as one ES module with no
+// dependencies. Build your own phone UI on it: docs/client.md. Types: sipline.d.ts.
 //
-//   import { SiphonPhone } from "/siphon.js";
-//   const phone = new SiphonPhone();
+//   import { SiplinePhone } from "/sipline.js";
+//   const phone = new SiplinePhone();
 //   phone.addEventListener("incomingCall", (e) => console.log("call from", e.detail.from));
 //   phone.connect();
 //   await phone.call("1000");
@@ -10,17 +10,17 @@
 /** Call states after which the line is free again. */
 export const FINAL_CALL_STATES = Object.freeze(["busy", "rejected", "cancelled", "noAnswer", "completed", "failed"]);
 
-/** Every notification siphon sends (each is also an event of SiphonPhone). */
+/** Every notification sipline sends (each is also an event of SiplinePhone). */
 export const NOTIFICATIONS = Object.freeze([
   "registrationStateChanged", "sipUserNameReceived", "phoneLineStateChanged", "incomingCall",
   "callStateChanged", "callErrorOccurred", "dtmfReceived", "callStats",
 ]);
 
-/** WebSocket close code siphon uses with `connectionLimit` (Try Again Later). */
+/** WebSocket close code sipline uses with `connectionLimit` (Try Again Later). */
 export const CLOSE_TRY_AGAIN_LATER = 1013;
 
 /** A JSON-RPC error answer, or a request that could not be made. */
-export class SiphonError extends Error {
+export class SiplineError extends Error {
   /**
    * @param {string} message
    * @param {number | null} [code] the JSON-RPC error code (-32000: not possible in this state); null when the request never got an answer
@@ -28,7 +28,7 @@ export class SiphonError extends Error {
    */
   constructor(message, code = null, method = undefined) {
     super(message);
-    this.name = "SiphonError";
+    this.name = "SiplineError";
     /** @type {number | null} */
     this.code = code;
     /** @type {string | undefined} */
@@ -36,25 +36,25 @@ export class SiphonError extends Error {
   }
 }
 
-/** @type {Required<import("./siphon").ReconnectOptions>} */
+/** @type {Required<import("./sipline").ReconnectOptions>} */
 const RECONNECT = { minDelay: 1000, maxDelay: 30000, limitDelay: 20000, limitMaxDelay: 120000 };
 
 /** @param {number} ms @returns {Promise<void>} */
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * One phone line: a WebSocket session with siphon, its leased account, its call, and
+ * One phone line: a WebSocket session with sipline, its leased account, its call, and
  * the WebRTC peer connection that carries the call's audio.
  *
  * Events (all `CustomEvent`s; `detail` is the notification's `params`): every
  * notification of docs/api.md, plus `connectionStateChanged`, `mediaStateChanged`,
  * `microphoneChanged`, `notification` (every raw frame) and `statechange` (after any
- * change of {@link SiphonPhone#state}).
+ * change of {@link SiplinePhone#state}).
  *
  * @extends {EventTarget}
  */
-export class SiphonPhone extends EventTarget {
-  /** @type {Required<Omit<import("./siphon").SiphonPhoneOptions, "token" | "audio" | "reconnect">> & {token: string | null, reconnect: false | Required<import("./siphon").ReconnectOptions>}} */
+export class SiplinePhone extends EventTarget {
+  /** @type {Required<Omit<import("./sipline").SiplinePhoneOptions, "token" | "audio" | "reconnect">> & {token: string | null, reconnect: false | Required<import("./sipline").ReconnectOptions>}} */
   #opt;
   /** @type {WebSocket | null} */ #ws = null;
   #nextId = 1;
@@ -71,9 +71,9 @@ export class SiphonPhone extends EventTarget {
   /** @type {MediaStream | null} */ #remote = null;
   /** @type {HTMLAudioElement | null} */ #audio = null;
   /** @type {string | null} */ #dialing = null;
-  /** @type {import("./siphon").PhoneState} */ #s;
+  /** @type {import("./sipline").PhoneState} */ #s;
 
-  /** @param {import("./siphon").SiphonPhoneOptions} [options] */
+  /** @param {import("./sipline").SiplinePhoneOptions} [options] */
   constructor(options = {}) {
     super();
     const ws = new URL("/api/v1/ws", import.meta.url);
@@ -105,7 +105,7 @@ export class SiphonPhone extends EventTarget {
 
   // ---- state -------------------------------------------------------------------------
 
-  /** @returns {import("./siphon").PhoneState} a snapshot (a copy: changing it changes nothing) */
+  /** @returns {import("./sipline").PhoneState} a snapshot (a copy: changing it changes nothing) */
   get state() {
     const s = { ...this.#s };
     if (s.call) s.call = { ...s.call };
@@ -125,7 +125,7 @@ export class SiphonPhone extends EventTarget {
   /** The peer connection of this session (null before `accepted` or when audio is unavailable). */
   get peerConnection() { return this.#pc; }
 
-  /** @param {Partial<import("./siphon").PhoneState>} patch */
+  /** @param {Partial<import("./sipline").PhoneState>} patch */
   #set(patch) { Object.assign(this.#s, patch); }
 
   /** @param {string} type @param {any} [detail] */
@@ -166,7 +166,7 @@ export class SiphonPhone extends EventTarget {
     return this.connect();
   }
 
-  /** Ends the session for good: hangs up (siphon does), closes audio and the microphone. */
+  /** Ends the session for good: hangs up (sipline does), closes audio and the microphone. */
   close() {
     this.#wanted = false;
     clearTimeout(this.#retryTimer);
@@ -190,14 +190,14 @@ export class SiphonPhone extends EventTarget {
     clearTimeout(this.#pingTimer);
     for (const [, p] of this.#pending) {
       clearTimeout(p.timer);
-      p.reject(new SiphonError("the connection to siphon closed", null, p.method));
+      p.reject(new SiplineError("the connection to sipline closed", null, p.method));
     }
     this.#pending.clear();
     this.#teardownMedia();
     const call = this.#s.call;
     if (call) {
-      // siphon ends the call of a session that goes away: say so, as a final state
-      this.#endCall({ callId: call.callId, state: "failed", reason: "connection to siphon lost" });
+      // sipline ends the call of a session that goes away: say so, as a final state
+      this.#endCall({ callId: call.callId, state: "failed", reason: "connection to sipline lost" });
     }
     const limited = code === CLOSE_TRY_AGAIN_LATER || this.#s.admission === "connectionLimit";
     this.#set({ closeCode: code, closeReason: reason || null, line: null, lineCode: null, lineReason: null });
@@ -217,7 +217,7 @@ export class SiphonPhone extends EventTarget {
     this.#setConnection("waiting", { retryAt: Date.now() + Math.round(delay) });
   }
 
-  /** @param {import("./siphon").ConnectionState} connection @param {Partial<import("./siphon").PhoneState>} [extra] */
+  /** @param {import("./sipline").ConnectionState} connection @param {Partial<import("./sipline").PhoneState>} [extra] */
   #setConnection(connection, extra = {}) {
     this.#set({ connection, ...extra });
     this.#emit("connectionStateChanged", {
@@ -236,7 +236,7 @@ export class SiphonPhone extends EventTarget {
         if (ws === this.#ws) this.#schedulePing();
       } catch (e) {
         // no answer: the connection is dead even if the socket does not know it yet
-        if (ws === this.#ws && e instanceof SiphonError && e.code === null) this.#drop(4001, "no answer to ping");
+        if (ws === this.#ws && e instanceof SiplineError && e.code === null) this.#drop(4001, "no answer to ping");
       }
     }, this.#opt.pingInterval);
   }
@@ -245,7 +245,7 @@ export class SiphonPhone extends EventTarget {
 
   /**
    * Sends one JSON-RPC request and resolves with its `result` (rejects with a
-   * {@link SiphonError} carrying the error `code`).
+   * {@link SiplineError} carrying the error `code`).
    * @param {string} method
    * @param {object} [params]
    * @param {{timeout?: number}} [opts]
@@ -254,13 +254,13 @@ export class SiphonPhone extends EventTarget {
   request(method, params = {}, opts = {}) {
     const ws = this.#ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
-      return Promise.reject(new SiphonError("not connected to siphon", null, method));
+      return Promise.reject(new SiplineError("not connected to sipline", null, method));
     }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new SiphonError(`${method}: no answer from siphon`, null, method));
+        reject(new SiplineError(`${method}: no answer from sipline`, null, method));
       }, opts.timeout ?? this.#opt.requestTimeout);
       this.#pending.set(id, { resolve, reject, timer, method });
       ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
@@ -322,7 +322,7 @@ export class SiphonPhone extends EventTarget {
     return r;
   }
 
-  /** siphon's view of this session (`getState`). @returns {Promise<import("./siphon").StateSnapshot>} */
+  /** sipline's view of this session (`getState`). @returns {Promise<import("./sipline").StateSnapshot>} */
   getState() { return this.request("getState"); }
 
   /** Application-level liveness check. @returns {Promise<{}>} */
@@ -339,12 +339,12 @@ export class SiphonPhone extends EventTarget {
       if (!p) return;
       this.#pending.delete(msg.id);
       clearTimeout(p.timer);
-      if (msg.error) p.reject(new SiphonError(msg.error.message, msg.error.code, p.method));
+      if (msg.error) p.reject(new SiplineError(msg.error.message, msg.error.code, p.method));
       else p.resolve(msg.result ?? {});
       return;
     }
     if (!msg.method) {
-      if (msg.error) console.warn("siphon:", msg.error.message);
+      if (msg.error) console.warn("sipline:", msg.error.message);
       return;
     }
     const params = msg.params ?? {};
@@ -381,7 +381,7 @@ export class SiphonPhone extends EventTarget {
     this.#changed();
   }
 
-  /** @param {import("./siphon").CallStateChanged} p */
+  /** @param {import("./sipline").CallStateChanged} p */
   #updateCall(p) {
     let call = this.#s.call;
     if (!call || call.callId !== p.callId) call = newCall(p.callId, p.state, false, this.#dialing, null);
@@ -392,7 +392,7 @@ export class SiphonPhone extends EventTarget {
     this.#set({ call });
   }
 
-  /** @param {import("./siphon").CallStateChanged} p */
+  /** @param {import("./sipline").CallStateChanged} p */
   #endCall(p) {
     const prev = this.#s.call && this.#s.call.callId === p.callId ? this.#s.call : newCall(p.callId, p.state, false, this.#dialing, null);
     const last = { ...prev, state: p.state, code: p.code ?? null, reason: p.reason ?? null, endedAt: Date.now() };
@@ -403,7 +403,7 @@ export class SiphonPhone extends EventTarget {
 
   // ---- audio: the WebRTC leg ---------------------------------------------------------
 
-  /** @param {import("./siphon").MediaState} media @param {string | null} [error] */
+  /** @param {import("./sipline").MediaState} media @param {string | null} [error] */
   #setMedia(media, error = null) {
     if (this.#s.media === media && this.#s.mediaError === error) return;
     this.#set({ media, mediaError: error });
@@ -444,7 +444,7 @@ export class SiphonPhone extends EventTarget {
       if (pc === this.#pc && this.#s.media === "negotiating") this.#setMedia("connecting");
       // ICE that never completes (no usable candidate) is a failure too, not "connecting" forever
       setTimeout(() => {
-        if (pc === this.#pc && this.#s.media === "connecting") this.#setMedia("failed", "the audio connection to siphon did not come up");
+        if (pc === this.#pc && this.#s.media === "connecting") this.#setMedia("failed", "the audio connection to sipline did not come up");
       }, 15000);
     } catch (e) {
       if (pc !== this.#pc) return;
@@ -473,9 +473,9 @@ export class SiphonPhone extends EventTarget {
 
   /** @param {unknown} e */
   #mediaFailed(e) {
-    const unavailable = e instanceof SiphonError && e.code === -32000;
+    const unavailable = e instanceof SiplineError && e.code === -32000;
     const why = e instanceof Error ? e.message : String(e);
-    console.info(`siphon: no audio path (${why}); calls go on without audio`);
+    console.info(`sipline: no audio path (${why}); calls go on without audio`);
     this.#teardownMedia();
     this.#setMedia(unavailable ? "unavailable" : "failed", why);
   }
@@ -483,7 +483,7 @@ export class SiphonPhone extends EventTarget {
   /** @param {RTCPeerConnection} pc */
   async #iceFailed(pc) {
     if (this.#iceRestarts >= 2 || !this.#ws) {
-      this.#setMedia("failed", "the audio connection to siphon failed");
+      this.#setMedia("failed", "the audio connection to sipline failed");
       return;
     }
     this.#iceRestarts++;
@@ -531,7 +531,7 @@ export class SiphonPhone extends EventTarget {
         ? "the microphone needs a secure page (https:// or localhost)"
         : "this browser cannot capture audio";
       this.#setMic("unsupported", why);
-      throw new SiphonError(why);
+      throw new SiplineError(why);
     }
     this.#setMic("pending");
     let stream;
@@ -576,7 +576,7 @@ export class SiphonPhone extends EventTarget {
     this.#changed();
   }
 
-  /** @param {import("./siphon").MicrophoneState} state @param {string | null} [error] */
+  /** @param {import("./sipline").MicrophoneState} state @param {string | null} [error] */
   #setMic(state, error = null) {
     this.#set({ microphone: state, microphoneError: error });
     this.#emit("microphoneChanged", { state, error, muted: this.#s.muted });
@@ -585,9 +585,9 @@ export class SiphonPhone extends EventTarget {
 }
 
 /**
- * @param {string} callId @param {import("./siphon").CallState} state @param {boolean} incoming
+ * @param {string} callId @param {import("./sipline").CallState} state @param {boolean} incoming
  * @param {string | null | undefined} peer @param {string | null} displayName
- * @returns {import("./siphon").CallInfo}
+ * @returns {import("./sipline").CallInfo}
  */
 function newCall(callId, state, incoming, peer, displayName) {
   return {

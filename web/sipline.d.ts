@@ -1,5 +1,5 @@
-// Types of siphon.js, the browser client of siphon's API v1 (docs/api.md, docs/client.md).
-// Editors pick this file up next to siphon.js; with TypeScript, copy both side by side.
+// Types of sipline.js, the browser client of sipline's API v1 (docs/api.md, docs/client.md).
+// Editors pick this file up next to sipline.js; with TypeScript, copy both side by side.
 
 export type RegistrationState = "accepted" | "connectionLimit";
 export type LineState = "registering" | "registered" | "registrationFailed" | "unregistering" | "unregistered";
@@ -29,7 +29,7 @@ export interface CallStateChanged {
   state: CallState;
   code?: number;
   reason?: string;
-  /** Added by siphon.js to final states: the call as it ended. */
+  /** Added by sipline.js to final states: the call as it ended. */
   call?: CallInfo;
 }
 export interface CallErrorOccurred { callId?: string | null; code?: number | null; reason: string }
@@ -46,7 +46,7 @@ export interface LegStats {
 }
 export interface CallStats { callId: string; browser: LegStats; sip: LegStats }
 
-// ---- events of siphon.js itself ------------------------------------------------------
+// ---- events of sipline.js itself ------------------------------------------------------
 
 export interface ConnectionStateChanged {
   state: ConnectionState;
@@ -60,7 +60,7 @@ export interface MediaStateChanged { state: MediaState; error: string | null }
 export interface MicrophoneChanged { state: MicrophoneState; error: string | null; muted: boolean }
 export interface JsonRpcNotification { jsonrpc: "2.0"; method: string; params?: any }
 
-export interface SiphonPhoneEventMap {
+export interface SiplinePhoneEventMap {
   registrationStateChanged: CustomEvent<RegistrationStateChanged>;
   sipUserNameReceived: CustomEvent<SipUserNameReceived>;
   phoneLineStateChanged: CustomEvent<PhoneLineStateChanged>;
@@ -105,7 +105,7 @@ export interface PhoneState {
   closeCode: number | null;
   closeReason: string | null;
   retryAt: number | null;
-  /** null until siphon said whether it admitted this connection. */
+  /** null until sipline said whether it admitted this connection. */
   admission: RegistrationState | null;
   user: string | null;
   displayName: string | null;
@@ -147,10 +147,10 @@ export interface ReconnectOptions {
   limitMaxDelay?: number;
 }
 
-export interface SiphonPhoneOptions {
-  /** WebSocket URL; default: /api/v1/ws on the origin siphon.js was loaded from. */
+export interface SiplinePhoneOptions {
+  /** WebSocket URL; default: /api/v1/ws on the origin sipline.js was loaded from. */
   url?: string;
-  /** Access token (sent as ?token=), needed when siphon listens beyond loopback. */
+  /** Access token (sent as ?token=), needed when sipline listens beyond loopback. */
   token?: string | null;
   /** Reconnection back-off, or false to never reconnect by itself. */
   reconnect?: ReconnectOptions | false;
@@ -162,7 +162,7 @@ export interface SiphonPhoneOptions {
   iceGatheringTimeout?: number;
   /** Set up the WebRTC audio leg after `accepted` (default true). */
   media?: boolean;
-  /** RTCPeerConnection configuration (default: no STUN/TURN servers; siphon is ICE-lite). */
+  /** RTCPeerConnection configuration (default: no STUN/TURN servers; sipline is ICE-lite). */
   rtcConfiguration?: RTCConfiguration;
   /** Where the far end plays: your `<audio>` element; default a detached one; null = none. */
   audio?: HTMLAudioElement | null;
@@ -171,10 +171,10 @@ export interface SiphonPhoneOptions {
 // ---- the classes -----------------------------------------------------------------------
 
 export declare const FINAL_CALL_STATES: readonly FinalCallState[];
-export declare const NOTIFICATIONS: readonly (keyof SiphonPhoneEventMap)[];
+export declare const NOTIFICATIONS: readonly (keyof SiplinePhoneEventMap)[];
 export declare const CLOSE_TRY_AGAIN_LATER: 1013;
 
-export declare class SiphonError extends Error {
+export declare class SiplineError extends Error {
   constructor(message: string, code?: number | null, method?: string);
   /** JSON-RPC error code (-32000: not possible in the current state; -32602: bad params); null: no answer / not connected. */
   code: number | null;
@@ -182,8 +182,8 @@ export declare class SiphonError extends Error {
   method: string | undefined;
 }
 
-export declare class SiphonPhone extends EventTarget {
-  constructor(options?: SiphonPhoneOptions);
+export declare class SiplinePhone extends EventTarget {
+  constructor(options?: SiplinePhoneOptions);
 
   /** A snapshot of everything known about the session (a copy). */
   readonly state: PhoneState;
@@ -196,7 +196,7 @@ export declare class SiphonPhone extends EventTarget {
   connect(): this;
   /** Reconnects now (e.g. a "Try again" button after connectionLimit). */
   reconnect(): this;
-  /** Ends the session for good (siphon hangs up and frees the account). */
+  /** Ends the session for good (sipline hangs up and frees the account). */
   close(): void;
 
   request<T = any>(method: string, params?: object, opts?: { timeout?: number }): Promise<T>;
@@ -213,13 +213,13 @@ export declare class SiphonPhone extends EventTarget {
   closeMicrophone(report?: boolean): void;
   setMuted(muted: boolean): void;
 
-  addEventListener<K extends keyof SiphonPhoneEventMap>(
-    type: K, listener: (this: SiphonPhone, ev: SiphonPhoneEventMap[K]) => any,
+  addEventListener<K extends keyof SiplinePhoneEventMap>(
+    type: K, listener: (this: SiplinePhone, ev: SiplinePhoneEventMap[K]) => any,
     options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null,
     options?: boolean | AddEventListenerOptions): void;
-  removeEventListener<K extends keyof SiphonPhoneEventMap>(
-    type: K, listener: (this: SiphonPhone, ev: SiphonPhoneEventMap[K]) => any,
+  removeEventListener<K extends keyof SiplinePhoneEventMap>(
+    type: K, listener: (this: SiplinePhone, ev: SiplinePhoneEventMap[K]) => any,
     options?: boolean | EventListenerOptions): void;
   removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null,
     options?: boolean | EventListenerOptions): void;
