@@ -19,7 +19,24 @@ const ui = {
   announcer: $("announcer"),
 };
 
-const DIALABLE = /^[0-9*#+]{1,32}$/;
+/** Until the gateway says its dial policy (and for policies JavaScript cannot read): digits. */
+const DEFAULT_DIALABLE = /^[0-9*#+]{1,32}$/;
+/** @type {{source: string | null, re: RegExp}} */
+const dialPolicy = { source: null, re: DEFAULT_DIALABLE };
+
+/** Whether the gateway's dial policy (sipUserNameReceived.dialPattern) lets `number` through. */
+function dialable(/** @type {string} */ number) {
+  const source = phone.state.dialPattern;
+  if (source !== dialPolicy.source) {
+    dialPolicy.source = source;
+    try {
+      dialPolicy.re = source ? new RegExp(source, "u") : DEFAULT_DIALABLE;
+    } catch {
+      dialPolicy.re = /^.+$/; // a pattern only the gateway understands: let it decide
+    }
+  }
+  return dialPolicy.re.test(number);
+}
 const KEYS = "0123456789*#";
 const LETTERS = { 2: "abc", 3: "def", 4: "ghi", 5: "jkl", 6: "mno", 7: "pqrs", 8: "tuv", 9: "wxyz" };
 const ENDED = {
@@ -198,7 +215,7 @@ function render() {
   // buttons: shown and enabled only when they make sense
   const registered = s.connection === "open" && s.line === "registered";
   ui.call.hidden = !!call;
-  ui.call.disabled = !registered || !DIALABLE.test(ui.number.value) || page.busy;
+  ui.call.disabled = !registered || !dialable(ui.number.value) || page.busy;
   ui.call.setAttribute("aria-label", ui.number.value ? `Call ${ui.number.value}` : "Call");
   ui.hangup.hidden = !call || !!incoming;
   ui.hangup.setAttribute("aria-label", call && !call.answeredAt ? "Cancel call" : "Hang up");
@@ -300,7 +317,7 @@ function showError(title, e) {
 function placeCall() {
   const number = sanitize(ui.number.value);
   ui.number.value = number;
-  if (!DIALABLE.test(number) || phone.state.call) return;
+  if (!dialable(number) || phone.state.call) return;
   sounds.unlock();
   page.dtmfSent = [];
   page.dtmfRecv = "";

@@ -21,7 +21,7 @@ export type MicrophoneState = "off" | "pending" | "on" | "denied" | "absent" | "
 // ---- notifications (docs/api.md), the `detail` of the events of the same name ----------
 
 export interface RegistrationStateChanged { state: RegistrationState }
-export interface SipUserNameReceived { user: string; displayName: string | null }
+export interface SipUserNameReceived { user: string; displayName: string | null; dialPattern?: string }
 export interface PhoneLineStateChanged { state: LineState; code?: number; reason?: string }
 export interface IncomingCall { callId: string; from: string; displayName: string | null }
 export interface CallStateChanged {
@@ -109,6 +109,8 @@ export interface PhoneState {
   admission: RegistrationState | null;
   user: string | null;
   displayName: string | null;
+  /** The gateway's dial policy (a regular expression over the whole number), once admitted. */
+  dialPattern: string | null;
   line: LineState | null;
   lineCode: number | null;
   lineReason: string | null;

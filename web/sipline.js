@@ -94,7 +94,7 @@ export class SiplinePhone extends EventTarget {
     }
     this.#s = {
       connection: "idle", closeCode: null, closeReason: null, retryAt: null,
-      admission: null, user: null, displayName: null,
+      admission: null, user: null, displayName: null, dialPattern: null,
       line: null, lineCode: null, lineReason: null,
       call: null, lastCall: null,
       media: "idle", mediaError: null,
@@ -358,7 +358,7 @@ export class SiplinePhone extends EventTarget {
         }
         break;
       case "sipUserNameReceived":
-        this.#set({ user: params.user, displayName: params.displayName ?? null });
+        this.#set({ user: params.user, displayName: params.displayName ?? null, dialPattern: params.dialPattern ?? null });
         break;
       case "phoneLineStateChanged":
         this.#set({ line: params.state, lineCode: params.code ?? null, lineReason: params.reason ?? null });

@@ -319,6 +319,10 @@ pub enum Notification {
     SipUserNameReceived {
         user: String,
         display_name: Option<String>,
+        /// The numbers this gateway lets the browser dial, as a regular expression over
+        /// the whole number (for the page to check as the user types; sipline enforces it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dial_pattern: Option<String>,
     },
     PhoneLineStateChanged {
         state: PhoneLineState,
@@ -570,6 +574,7 @@ mod tests {
         let u = Notification::SipUserNameReceived {
             user: "880".into(),
             display_name: None,
+            dial_pattern: None,
         };
         assert!(u.to_json().contains("\"displayName\":null"));
     }

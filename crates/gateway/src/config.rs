@@ -61,6 +61,21 @@ pub struct HttpConfig {
     /// microphone on https:// or localhost).
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// HTTP connections open at once (WebSockets included), and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to finish a request's headers (and a TLS handshake); also
+    /// how long an idle keep-alive connection is kept.
+    pub header_timeout: f64,
+    /// Browser sessions (WebSockets) open at once from one IP address.
+    pub max_sessions_per_ip: usize,
+    /// Seconds a session may last before it is closed (once no call runs); 0: no limit.
+    pub max_session_length: f64,
+    /// JSON-RPC requests a session may send a second on average, and in a burst.
+    pub requests_per_second: f64,
+    pub request_burst: u32,
+    /// ICE candidates one session may send.
+    pub max_candidates: usize,
 }
 
 impl Default for HttpConfig {
@@ -72,6 +87,14 @@ impl Default for HttpConfig {
             ws_idle_timeout: 25.0,
             tls_cert: None,
             tls_key: None,
+            max_connections: 2048,
+            max_connections_per_ip: 256,
+            header_timeout: 10.0,
+            max_sessions_per_ip: 8,
+            max_session_length: 0.0,
+            requests_per_second: 20.0,
+            request_burst: 50,
+            max_candidates: 64,
         }
     }
 }
@@ -94,6 +117,24 @@ pub struct SipConfig {
     pub retry_min: f64,
     pub retry_max: f64,
     pub user_agent: String,
+    /// Besides the registrar and the outbound proxy, sources whose out-of-dialog
+    /// requests (calls to our lines) are served: "10.0.0.5", "10.0.0.5:5060", "10.0.0.0/24".
+    pub trusted_sources: Vec<String>,
+    /// SIP server transactions alive at once; beyond, requests get a 503.
+    pub max_server_transactions: usize,
+    /// Answers sent without a transaction (403, 481, 400, 503) per second; beyond,
+    /// such requests go unanswered.
+    pub stateless_rate: u32,
+    /// SIP-TCP connections others open to us, in all and from one IP address.
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_ip: usize,
+    /// Seconds an accepted SIP-TCP connection may stay silent.
+    pub tcp_idle_timeout: f64,
+    /// Seconds to finish a SIP message on a stream once begun (and to write one).
+    pub tcp_message_timeout: f64,
+    /// Bytes that may wait to be written to one SIP-TCP peer; a peer that does not
+    /// read beyond that is disconnected.
+    pub tcp_send_queue_bytes: usize,
 }
 
 impl Default for SipConfig {
@@ -110,6 +151,14 @@ impl Default for SipConfig {
             retry_min: 5.0,
             retry_max: 300.0,
             user_agent: concat!("sipline/", env!("CARGO_PKG_VERSION")).into(),
+            trusted_sources: Vec::new(),
+            max_server_transactions: 4096,
+            stateless_rate: 200,
+            tcp_max_connections: 1024,
+            tcp_max_connections_per_ip: 64,
+            tcp_idle_timeout: 180.0,
+            tcp_message_timeout: 10.0,
+            tcp_send_queue_bytes: 1 << 20,
         }
     }
 }
@@ -291,7 +340,10 @@ pub struct Settings {
     pub tokens: Vec<String>,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
+    pub http_limits: HttpLimits,
+    pub session_limits: SessionLimits,
     pub sip_listen: SocketAddr,
+    pub sip_tcp: crate::sip_transport::TcpLimits,
     pub ua: UaConfig,
     pub accounts: Vec<Account>,
     pub dial_pattern: regex::Regex,
@@ -318,6 +370,24 @@ impl fmt::Debug for Settings {
             .field("rtp_ports", &self.rtp_ports)
             .finish_non_exhaustive()
     }
+}
+
+/// Bounds on HTTP connections ([`crate::http`]).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_timeout: Duration,
+}
+
+/// Bounds on what one browser session may do ([`crate::session`]).
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_sessions_per_ip: usize,
+    pub max_session_length: Option<Duration>,
+    pub requests_per_second: f64,
+    pub request_burst: u32,
+    pub max_candidates: usize,
 }
 
 /// The embedded PBX as configured: its users are the pool's accounts, these extra
@@ -420,6 +490,28 @@ impl Config {
                 "must be longer than http.ws_ping_interval",
             ));
         }
+        let http_limits = HttpLimits {
+            max_connections: at_least_one("http.max_connections", self.http.max_connections)?,
+            max_connections_per_ip: at_least_one(
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            )?,
+            header_timeout: secs("http.header_timeout", self.http.header_timeout, false)?,
+        };
+        let max_session_length = secs("http.max_session_length", self.http.max_session_length, true)?;
+        if !(self.http.requests_per_second.is_finite() && self.http.requests_per_second > 0.0) {
+            return Err(ConfigError::new(
+                "http.requests_per_second",
+                "must be a positive number",
+            ));
+        }
+        let session_limits = SessionLimits {
+            max_sessions_per_ip: at_least_one("http.max_sessions_per_ip", self.http.max_sessions_per_ip)?,
+            max_session_length: (!max_session_length.is_zero()).then_some(max_session_length),
+            requests_per_second: self.http.requests_per_second,
+            request_burst: at_least_one("http.request_burst", self.http.request_burst as usize)? as u32,
+            max_candidates: self.http.max_candidates,
+        };
 
         // [sip]
         let transport = Transport::parse(&self.sip.transport).ok_or_else(|| {
@@ -492,6 +584,34 @@ impl Config {
         if self.sip.user_agent.trim().is_empty() || self.sip.user_agent.contains(['\r', '\n']) {
             return Err(ConfigError::new("sip.user_agent", "must be one non-empty line"));
         }
+        let mut trusted_sources = Vec::new();
+        for (i, s) in self.sip.trusted_sources.iter().enumerate() {
+            trusted_sources.push(
+                s.parse::<sipline_sip::trust::TrustedSource>()
+                    .map_err(|e| ConfigError::new(&format!("sip.trusted_sources[{i}]"), e.to_string()))?,
+            );
+        }
+        let protection = sipline_sip::Protection {
+            trusted_sources,
+            max_server_transactions: at_least_one(
+                "sip.max_server_transactions",
+                self.sip.max_server_transactions,
+            )?,
+            stateless_rate: self.sip.stateless_rate,
+        };
+        let sip_tcp = crate::sip_transport::TcpLimits {
+            max_connections: at_least_one("sip.tcp_max_connections", self.sip.tcp_max_connections)?,
+            max_per_ip: at_least_one(
+                "sip.tcp_max_connections_per_ip",
+                self.sip.tcp_max_connections_per_ip,
+            )?,
+            idle_timeout: secs("sip.tcp_idle_timeout", self.sip.tcp_idle_timeout, false)?,
+            message_timeout: secs("sip.tcp_message_timeout", self.sip.tcp_message_timeout, false)?,
+            send_queue_bytes: self
+                .sip
+                .tcp_send_queue_bytes
+                .max(sipline_sip::message::MAX_MESSAGE_SIZE),
+        };
 
         // [pool]
         let domain = match &self.pool.domain {
@@ -595,12 +715,8 @@ impl Config {
         }
 
         // [calls]
-        let pattern = &self.calls.dial_pattern;
-        let anchored = if pattern.starts_with('^') && pattern.ends_with('$') {
-            pattern.clone()
-        } else {
-            format!("^(?:{pattern})$")
-        };
+        // Always anchored as a whole: "^1000|9.*$" must mean 1000 or 9…, never "9 anywhere".
+        let anchored = format!("^(?:{})$", self.calls.dial_pattern);
         let dial_pattern = regex::Regex::new(&anchored)
             .map_err(|e| ConfigError::new("calls.dial_pattern", format!("not a regular expression: {e}")))?;
         if !(400..=699).contains(&self.calls.reject_code) {
@@ -649,7 +765,10 @@ impl Config {
             tokens,
             ws_ping_interval,
             ws_idle_timeout,
+            http_limits,
+            session_limits,
             sip_listen: self.sip.listen,
+            sip_tcp,
             ua: UaConfig {
                 transport,
                 advertise_host,
@@ -665,6 +784,7 @@ impl Config {
                 user_agent: self.sip.user_agent.clone(),
                 no_answer_timeout,
                 timers: Timers::default(),
+                protection,
             },
             accounts,
             dial_pattern,
@@ -676,6 +796,14 @@ impl Config {
             browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
         })
     }
+}
+
+/// A count that must be at least one (a limit of zero would refuse everything).
+fn at_least_one(key: &str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::new(key, "must be at least 1"));
+    }
+    Ok(n)
 }
 
 fn host_text(ip: IpAddr) -> String {
@@ -806,6 +934,23 @@ mod tests {
             ("[nope]\n", "nope"),
             ("[calls]\ndial_pattern = \"([\"", "calls.dial_pattern"),
             ("[calls]\nreject_code = 200", "calls.reject_code"),
+            (
+                "[sip]\ntrusted_sources = [\"10.0.0.0/8\", \"pbx.example\"]",
+                "sip.trusted_sources[1]",
+            ),
+            (
+                "[sip]\nmax_server_transactions = 0",
+                "sip.max_server_transactions",
+            ),
+            (
+                "[sip]\ntcp_max_connections_per_ip = 0",
+                "sip.tcp_max_connections_per_ip",
+            ),
+            ("[sip]\ntcp_idle_timeout = 0", "sip.tcp_idle_timeout"),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            ("[http]\nheader_timeout = -1", "http.header_timeout"),
+            ("[http]\nmax_sessions_per_ip = 0", "http.max_sessions_per_ip"),
+            ("[http]\nrequests_per_second = 0", "http.requests_per_second"),
         ];
         for (text, needle) in cases {
             let e = err(text);
@@ -842,6 +987,18 @@ mod tests {
         let s = cfg.resolve(no_env).unwrap();
         assert!(s.dial_pattern.is_match("9123"));
         assert!(!s.dial_pattern.is_match("89123"));
+    }
+
+    #[test]
+    fn an_alternation_with_its_own_anchors_is_anchored_as_a_whole() {
+        let cfg = Config::parse("[calls]\ndial_pattern = \"^1000|9.*$\"\n").unwrap();
+        let s = cfg.resolve(no_env).unwrap();
+        for ok in ["1000", "9", "9123"] {
+            assert!(s.dial_pattern.is_match(ok), "{ok}");
+        }
+        for bad in ["x9", "55519", "1000abc", "abc9def", "0900-premium", "10009"] {
+            assert!(!s.dial_pattern.is_match(bad), "{bad}");
+        }
     }
 
     #[test]

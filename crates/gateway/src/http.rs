@@ -159,12 +159,48 @@ async fn metrics(
              # TYPE sipline_pbx_registrations gauge\nsipline_pbx_registrations {n}\n"
         ));
     }
+    if let Some(http) = &gw.http_connections {
+        body.push_str(&format!(
+            "# HELP sipline_http_connections Open HTTP connections, WebSockets included.\n\
+             # TYPE sipline_http_connections gauge\nsipline_http_connections {}\n",
+            http.open()
+        ));
+    }
     let received = crate::media::RTP_PACKETS_RECEIVED.load(Ordering::Relaxed);
     body.push_str(&format!(
         "# HELP sipline_rtp_packets_received_total RTP packets received on call ports.\n\
          # TYPE sipline_rtp_packets_received_total counter\nsipline_rtp_packets_received_total {received}\n"
     ));
+    write_protection_counters(&mut body, &stats.ua.counters);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `sipline_refused_total{limit}` and `sipline_dropped_total{what}`: the gateway's own
+/// counters and the SIP core's.
+fn write_protection_counters(body: &mut String, ua: &sipline_sip::UaCounters) {
+    use crate::counters::{Counter, Family};
+    let sip = [
+        (Family::Refused, "sip_untrusted_source", ua.untrusted_refused),
+        (Family::Refused, "sip_server_transactions", ua.transaction_limit),
+        (Family::Dropped, "sip_stateless_rate", ua.stateless_rate_limited),
+        (Family::Dropped, "sip_unparsable", ua.unparsable),
+        (Family::Dropped, "sip_invalid_request", ua.invalid_requests),
+        (Family::Dropped, "sip_stray_response", ua.stray_responses),
+    ];
+    let ours = Counter::ALL.map(|c| {
+        let (family, label) = c.name();
+        (family, label, crate::counters::get(c))
+    });
+    for family in [Family::Refused, Family::Dropped] {
+        let name = family.metric();
+        body.push_str(&format!(
+            "# HELP {name} {}\n# TYPE {name} counter\n",
+            family.help()
+        ));
+        for (_, label, value) in ours.iter().chain(sip.iter()).filter(|(f, ..)| *f == family) {
+            body.push_str(&format!("{name}{{{}=\"{label}\"}} {value}\n", family.label()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,14 @@
 pub mod api;
 pub mod assets;
 pub mod config;
+pub mod counters;
+pub mod descriptors;
 pub mod http;
+pub mod http_accept;
 pub mod media;
 pub mod media_session;
 pub mod pbx_driver;
+pub mod peer_log;
 pub mod pool;
 pub mod services;
 pub mod session;
@@ -34,7 +38,8 @@ pub struct Running {
 }
 
 /// Binds every socket and starts serving. Errors are bind failures.
-pub async fn start(settings: Settings) -> io::Result<Running> {
+pub async fn start(mut settings: Settings) -> io::Result<Running> {
+    descriptors::fit(&mut settings);
     // the embedded PBX first, so that the lines can register at once
     let mut extensions = Vec::new();
     let pbx = match &settings.pbx {
@@ -69,6 +74,7 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
     let sip = sip_driver::start(
         settings.ua.clone(),
         settings.sip_listen,
+        settings.sip_tcp.clone(),
         Arc::clone(&rtp),
         settings.media_ip,
         settings.sip_codecs.clone(),
@@ -93,10 +99,24 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
     if !extensions.is_empty() {
         tokio::spawn(services::start(sip.clone(), extensions));
     }
+    let acceptor = http_accept::LimitAcceptor::new(settings.http_limits.clone());
+    let header_timeout = settings.http_limits.header_timeout;
     let mut gateway = Gateway::new(settings, pool, sip, rtp);
     gateway.pbx = pbx;
+    gateway.http_connections = Some(acceptor.clone());
     let gateway = Arc::new(gateway);
     let app = http::router(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = axum_server::from_tcp(listener.into_std()?)?
+        .first_request_timeout(header_timeout)
+        .accept_error_handler(|peer, e| {
+            let peer = peer.map(ToString::to_string).unwrap_or_default();
+            peer_warn!(peer_log::Kind::Http, %peer, error = %e, "HTTP connection not served");
+        });
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let server = match gateway.settings.tls.clone() {
         Some((cert, key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
@@ -104,10 +124,12 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
                 .map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot load the TLS certificate or key: {e}"))
                 })?;
-            let listener = listener.into_std()?;
-            tokio::spawn(async move { axum_server::from_tcp_rustls(listener, tls)?.serve(app).await })
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                .handshake_timeout(header_timeout)
+                .acceptor(acceptor);
+            tokio::spawn(async move { server.acceptor(acceptor).serve(app).await })
         }
-        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+        None => tokio::spawn(async move { server.acceptor(acceptor).serve(app).await }),
     };
     Ok(Running {
         http_addr,

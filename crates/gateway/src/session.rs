@@ -19,7 +19,10 @@ use crate::api::{
 };
 use crate::api::{DtmfMethod, LegStats};
 use crate::config::Settings;
+use crate::counters::{self, Counter};
 use crate::media_session::{self, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
+use crate::peer_log::{Kind, clip};
+use crate::peer_warn;
 use crate::pool::AccountPool;
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
 use sipline_media::bridge::Side;
@@ -41,6 +44,8 @@ pub struct Gateway {
     pub rtp: Arc<crate::media::RtpPortPool>,
     /// The embedded PBX, when it runs.
     pub pbx: Option<Arc<crate::pbx_driver::PbxStatus>>,
+    /// HTTP connections open (for `/metrics`), once serving.
+    pub http_connections: Option<crate::http_accept::LimitAcceptor>,
     pub sessions: AtomicUsize,
     next_conn: AtomicU64,
 }
@@ -58,6 +63,7 @@ impl Gateway {
             sip,
             rtp,
             pbx: None,
+            http_connections: None,
             sessions: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         }
@@ -116,6 +122,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         Notification::SipUserNameReceived {
             user: account.user.clone(),
             display_name: account.display_name.clone(),
+            dial_pattern: Some(gw.settings.dial_pattern.as_str().to_owned()),
         },
     ];
     for n in hello {
@@ -385,7 +392,8 @@ async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value,
         ClientRequest::Call { number } => {
             let number = number.trim().to_owned();
             if !ctx.gw.settings.dial_pattern.is_match(&number) {
-                tracing::warn!(user = %ctx.account.user, %number, "number refused by the dial policy");
+                counters::inc(Counter::DialPolicy);
+                peer_warn!(Kind::Browser, user = %ctx.account.user, number = %clip(&number), "number refused by the dial policy");
                 return Err(RpcError::new(
                     codes::INVALID_PARAMS,
                     format!("Invalid params for call: {number:?} is not a number this gateway may dial"),

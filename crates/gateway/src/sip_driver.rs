@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::DtmfMethod;
 use crate::media::{CallMedia, RtpPortPool};
 use crate::media_session::{MediaCommand, MediaHandle, SipMedia};
-use crate::sip_transport::{Received, SipTransport};
+use crate::peer_log::Kind;
+use crate::peer_warn;
+use crate::sip_transport::{Received, SipTransport, TcpLimits};
 use sipline_media::bridge::{LegCodec, SipLeg};
 use sipline_media::sdp::{Direction, NegotiatedMedia};
 
@@ -210,11 +212,12 @@ impl SipHandle {
 pub async fn start(
     config: UaConfig,
     listen: std::net::SocketAddr,
+    tcp_limits: TcpLimits,
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
     sip_codecs: Vec<sipline_media::sdp::Codec>,
 ) -> io::Result<SipHandle> {
-    let transport = SipTransport::bind(listen).await?;
+    let transport = SipTransport::bind(listen, tcp_limits).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
     let (commands, rx) = mpsc::unbounded_channel();
     let driver = Driver {
@@ -228,6 +231,9 @@ pub async fn start(
     tokio::spawn(driver.run(transport, rx));
     Ok(SipHandle { commands })
 }
+
+/// Datagrams taken in one go when more are already waiting.
+const UDP_BATCH: usize = 64;
 
 /// How long shutdown waits for hang-ups and unregistrations.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -294,14 +300,15 @@ impl Driver {
                 wake = wake.min(*deadline);
             }
             tokio::select! {
-                received = transport.recv() => match received {
-                    Received::Message(source, data) => {
-                        if let Err(dropped) = self.ua.handle_receive(Instant::now(), source, &data) {
-                            tracing::warn!("{dropped}");
-                        }
+                received = transport.recv() => {
+                    self.on_received(received);
+                    // whatever else already waits on the UDP socket, before timers and
+                    // flushes: under a burst, per-packet work stays flat
+                    for _ in 0..UDP_BATCH {
+                        let Some(more) = transport.try_recv_udp() else { break };
+                        self.on_received(more);
                     }
-                    Received::TransportError(target) => self.ua.handle_transport_error(Instant::now(), target),
-                },
+                }
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         tracing::info!(lines = self.lines.len(), "ending calls and unregistering every line before exit");
@@ -316,6 +323,17 @@ impl Driver {
                 },
                 _ = tokio::time::sleep_until(wake) => self.ua.handle_timeout(Instant::now()),
             }
+        }
+    }
+
+    fn on_received(&mut self, received: Received) {
+        match received {
+            Received::Message(source, data) => {
+                if let Err(dropped) = self.ua.handle_receive(Instant::now(), source, &data) {
+                    peer_warn!(Kind::Sip, "{dropped}");
+                }
+            }
+            Received::TransportError(target) => self.ua.handle_transport_error(Instant::now(), target),
         }
     }
 

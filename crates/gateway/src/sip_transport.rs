@@ -2,18 +2,33 @@
 //! connections made on demand to whoever the core wants to reach (and reused for
 //! whatever comes back on them). Streams are cut into messages with the core's
 //! framing; everything else about SIP happens in the sans-IO core.
+//!
+//! Everything a peer can grow here is bounded ([`TcpLimits`]): accepted connections in
+//! all and per address (beyond: closed at once), how long an accepted connection may
+//! stay silent or take to finish a message, and how many bytes may wait to be written
+//! to a peer that does not read (beyond: the connection is dropped). Messages read from
+//! streams reach the SIP task through a bounded queue, so a fast sender is slowed down
+//! by TCP itself instead of growing memory. Accept errors (out of descriptors) pause
+//! accepting with a growing back-off instead of spinning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sipline_sip::message::{MAX_MESSAGE_SIZE, frame_length};
 use sipline_sip::{Target, Transmit, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::counters::{self, Counter};
+use crate::peer_log::Kind;
+use crate::peer_warn;
 
 /// What the sockets produced.
 #[derive(Debug)]
@@ -24,10 +39,82 @@ pub enum Received {
     TransportError(Target),
 }
 
+/// Bounds on what SIP-TCP peers can hold.
+#[derive(Debug, Clone)]
+pub struct TcpLimits {
+    /// Accepted connections open at once.
+    pub max_connections: usize,
+    /// Accepted connections open at once from one IP address.
+    pub max_per_ip: usize,
+    /// An accepted connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A message begun must be complete within this long; a write must finish too.
+    pub message_timeout: Duration,
+    /// Bytes that may wait to be written to one peer.
+    pub send_queue_bytes: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> TcpLimits {
+        TcpLimits {
+            max_connections: 1024,
+            max_per_ip: 64,
+            idle_timeout: Duration::from_secs(180),
+            message_timeout: Duration::from_secs(10),
+            send_queue_bytes: 1 << 20,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum StreamEvent {
     Message(SocketAddr, Vec<u8>),
     Closed(SocketAddr, u64),
+}
+
+/// Messages read from streams that may wait for the SIP task.
+const STREAM_QUEUE: usize = 256;
+/// The first pause after a failed accept; it doubles up to a second.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Kernel receive buffer asked for the UDP socket, so a burst (or a flood) does not
+/// push the PBX's own datagrams out.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// One open TCP connection, as the SIP task sees it.
+struct Connection {
+    id: u64,
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Accepted connections, in all and per address; shared with the connection tasks,
+/// whose guards give their place back when they end however they end.
+#[derive(Debug, Default)]
+struct Accepted {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct AcceptedGuard {
+    accepted: Arc<Mutex<Accepted>>,
+    ip: IpAddr,
+}
+
+impl Drop for AcceptedGuard {
+    fn drop(&mut self) {
+        let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        a.total = a.total.saturating_sub(1);
+        if let Some(n) = a.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                a.per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub struct SipTransport {
@@ -36,30 +123,43 @@ pub struct SipTransport {
     /// `try_send_to` refuses until its reactor has seen the socket writable.
     udp_tx: std::net::UdpSocket,
     listener: TcpListener,
+    limits: TcpLimits,
     /// Open connections by peer, with an id so a late close of an old connection
     /// does not remove its replacement.
-    connections: HashMap<SocketAddr, (u64, mpsc::UnboundedSender<Vec<u8>>)>,
+    connections: HashMap<SocketAddr, Connection>,
+    accepted: Arc<Mutex<Accepted>>,
+    accept_backoff: Duration,
+    accept_paused_until: Option<Instant>,
+    /// Connections dropped by us (peers that would not read), to report as failed.
+    dropped: VecDeque<Target>,
     next_id: u64,
-    events_tx: mpsc::UnboundedSender<StreamEvent>,
-    events_rx: mpsc::UnboundedReceiver<StreamEvent>,
+    events_tx: mpsc::Sender<StreamEvent>,
+    events_rx: mpsc::Receiver<StreamEvent>,
     buf: Vec<u8>,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
 impl SipTransport {
-    pub async fn bind(addr: SocketAddr) -> io::Result<SipTransport> {
+    pub async fn bind(addr: SocketAddr, limits: TcpLimits) -> io::Result<SipTransport> {
         let std_udp = std::net::UdpSocket::bind(addr)?;
         std_udp.set_nonblocking(true)?;
+        let sock = socket2::SockRef::from(&std_udp);
+        if let Err(e) = sock.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+            tracing::debug!(error = %e, "cannot enlarge the SIP UDP receive buffer");
+        }
         let udp_tx = std_udp.try_clone()?;
         let udp = UdpSocket::from_std(std_udp)?;
         let listener = TcpListener::bind(addr).await?;
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(STREAM_QUEUE);
         Ok(SipTransport {
             udp: Arc::new(udp),
             udp_tx,
             listener,
+            limits,
             connections: HashMap::new(),
+            accepted: Arc::default(),
+            accept_backoff: ACCEPT_BACKOFF_MIN,
+            accept_paused_until: None,
+            dropped: VecDeque::new(),
             next_id: 0,
             events_tx,
             events_rx,
@@ -73,30 +173,68 @@ impl SipTransport {
         match t.target.transport {
             Transport::Udp => {
                 if let Err(e) = self.udp_tx.send_to(&t.data, t.target.addr) {
-                    tracing::warn!(target = %t.target, error = %e, "SIP send failed");
+                    tracing::debug!(target = %t.target, error = %e, "SIP send failed");
                 }
             }
-            Transport::Tcp => {
-                let addr = t.target.addr;
-                if !self.connections.contains_key(&addr) {
-                    self.next_id += 1;
-                    let tx = spawn_connection(None, addr, self.next_id, self.events_tx.clone());
-                    self.connections.insert(addr, (self.next_id, tx));
-                }
-                let Some((_, conn)) = self.connections.get(&addr) else {
-                    return;
-                };
-                if conn.send(t.data).is_err() {
-                    // the connection task just ended; its Closed event is on the way
-                    tracing::debug!(%addr, "SIP TCP connection closed while sending");
-                }
-            }
+            Transport::Tcp => self.send_tcp(t.target.addr, t.data),
         }
+    }
+
+    fn send_tcp(&mut self, addr: SocketAddr, data: Vec<u8>) {
+        if !self.connections.contains_key(&addr) {
+            self.next_id += 1;
+            let conn = spawn_connection(
+                None,
+                addr,
+                self.next_id,
+                self.events_tx.clone(),
+                self.limits.clone(),
+                None,
+            );
+            self.connections.insert(addr, conn);
+        }
+        let Some(conn) = self.connections.get(&addr) else {
+            return;
+        };
+        let len = data.len();
+        if conn.queued.load(Ordering::Relaxed) + len > self.limits.send_queue_bytes {
+            counters::inc(Counter::SipTcpSlowReader);
+            peer_warn!(Kind::SipTcp, %addr, "closing a SIP TCP connection whose peer does not read");
+            if let Some(conn) = self.connections.remove(&addr) {
+                conn.task.abort();
+            }
+            self.dropped.push_back(Target {
+                transport: Transport::Tcp,
+                addr,
+            });
+            return;
+        }
+        conn.queued.fetch_add(len, Ordering::Relaxed);
+        if conn.queue.send(data).is_err() {
+            // the connection task just ended; its Closed event is on the way
+            tracing::debug!(%addr, "SIP TCP connection closed while sending");
+        }
+    }
+
+    /// A datagram already waiting on the UDP socket, without waiting for one.
+    pub fn try_recv_udp(&mut self) -> Option<Received> {
+        let (n, from) = self.udp.try_recv_from(&mut self.buf).ok()?;
+        Some(Received::Message(
+            Target {
+                transport: Transport::Udp,
+                addr: from,
+            },
+            self.buf[..n].to_vec(),
+        ))
     }
 
     /// Waits for the next message or transport failure.
     pub async fn recv(&mut self) -> Received {
         loop {
+            if let Some(target) = self.dropped.pop_front() {
+                return Received::TransportError(target);
+            }
+            let paused = self.accept_paused_until;
             tokio::select! {
                 r = self.udp.recv_from(&mut self.buf) => match r {
                     Ok((n, from)) => {
@@ -113,36 +251,87 @@ impl SipTransport {
                         return Received::Message(Target { transport: Transport::Tcp, addr }, data);
                     }
                     StreamEvent::Closed(addr, id) => {
-                        if self.connections.get(&addr).is_some_and(|(cid, _)| *cid == id) {
+                        if self.connections.get(&addr).is_some_and(|c| c.id == id) {
                             self.connections.remove(&addr);
                         }
                         return Received::TransportError(Target { transport: Transport::Tcp, addr });
                     }
                 },
-                accepted = self.listener.accept() => match accepted {
+                accepted = self.listener.accept(), if paused.is_none() => match accepted {
                     Ok((stream, addr)) => {
-                        tracing::debug!(%addr, "SIP TCP connection accepted");
-                        self.next_id += 1;
-                        let tx = spawn_connection(Some(stream), addr, self.next_id, self.events_tx.clone());
-                        self.connections.insert(addr, (self.next_id, tx));
+                        self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                        self.admit(stream, addr);
                     }
-                    Err(e) => tracing::warn!(error = %e, "SIP TCP accept failed"),
+                    Err(e) => {
+                        peer_warn!(Kind::SipTcp, error = %e, pause_ms = self.accept_backoff.as_millis() as u64, "SIP TCP accept failed");
+                        self.accept_paused_until = Some(Instant::now() + self.accept_backoff);
+                        self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    }
                 },
+                _ = tokio::time::sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => {
+                    self.accept_paused_until = None;
+                }
             }
+        }
+    }
+
+    /// Takes an accepted connection on, or closes it at once when a limit is reached.
+    fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
+        let ip = addr.ip();
+        let guard = {
+            let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+            let from_ip = a.per_ip.get(&ip).copied().unwrap_or(0);
+            let refused = if a.total >= self.limits.max_connections {
+                Some(Counter::SipTcpConnections)
+            } else if from_ip >= self.limits.max_per_ip {
+                Some(Counter::SipTcpConnectionsPerIp)
+            } else {
+                None
+            };
+            if let Some(limit) = refused {
+                drop(a);
+                counters::inc(limit);
+                peer_warn!(Kind::SipTcp, %addr, limit = limit.name().1, "SIP TCP connection refused");
+                return; // dropping the stream closes it
+            }
+            a.total += 1;
+            *a.per_ip.entry(ip).or_default() += 1;
+            AcceptedGuard {
+                accepted: Arc::clone(&self.accepted),
+                ip,
+            }
+        };
+        tracing::debug!(%addr, "SIP TCP connection accepted");
+        self.next_id += 1;
+        let conn = spawn_connection(
+            Some(stream),
+            addr,
+            self.next_id,
+            self.events_tx.clone(),
+            self.limits.clone(),
+            Some(guard),
+        );
+        if let Some(old) = self.connections.insert(addr, conn) {
+            old.task.abort();
         }
     }
 }
 
 /// Runs one TCP connection: connects (unless accepted), writes what is queued, and
-/// reads framed messages until either side fails.
+/// reads framed messages until either side fails or a limit is hit. `accepted` is
+/// the place an accepted connection holds in the counts; it goes with the task.
 fn spawn_connection(
     stream: Option<TcpStream>,
     addr: SocketAddr,
     id: u64,
-    events: mpsc::UnboundedSender<StreamEvent>,
-) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
+    events: mpsc::Sender<StreamEvent>,
+    limits: TcpLimits,
+    accepted: Option<AcceptedGuard>,
+) -> Connection {
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let written = Arc::clone(&queued);
+    let task = tokio::spawn(async move {
         let stream = match stream {
             Some(s) => s,
             None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -152,57 +341,126 @@ fn spawn_connection(
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%addr, error = %e, "SIP TCP connect failed");
-                    let _ = events.send(StreamEvent::Closed(addr, id));
+                    let _ = events.send(StreamEvent::Closed(addr, id)).await;
                     return;
                 }
                 Err(_) => {
                     tracing::warn!(%addr, "SIP TCP connect timed out");
-                    let _ = events.send(StreamEvent::Closed(addr, id));
+                    let _ = events.send(StreamEvent::Closed(addr, id)).await;
                     return;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let read_events = events.clone();
-        let read = async move {
-            let mut buf: Vec<u8> = Vec::with_capacity(8192);
-            let mut chunk = vec![0u8; 16384];
-            loop {
-                let n = reader.read(&mut chunk).await?;
-                if n == 0 {
-                    return Ok::<(), io::Error>(());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                loop {
-                    match frame_length(&buf) {
-                        Ok(Some(len)) => {
-                            let msg: Vec<u8> = buf.drain(..len).collect();
-                            if !msg.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                                let _ = read_events.send(StreamEvent::Message(addr, msg));
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(%addr, error = %e, "closing SIP TCP connection: unframeable stream");
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        };
-        let write = async move {
-            while let Some(data) = rx.recv().await {
-                writer.write_all(&data).await?;
-            }
-            Ok::<(), io::Error>(())
-        };
+        let (reader, writer) = stream.into_split();
+        // only connections others opened to us are reaped when idle: ours live as
+        // long as the core uses them
+        let idle = accepted.is_some().then_some(limits.idle_timeout);
         tokio::select! {
-            r = read => if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP TCP read failed") },
-            r = write => if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP TCP write failed") },
+            r = read_messages(reader, addr, &events, idle, limits.message_timeout) => {
+                if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP TCP read ended") }
+            }
+            r = write_queue(writer, rx, &written, limits.message_timeout) => {
+                if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP TCP write failed") }
+            }
         }
         tracing::debug!(%addr, "SIP TCP connection closed");
-        let _ = events.send(StreamEvent::Closed(addr, id));
+        let _ = events.send(StreamEvent::Closed(addr, id)).await;
     });
-    tx
+    Connection {
+        id,
+        queue: tx,
+        queued,
+        task,
+    }
+}
+
+/// Reads and frames messages; ends on EOF, on an unframeable stream, when the peer
+/// stays silent past `idle`, or leaves a message unfinished past `message_timeout`.
+async fn read_messages(
+    mut reader: OwnedReadHalf,
+    addr: SocketAddr,
+    events: &mpsc::Sender<StreamEvent>,
+    idle: Option<Duration>,
+    message_timeout: Duration,
+) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16384];
+    let mut last_read = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    loop {
+        let idle_deadline = idle.map(|d| last_read + d);
+        let message_deadline = partial_since.map(|t| t + message_timeout);
+        let deadline = idle_deadline.into_iter().chain(message_deadline).min();
+        let read = reader.read(&mut chunk);
+        let n = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, read).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let idle_hit = idle_deadline.is_some_and(|i| Instant::now() >= i);
+                    counters::inc(Counter::SipTcpIdle);
+                    peer_warn!(
+                        Kind::SipTcp,
+                        %addr,
+                        "closing SIP TCP connection: {}",
+                        if idle_hit { "idle" } else { "message not finished in time" }
+                    );
+                    return Ok(());
+                }
+            },
+            None => read.await?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        last_read = Instant::now();
+        buf.extend_from_slice(&chunk[..n]);
+        let mut framed = false;
+        loop {
+            match frame_length(&buf) {
+                Ok(Some(len)) => {
+                    framed = true;
+                    let msg: Vec<u8> = buf.drain(..len).collect();
+                    if !msg.iter().all(|b| *b == b'\r' || *b == b'\n')
+                        && events.send(StreamEvent::Message(addr, msg)).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    peer_warn!(Kind::SipTcp, %addr, error = %e, "closing SIP TCP connection: unframeable stream");
+                    return Ok(());
+                }
+            }
+        }
+        // the clock runs from when the first unfinished message began to arrive, not
+        // from time spent waiting for room in the queue to the SIP task
+        partial_since = match (buf.is_empty(), partial_since) {
+            (true, _) => None,
+            (false, Some(since)) if !framed => Some(since),
+            (false, _) => Some(Instant::now()),
+        };
+    }
+}
+
+/// Writes what the SIP task queues; a write that cannot finish in `timeout` (a peer
+/// that does not read) ends the connection.
+async fn write_queue(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: &AtomicUsize,
+    timeout: Duration,
+) -> io::Result<()> {
+    while let Some(data) = rx.recv().await {
+        match tokio::time::timeout(timeout, writer.write_all(&data)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                counters::inc(Counter::SipTcpSlowReader);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer does not read"));
+            }
+        }
+        queued.fetch_sub(data.len(), Ordering::Relaxed);
+    }
+    Ok(())
 }

@@ -9,12 +9,16 @@ pub mod call;
 pub mod dialog;
 pub mod keepalive;
 pub mod message;
+pub mod rate;
 pub mod registration;
 pub mod transaction;
 pub mod transport;
+pub mod trust;
 pub mod user_agent;
 
 pub use call::{CallError, CallEvent, CallRef, CallState, CallStatus};
 pub use registration::{LineState, LineStatus};
 pub use transport::{Target, Transmit, Transport};
-pub use user_agent::{Account, Dropped, Event, LineId, UaConfig, UaStats, UserAgent};
+pub use user_agent::{
+    Account, DropReason, Dropped, Event, LineId, Protection, UaConfig, UaCounters, UaStats, UserAgent,
+};

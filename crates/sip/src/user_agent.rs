@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use crate::call::{Call, CallError, CallEvent, CallRef};
 use crate::keepalive::{Keepalive, Reachability, Transition};
 use crate::message::{Message, Method, Request, Response, Uri};
+use crate::rate::TokenBucket;
 use crate::registration::{LineStatus, Registration};
 use crate::transaction::{Incoming, MAGIC_COOKIE, ServerKey, Timers, Transactions, TxEvent};
 use crate::transport::{Target, Transmit, Transport};
+use crate::trust::TrustedSource;
 
 /// Methods we implement, for Allow headers.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
@@ -45,6 +47,30 @@ pub struct UaConfig {
     /// How long a call may ring (either way) before it counts as not answered.
     pub no_answer_timeout: Duration,
     pub timers: Timers,
+    pub protection: Protection,
+}
+
+/// What the user agent does against peers it has no reason to serve.
+#[derive(Debug, Clone)]
+pub struct Protection {
+    /// Sources besides the registrar and the outbound proxy whose out-of-dialog
+    /// requests are served ([`crate::trust`]); everyone else gets a stateless 403.
+    pub trusted_sources: Vec<TrustedSource>,
+    /// Most server transactions alive at once; requests beyond get a stateless 503.
+    pub max_server_transactions: usize,
+    /// Stateless answers (403, 481, 400, 503, OPTIONS) a second; beyond that, such
+    /// requests are dropped unanswered, so a flood is never answered in kind.
+    pub stateless_rate: u32,
+}
+
+impl Default for Protection {
+    fn default() -> Protection {
+        Protection {
+            trusted_sources: Vec::new(),
+            max_server_transactions: 4096,
+            stateless_rate: 200,
+        }
+    }
 }
 
 impl UaConfig {
@@ -144,13 +170,40 @@ pub enum Event {
     },
 }
 
-/// Why received bytes were dropped (for a log line; the UA itself stays usable).
+/// Why received bytes were dropped or refused (for a log line; the UA itself stays
+/// usable). The text names the peer and is short: at most [`Dropped::MAX_LEN`] bytes of
+/// it come from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dropped(pub String);
+pub struct Dropped {
+    pub reason: DropReason,
+    pub detail: String,
+}
+
+impl Dropped {
+    /// Longest piece of peer-supplied text in a detail.
+    pub const MAX_LEN: usize = 160;
+
+    fn new(reason: DropReason, detail: String) -> Dropped {
+        Dropped { reason, detail }
+    }
+}
+
+/// The kinds of [`Dropped`], one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not SIP at all.
+    Unparsable,
+    /// SIP, but a request missing or garbling a mandatory header (answered 400).
+    InvalidRequest,
+    /// A response for no transaction of ours.
+    StrayResponse,
+    /// An out-of-dialog request from a source we do not serve (answered 403).
+    Untrusted,
+}
 
 impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.detail)
     }
 }
 
@@ -162,6 +215,23 @@ pub struct UaStats {
     pub dialogs: usize,
     pub client_transactions: usize,
     pub server_transactions: usize,
+    pub counters: UaCounters,
+}
+
+/// What the user agent refused or dropped since it started (Prometheus counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UaCounters {
+    pub unparsable: u64,
+    pub invalid_requests: u64,
+    pub stray_responses: u64,
+    /// Out-of-dialog requests from untrusted sources (403).
+    pub untrusted_refused: u64,
+    /// Answers sent without a transaction.
+    pub stateless_answers: u64,
+    /// Requests left unanswered because stateless answers hit `stateless_rate`.
+    pub stateless_rate_limited: u64,
+    /// Requests refused because `max_server_transactions` were alive.
+    pub transaction_limit: u64,
 }
 
 /// The SIP endpoint.
@@ -174,8 +244,11 @@ pub struct UserAgent {
     calls: BTreeMap<CallRef, Call>,
     keepalive: Option<Keepalive>,
     events: VecDeque<Event>,
-    /// Responses sent outside any transaction (400s to malformed requests).
+    /// Responses sent outside any transaction (400s to malformed requests, 403s to
+    /// untrusted sources, 481s to requests for no dialog).
     stateless: VecDeque<Transmit>,
+    stateless_budget: TokenBucket,
+    counters: UaCounters,
     next_line: u64,
     next_call: u64,
 }
@@ -187,6 +260,7 @@ impl UserAgent {
         let keepalive = config
             .keepalive_interval
             .map(|i| Keepalive::new(now, i, config.keepalive_timeout));
+        let stateless_rate = f64::from(config.protection.stateless_rate);
         UserAgent {
             transactions: Transactions::new(config.timers),
             config,
@@ -196,6 +270,8 @@ impl UserAgent {
             keepalive,
             events: VecDeque::new(),
             stateless: VecDeque::new(),
+            stateless_budget: TokenBucket::new(stateless_rate, stateless_rate),
+            counters: UaCounters::default(),
             next_line: 1,
             next_call: 1,
         }
@@ -344,13 +420,26 @@ impl UserAgent {
         if data.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(()); // CRLF keep-alive
         }
-        let msg = Message::parse(data).map_err(|e| Dropped(format!("unparsable SIP from {source}: {e}")))?;
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.unparsable += 1;
+                return Err(Dropped::new(
+                    DropReason::Unparsable,
+                    format!("unparsable SIP from {source}: {}", clip(&e.to_string())),
+                ));
+            }
+        };
         let result = match msg {
             Message::Response(resp) => {
                 if self.transactions.receive_response(now, resp) {
                     Ok(())
                 } else {
-                    Err(Dropped(format!("response from {source} matches no transaction")))
+                    self.counters.stray_responses += 1;
+                    Err(Dropped::new(
+                        DropReason::StrayResponse,
+                        format!("response from {source} matches no transaction"),
+                    ))
                 }
             }
             Message::Request(req) => self.handle_request(now, req, source),
@@ -359,17 +448,55 @@ impl UserAgent {
         result
     }
 
+    /// Whether out-of-dialog requests from `source` are served: the registrar, the
+    /// outbound proxy, and the configured trusted sources.
+    pub fn is_trusted(&self, source: Target) -> bool {
+        source.addr == self.config.registrar.addr
+            || self
+                .config
+                .outbound_proxy
+                .as_ref()
+                .is_some_and(|(_, t)| t.addr == source.addr)
+            || self
+                .config
+                .protection
+                .trusted_sources
+                .iter()
+                .any(|t| t.contains(source.addr))
+    }
+
     fn handle_request(&mut self, now: Instant, req: Request, source: Target) -> Result<(), Dropped> {
         if let Err(e) = req.validate() {
+            self.counters.invalid_requests += 1;
             if req.method != Method::Ack && req.headers.top_via().is_ok() {
                 let mut resp = Response::for_request(&req, 400, "Bad Request");
                 resp.headers.push(
                     "Warning",
-                    format!("399 sipline \"{}\"", e.to_string().replace('"', "'")),
+                    format!("399 sipline \"{}\"", clip(&e.to_string()).replace('"', "'")),
                 );
-                self.send_stateless(source, &resp);
+                self.send_stateless(now, source, &resp);
             }
-            return Err(Dropped(format!("bad {} from {source}: {e}", req.method)));
+            return Err(Dropped::new(
+                DropReason::InvalidRequest,
+                format!(
+                    "bad {} from {source}: {}",
+                    clip(req.method.as_str()),
+                    clip(&e.to_string())
+                ),
+            ));
+        }
+        if req.method != Method::Ack && !self.transactions.is_known(&req) {
+            // what needs no transaction of ours is answered without one (or not at all)
+            if let Some(refusal) = self.answer_without_transaction(now, &req, source) {
+                return refusal;
+            }
+            if self.transactions.server_count() >= self.config.protection.max_server_transactions {
+                self.counters.transaction_limit += 1;
+                let mut resp = self.response(&req, 503, "Service Unavailable");
+                resp.headers.push("Retry-After", "5");
+                self.send_stateless(now, source, &resp);
+                return Ok(());
+            }
         }
         let incoming = self.transactions.receive_request(now, &req, source);
         if req.method == Method::Ack {
@@ -401,19 +528,13 @@ impl UserAgent {
         }
         if req.method == Method::Cancel {
             // a CANCEL names the INVITE it cancels by branch
-            match self
-                .calls
-                .iter()
-                .find(|(_, c)| c.is_cancel_target(&key))
-                .map(|(id, _)| *id)
-            {
+            match self.cancel_target(&key) {
                 Some(id) => self.call_request(now, id, key, &req),
                 None => self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
             }
             return Ok(());
         }
-        let in_dialog = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
-        if in_dialog {
+        if is_in_dialog(&req) {
             match self.call_in_dialog(&req) {
                 Some(id) => self.call_request(now, id, key, &req),
                 None => self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
@@ -422,9 +543,7 @@ impl UserAgent {
         }
         match req.method {
             Method::Options => {
-                let mut resp = self.response(&req, 200, "OK");
-                resp.headers.push("Allow", ALLOW);
-                resp.headers.push("Accept", "application/sdp");
+                let resp = self.options_answer(&req);
                 self.transactions.respond(now, &key, &resp);
             }
             Method::Invite => self.incoming_invite(now, key, req),
@@ -437,6 +556,64 @@ impl UserAgent {
             }
         }
         Ok(())
+    }
+
+    /// Answers, statelessly, a new request that is for no call of ours (a CANCEL or an
+    /// in-dialog request matching nothing: 481), or an out-of-dialog request from a
+    /// source we do not serve (OPTIONS: 200, anything else: 403). `None`: the request
+    /// is ours to handle in a transaction.
+    fn answer_without_transaction(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Target,
+    ) -> Option<Result<(), Dropped>> {
+        let ours = if req.method == Method::Cancel {
+            ServerKey::of(req).is_some_and(|k| self.cancel_target(&k).is_some())
+        } else if is_in_dialog(req) {
+            self.call_in_dialog(req).is_some()
+        } else {
+            self.is_trusted(source)
+        };
+        if ours {
+            return None;
+        }
+        if req.method == Method::Cancel || is_in_dialog(req) {
+            let resp = self.response(req, 481, "Call/Transaction Does Not Exist");
+            self.send_stateless(now, source, &resp);
+            return Some(Ok(()));
+        }
+        if req.method == Method::Options {
+            let resp = self.options_answer(req);
+            self.send_stateless(now, source, &resp);
+            return Some(Ok(()));
+        }
+        self.counters.untrusted_refused += 1;
+        let resp = self.response(req, 403, "Forbidden");
+        self.send_stateless(now, source, &resp);
+        Some(Err(Dropped::new(
+            DropReason::Untrusted,
+            format!(
+                "refused {} for {} from {source}: not the registrar, the outbound proxy or a trusted source",
+                clip(req.method.as_str()),
+                clip(&req.uri.to_string())
+            ),
+        )))
+    }
+
+    fn options_answer(&mut self, req: &Request) -> Response {
+        let mut resp = self.response(req, 200, "OK");
+        resp.headers.push("Allow", ALLOW);
+        resp.headers.push("Accept", "application/sdp");
+        resp
+    }
+
+    /// The call whose INVITE a CANCEL with this key cancels.
+    fn cancel_target(&self, key: &ServerKey) -> Option<CallRef> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.is_cancel_target(key))
+            .map(|(id, _)| *id)
     }
 
     fn call_in_dialog(&self, req: &Request) -> Option<CallRef> {
@@ -502,7 +679,13 @@ impl UserAgent {
         self.transactions.respond(now, key, &resp);
     }
 
-    fn send_stateless(&mut self, target: Target, resp: &Response) {
+    /// Queues a response sent without a transaction, within the stateless budget.
+    fn send_stateless(&mut self, now: Instant, target: Target, resp: &Response) {
+        if !self.stateless_budget.try_take(now) {
+            self.counters.stateless_rate_limited += 1;
+            return;
+        }
+        self.counters.stateless_answers += 1;
         self.stateless.push_back(Transmit {
             target,
             data: resp.to_bytes(),
@@ -763,6 +946,7 @@ impl UserAgent {
             dialogs: self.calls.values().filter(|c| c.has_dialog()).count(),
             client_transactions: self.transactions.client_count(),
             server_transactions: self.transactions.server_count(),
+            counters: self.counters,
         }
     }
 }
@@ -789,7 +973,31 @@ pub(crate) fn test_config() -> UaConfig {
         user_agent: "sipline-test".into(),
         no_answer_timeout: Duration::from_secs(120),
         timers: Timers::default(),
+        protection: Protection::default(),
     }
+}
+
+/// Whether a request belongs to a dialog (its To has a tag).
+fn is_in_dialog(req: &Request) -> bool {
+    req.headers.to().ok().is_some_and(|t| t.tag().is_some())
+}
+
+/// Peer-supplied text cut to [`Dropped::MAX_LEN`] bytes for a log line, control
+/// characters escaped (so a peer can neither fill a disk nor forge log lines).
+pub fn clip(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= Dropped::MAX_LEN {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A random string of `len` letters and digits (branches, tags, Call-IDs, cnonces).

@@ -213,6 +213,17 @@ impl Sipline {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Sipline {
+        Sipline::start_wrapped(config, env, &[])
+    }
+
+    /// Starts sipline with the descriptor limits many systems give a service by
+    /// default (soft 1024, hard 4096), through util-linux's prlimit.
+    pub fn start_with_1024_descriptors(config: &str) -> Sipline {
+        Sipline::start_wrapped(config, &[], &["prlimit", "--nofile=1024:4096", "--"])
+    }
+
+    /// Starts sipline as the last argument of `wrapper` (a command such as prlimit).
+    pub fn start_wrapped(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Sipline {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sipline.toml");
         std::fs::File::create(&path)
@@ -228,7 +239,14 @@ impl Sipline {
             .unwrap()
             .port();
         let log = std::fs::File::create(dir.path().join("sipline.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipline"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_sipline"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sipline")),
+        };
         cmd.arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -334,6 +352,35 @@ impl Sipline {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The gateway's process id (prlimit execs it, so it is the child's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Descriptors the gateway holds now.
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Size of the log so far, in bytes.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("sipline.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use sipline_sip::message::Uri;
 use sipline_sip::transaction::Timers;
-use sipline_sip::{Account, Target, Transport, UaConfig, UserAgent};
+use sipline_sip::{Account, Protection, Target, Transport, UaConfig, UserAgent};
 
 fuzz_target!(|data: &[u8]| {
     let pbx = Target { transport: Transport::Udp, addr: "127.0.0.1:5060".parse().unwrap() };
@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         user_agent: "fuzz".into(),
         no_answer_timeout: Duration::from_secs(120),
         timers: Timers::default(),
+        protection: Protection::default(),
     };
     let t0 = Instant::now();
     let mut ua = UserAgent::new(t0, config, 1);

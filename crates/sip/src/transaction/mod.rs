@@ -5,11 +5,16 @@
 //! Every client transaction carries an owner tag `O` chosen by the transaction user
 //! (a registration, a call, the keepalive), so that events go straight back to
 //! whoever started it. Time only moves when the caller says so.
+//!
+//! Deadlines sit in a min-heap (entries are refreshed whenever a transaction is touched
+//! and stale ones are skipped when they come up), so the cost of a packet or a timeout
+//! does not grow with the number of live transactions.
 
 mod client;
 mod server;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::message::{Method, Request, Response};
@@ -119,12 +124,51 @@ pub enum Incoming {
     Stateless,
 }
 
+/// A transaction in the deadline heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TxKey {
+    Client(ClientKey),
+    Server(ServerKey),
+}
+
+/// One deadline: ordered by time, then by when it was set.
+#[derive(Debug)]
+struct Deadline {
+    at: Instant,
+    seq: u64,
+    key: TxKey,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 /// All client and server transactions of one SIP endpoint.
 #[derive(Debug)]
 pub struct Transactions<O> {
     timers: Timers,
     client: HashMap<ClientKey, ClientTransaction<O>>,
     server: HashMap<ServerKey, ServerTransaction>,
+    /// Every deadline a transaction has had since it was last touched; an entry is
+    /// acted on only if its transaction still exists and is due.
+    deadlines: BinaryHeap<Reverse<Deadline>>,
+    next_seq: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent<O>>,
 }
@@ -135,6 +179,8 @@ impl<O: Clone> Transactions<O> {
             timers,
             client: HashMap::new(),
             server: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_seq: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -168,6 +214,8 @@ impl<O: Clone> Transactions<O> {
         };
         let tx = ClientTransaction::new(now, req, data, target, owner, self.timers);
         self.client.insert(key.clone(), tx);
+        self.schedule(TxKey::Client(key.clone()));
+        self.prune();
         Some(key)
     }
 
@@ -186,11 +234,13 @@ impl<O: Clone> Transactions<O> {
         }
         if pass_up {
             self.events.push_back(TxEvent::Response {
-                key,
+                key: key.clone(),
                 owner: tx.owner.clone(),
                 response: resp,
             });
         }
+        self.schedule(TxKey::Client(key));
+        self.prune();
         true
     }
 
@@ -203,6 +253,8 @@ impl<O: Clone> Transactions<O> {
             if let Some(t) = tx.on_request(now, req) {
                 self.transmits.push_back(t);
             }
+            self.schedule(TxKey::Server(key));
+            self.prune();
             return Incoming::Absorbed;
         }
         if req.method == Method::Ack {
@@ -211,6 +263,13 @@ impl<O: Clone> Transactions<O> {
         let tx = ServerTransaction::new(req.method == Method::Invite, source, self.timers);
         self.server.insert(key.clone(), tx);
         Incoming::New(key)
+    }
+
+    /// Whether `req` is a retransmission (or the ACK of a non-2xx answer) of a server
+    /// transaction we have: such requests must reach [`Transactions::receive_request`]
+    /// whoever sent them.
+    pub fn is_known(&self, req: &Request) -> bool {
+        ServerKey::of(req).is_some_and(|k| self.server.contains_key(&k))
     }
 
     /// Sends a response through a server transaction. Returns false if the
@@ -222,6 +281,8 @@ impl<O: Clone> Transactions<O> {
         if let Some(t) = tx.respond(now, resp) {
             self.transmits.push_back(t);
         }
+        self.schedule(TxKey::Server(key.clone()));
+        self.prune();
         true
     }
 
@@ -229,6 +290,8 @@ impl<O: Clone> Transactions<O> {
     pub fn ack_received(&mut self, key: &ServerKey) {
         if let Some(tx) = self.server.get_mut(key) {
             tx.confirm_2xx();
+            self.schedule(TxKey::Server(key.clone()));
+            self.prune();
         }
     }
 
@@ -252,12 +315,32 @@ impl<O: Clone> Transactions<O> {
                 self.events.push_back(TxEvent::Timeout { key, owner: tx.owner });
             }
         }
+        self.prune();
     }
 
-    /// Advances every timer to `now`.
+    /// Advances every due timer to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut dead = Vec::new();
-        for (key, tx) in self.client.iter_mut() {
+        while self.deadlines.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(d)) = self.deadlines.pop() else {
+                break;
+            };
+            match d.key {
+                TxKey::Client(key) => self.client_timeout(now, key),
+                TxKey::Server(key) => self.server_timeout(now, key),
+            }
+        }
+        self.prune();
+    }
+
+    fn client_timeout(&mut self, now: Instant, key: ClientKey) {
+        // several timers can be due at once: run them all (a few at most)
+        for _ in 0..4 {
+            let Some(tx) = self.client.get_mut(&key) else {
+                return; // gone since this deadline was set
+            };
+            if tx.next_timeout().is_none_or(|t| t > now) {
+                break; // not (or no longer) due: a later entry stands for it
+            }
             let (timed_out, transmit) = tx.on_timeout(now);
             if let Some(t) = transmit {
                 self.transmits.push_back(t);
@@ -269,14 +352,21 @@ impl<O: Clone> Transactions<O> {
                 });
             }
             if tx.state() == ClientState::Terminated {
-                dead.push(key.clone());
+                self.client.remove(&key);
+                return;
             }
         }
-        for k in dead {
-            self.client.remove(&k);
-        }
-        let mut dead = Vec::new();
-        for (key, tx) in self.server.iter_mut() {
+        self.schedule_after(now, TxKey::Client(key));
+    }
+
+    fn server_timeout(&mut self, now: Instant, key: ServerKey) {
+        for _ in 0..4 {
+            let Some(tx) = self.server.get_mut(&key) else {
+                return;
+            };
+            if tx.next_timeout().is_none_or(|t| t > now) {
+                break;
+            }
             let (ack_timeout, transmit) = tx.on_timeout(now);
             if let Some(t) = transmit {
                 self.transmits.push_back(t);
@@ -285,19 +375,59 @@ impl<O: Clone> Transactions<O> {
                 self.events.push_back(TxEvent::AckTimeout { key: key.clone() });
             }
             if tx.state() == ServerState::Terminated {
-                dead.push(key.clone());
+                self.server.remove(&key);
+                return;
             }
         }
-        for k in dead {
-            self.server.remove(&k);
+        self.schedule_after(now, TxKey::Server(key));
+    }
+
+    /// Puts a transaction's next deadline in the heap (after anything touched it).
+    fn schedule(&mut self, key: TxKey) {
+        if let Some(at) = self.next_timeout_of(&key) {
+            self.push_deadline(at, key);
         }
+    }
+
+    /// As [`Self::schedule`] right after a timeout at `now`: a deadline that did not
+    /// move on is pushed past `now`, so that one transaction can never spin the loop.
+    fn schedule_after(&mut self, now: Instant, key: TxKey) {
+        if let Some(at) = self.next_timeout_of(&key) {
+            self.push_deadline(at.max(now + Duration::from_millis(1)), key);
+        }
+    }
+
+    fn next_timeout_of(&self, key: &TxKey) -> Option<Instant> {
+        match key {
+            TxKey::Client(k) => self.client.get(k).and_then(|t| t.next_timeout()),
+            TxKey::Server(k) => self.server.get(k).and_then(|t| t.next_timeout()),
+        }
+    }
+
+    /// Drops stale deadlines from the top of the heap (transactions gone, or moved on to
+    /// a later deadline, which has an entry of its own), so that
+    /// [`Transactions::poll_timeout`] is exact.
+    fn prune(&mut self) {
+        while let Some(Reverse(d)) = self.deadlines.peek() {
+            if self.next_timeout_of(&d.key).is_some_and(|t| t <= d.at) {
+                return;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    fn push_deadline(&mut self, at: Instant, key: TxKey) {
+        self.next_seq += 1;
+        self.deadlines.push(Reverse(Deadline {
+            at,
+            seq: self.next_seq,
+            key,
+        }));
     }
 
     /// The earliest instant at which [`Transactions::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self.client.values().filter_map(|t| t.next_timeout());
-        let s = self.server.values().filter_map(|t| t.next_timeout());
-        c.chain(s).min()
+        self.deadlines.peek().map(|Reverse(d)| d.at)
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -321,6 +451,7 @@ impl<O: Clone> Transactions<O> {
     /// Forgets every client transaction owned by `owner` (its user is gone).
     pub fn forget_owner(&mut self, is_owner: impl Fn(&O) -> bool) {
         self.client.retain(|_, t| !is_owner(&t.owner));
+        self.prune();
     }
 }
 

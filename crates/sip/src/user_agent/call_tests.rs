@@ -676,3 +676,160 @@ fn our_reinvite_and_info_travel_in_the_dialog() {
     assert_eq!(info.headers.get("Content-Type"), Some("application/dtmf-relay"));
     assert_eq!(lab.ua.line_call(lab.line), Some(call));
 }
+
+/// Feeds `data` as if sent from `source` (not the PBX).
+fn feed_from(lab: &mut Lab, source: &str, data: &str) -> Result<(), Dropped> {
+    let source = Target {
+        transport: Transport::Udp,
+        addr: source.parse().unwrap(),
+    };
+    lab.ua.handle_receive(lab.now, source, data.as_bytes())
+}
+
+#[test]
+fn an_invite_straight_from_an_untrusted_source_is_refused_without_ringing() {
+    let mut lab = Lab::new();
+    let forged = Lab::far_request("INVITE", "f1", "forged", 1, None, FAR_SDP)
+        .replace("\"Alice\" <sip:1000", "\"Your Bank Security\" <sip:1000");
+    let dropped = feed_from(&mut lab, "127.0.0.1:40404", &forged).unwrap_err();
+    assert_eq!(dropped.reason, DropReason::Untrusted);
+    assert!(dropped.detail.contains("127.0.0.1:40404"), "{dropped}");
+    assert_eq!(
+        status_of(&lab.responses()),
+        vec![403],
+        "no 100, no 180: a stateless 403"
+    );
+    assert!(lab.events().is_empty(), "nobody rings");
+    assert_eq!(lab.ua.line_call(lab.line), None);
+    let s = lab.ua.stats();
+    assert_eq!((s.server_transactions, s.counters.untrusted_refused), (0, 1));
+    // the same INVITE through the registrar rings
+    lab.feed(Lab::far_request("INVITE", "f2", "real", 1, None, FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 180]);
+}
+
+#[test]
+fn trusted_sources_and_the_outbound_proxy_may_call_in() {
+    let mut config = test_config();
+    config.protection.trusted_sources = vec!["10.1.0.0/16".parse().unwrap()];
+    config.outbound_proxy = Some((
+        Uri::parse("sip:127.0.0.1:5070").unwrap(),
+        Target {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        },
+    ));
+    let ua = UserAgent::new(Instant::now(), config, 1);
+    for (source, trusted) in [
+        ("127.0.0.1:5060", true),
+        ("127.0.0.1:5070", true),
+        ("10.1.7.9:5060", true),
+        ("10.2.0.1:5060", false),
+        ("127.0.0.1:5061", false),
+    ] {
+        let t = Target {
+            transport: Transport::Udp,
+            addr: source.parse().unwrap(),
+        };
+        assert_eq!(ua.is_trusted(t), trusted, "{source}");
+    }
+}
+
+#[test]
+fn untrusted_options_and_unknown_dialogs_are_answered_statelessly() {
+    let mut lab = Lab::new();
+    let options = Lab::far_request("OPTIONS", "o1", "ping", 1, None, b"");
+    feed_from(&mut lab, "127.0.0.1:40404", &options).unwrap();
+    let bye = Lab::far_request("BYE", "b1", "nope", 2, Some("nope"), b"");
+    feed_from(&mut lab, "127.0.0.1:40404", &bye).unwrap();
+    let cancel = Lab::far_request("CANCEL", "c1", "nope", 1, None, b"");
+    feed_from(&mut lab, "127.0.0.1:40404", &cancel).unwrap();
+    assert_eq!(status_of(&lab.responses()), vec![200, 481, 481]);
+    assert_eq!(lab.ua.stats().server_transactions, 0, "no state for any of them");
+}
+
+#[test]
+fn a_flood_of_invites_is_answered_once_each_at_most_and_within_the_budget() {
+    let mut lab = Lab::new();
+    let budget = test_config().protection.stateless_rate as usize;
+    for i in 0..10_000 {
+        let junk = Lab::far_request(
+            "INVITE",
+            &format!("fl{i}"),
+            &format!("flood{i}"),
+            1,
+            None,
+            FAR_SDP,
+        )
+        .replace("sip:880@", &format!("sip:{i}@"));
+        let _ = feed_from(&mut lab, "127.0.0.1:40404", &junk);
+    }
+    let answers = lab.responses();
+    assert_eq!(answers.len(), budget, "a burst's worth of 403s, the rest dropped");
+    assert!(answers.iter().all(|r| r.status == 403));
+    let s = lab.ua.stats();
+    assert_eq!(s.server_transactions, 0);
+    assert_eq!(s.counters.stateless_rate_limited, (10_000 - budget) as u64);
+    // nothing is ever retransmitted
+    lab.advance(Duration::from_secs(40));
+    assert!(lab.sent().is_empty());
+    // a second later, the budget is back
+    let junk = Lab::far_request("INVITE", "late", "late", 1, None, FAR_SDP);
+    let _ = feed_from(&mut lab, "127.0.0.1:40404", &junk);
+    assert_eq!(status_of(&lab.responses()), vec![403]);
+}
+
+#[test]
+fn server_transactions_are_capped() {
+    let mut config = test_config();
+    config.protection.max_server_transactions = 50;
+    let t0 = Instant::now();
+    let mut lab = Lab {
+        ua: UserAgent::new(t0, config, 7),
+        now: t0,
+        line: LineId(0),
+    };
+    // OPTIONS from the registrar itself (or someone spoofing it) each take a transaction
+    for i in 0..200 {
+        lab.feed(Lab::far_request("OPTIONS", &format!("o{i}"), &format!("o{i}"), 1, None, b"").as_bytes());
+    }
+    let statuses = status_of(&lab.responses());
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 50);
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 150);
+    let s = lab.ua.stats();
+    assert_eq!((s.server_transactions, s.counters.transaction_limit), (50, 150));
+    // they end on their own (Timer J), and room comes back
+    lab.advance(Duration::from_secs(40));
+    assert_eq!(lab.ua.stats().server_transactions, 0);
+}
+
+#[test]
+fn peer_text_in_drop_reasons_is_short_and_escaped() {
+    let mut lab = Lab::new();
+    let mut junk = String::from("INVITE sip:880@127.0.0.1 SIP/2.0\r\nVia: ");
+    junk.push_str(&"\u{1b}[31mX".repeat(20_000));
+    junk.push_str("\r\n\r\n");
+    let dropped = feed_from(&mut lab, "127.0.0.1:40404", &junk).unwrap_err();
+    assert!(dropped.detail.len() < 400, "{} bytes", dropped.detail.len());
+    assert!(!dropped.detail.contains('\u{1b}'), "{dropped}");
+}
+
+#[test]
+fn ten_thousand_live_transactions_keep_timeouts_exact() {
+    let mut lab = Lab::new();
+    lab.sent();
+    let t0 = lab.now;
+    for i in 0..10_000 {
+        lab.now = t0 + Duration::from_micros(i);
+        lab.feed(Lab::far_request("OPTIONS", &format!("m{i}"), &format!("m{i}"), 1, None, b"").as_bytes());
+    }
+    assert_eq!(lab.ua.stats().server_transactions, 4096, "capped at the default");
+    // Timer J (32 s) ends them in the order they came, each at its own time
+    lab.now = t0;
+    lab.advance(Duration::from_secs(32) - Duration::from_micros(1));
+    assert_eq!(lab.ua.stats().server_transactions, 4096);
+    lab.advance(Duration::from_micros(2000));
+    assert_eq!(lab.ua.stats().server_transactions, 4096 - 2000);
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(lab.ua.stats().server_transactions, 0);
+}
