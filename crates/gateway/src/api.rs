@@ -15,6 +15,8 @@ pub mod codes {
     pub const INVALID_PARAMS: i64 = -32602;
     /// The request is well-formed but not possible now (e.g. `accept` with nothing ringing).
     pub const INVALID_STATE: i64 = -32000;
+    /// Refused by a limit of the session (requests a second, ICE candidates).
+    pub const LIMIT: i64 = -32001;
 }
 
 /// A request from the browser, with its params checked.

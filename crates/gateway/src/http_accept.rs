@@ -7,11 +7,8 @@
 //! back off instead of spinning. Together they keep a flood of half-open connections
 //! from taking the descriptors that calls and WebSockets need.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum_server::accept::Accept;
@@ -20,72 +17,24 @@ use tokio::net::TcpStream;
 
 use crate::config::HttpLimits;
 use crate::counters::{self, Counter};
-
-#[derive(Debug, Default)]
-struct Open {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
+use crate::per_ip::{Exceeded, PerIpLimit, Place};
 
 /// Takes each accepted connection's place in the counts, or refuses it.
 #[derive(Debug, Clone)]
 pub struct LimitAcceptor {
-    limits: HttpLimits,
-    open: Arc<Mutex<Open>>,
+    places: PerIpLimit,
 }
 
 impl LimitAcceptor {
     pub fn new(limits: HttpLimits) -> LimitAcceptor {
         LimitAcceptor {
-            limits,
-            open: Arc::default(),
+            places: PerIpLimit::new(limits.max_connections, limits.max_connections_per_ip),
         }
     }
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.lock().total
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn admit(&self, ip: IpAddr) -> Result<Place, Counter> {
-        let mut open = self.lock();
-        if open.total >= self.limits.max_connections {
-            return Err(Counter::HttpConnections);
-        }
-        let from_ip = open.per_ip.entry(ip).or_default();
-        if *from_ip >= self.limits.max_connections_per_ip {
-            return Err(Counter::HttpConnectionsPerIp);
-        }
-        *from_ip += 1;
-        open.total += 1;
-        Ok(Place {
-            open: Arc::clone(&self.open),
-            ip,
-        })
-    }
-}
-
-/// A connection's place in the counts, given back when it is dropped.
-#[derive(Debug)]
-struct Place {
-    open: Arc<Mutex<Open>>,
-    ip: IpAddr,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.per_ip.remove(&self.ip);
-            }
-        }
+        self.places.open()
     }
 }
 
@@ -96,7 +45,7 @@ impl<S> Accept<TcpStream, S> for LimitAcceptor {
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let result = match stream.peer_addr() {
-            Ok(peer) => match self.admit(peer.ip()) {
+            Ok(peer) => match self.places.take(peer.ip()) {
                 Ok(place) => {
                     let _ = stream.set_nodelay(true);
                     Ok((
@@ -107,7 +56,11 @@ impl<S> Accept<TcpStream, S> for LimitAcceptor {
                         service,
                     ))
                 }
-                Err(limit) => {
+                Err(exceeded) => {
+                    let limit = match exceeded {
+                        Exceeded::Total => Counter::HttpConnections,
+                        Exceeded::PerIp => Counter::HttpConnectionsPerIp,
+                    };
                     counters::inc(limit);
                     Err(io::Error::other(format!(
                         "connection from {peer} refused: {} reached",
@@ -157,36 +110,5 @@ impl AsyncWrite for Limited {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn places_are_counted_in_all_and_per_address_and_given_back() {
-        let acceptor = LimitAcceptor::new(HttpLimits {
-            max_connections: 3,
-            max_connections_per_ip: 2,
-            header_timeout: Duration::from_secs(1),
-        });
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let p1 = acceptor.admit(a).unwrap();
-        let p2 = acceptor.admit(a).unwrap();
-        assert_eq!(acceptor.admit(a).unwrap_err(), Counter::HttpConnectionsPerIp);
-        let p3 = acceptor.admit(b).unwrap();
-        assert_eq!(acceptor.admit(b).unwrap_err(), Counter::HttpConnections);
-        assert_eq!(acceptor.open(), 3);
-        drop(p1);
-        let _p4 = acceptor.admit(a).unwrap();
-        drop((p2, p3));
-        assert_eq!(acceptor.open(), 1);
-        assert!(
-            !acceptor.lock().per_ip.contains_key(&b),
-            "no entry left for a gone address"
-        );
     }
 }

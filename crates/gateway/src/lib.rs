@@ -16,9 +16,11 @@ pub mod media;
 pub mod media_session;
 pub mod pbx_driver;
 pub mod peer_log;
+pub mod per_ip;
 pub mod pool;
 pub mod services;
 pub mod session;
+pub mod session_guard;
 pub mod sip_driver;
 pub mod sip_transport;
 

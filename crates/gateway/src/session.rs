@@ -23,7 +23,9 @@ use crate::counters::{self, Counter};
 use crate::media_session::{self, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
 use crate::peer_log::{Kind, clip};
 use crate::peer_warn;
+use crate::per_ip::PerIpLimit;
 use crate::pool::AccountPool;
+use crate::session_guard::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, SessionGuard, Verdict};
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
 use sipline_media::bridge::Side;
 use tokio::sync::mpsc;
@@ -47,6 +49,8 @@ pub struct Gateway {
     /// HTTP connections open (for `/metrics`), once serving.
     pub http_connections: Option<crate::http_accept::LimitAcceptor>,
     pub sessions: AtomicUsize,
+    /// Sessions per IP address (`http.max_sessions_per_ip`).
+    pub session_places: PerIpLimit,
     next_conn: AtomicU64,
 }
 
@@ -57,6 +61,7 @@ impl Gateway {
         sip: SipHandle,
         rtp: Arc<crate::media::RtpPortPool>,
     ) -> Gateway {
+        let session_places = PerIpLimit::new(usize::MAX, settings.session_limits.max_sessions_per_ip);
         Gateway {
             settings,
             pool,
@@ -65,6 +70,7 @@ impl Gateway {
             pbx: None,
             http_connections: None,
             sessions: AtomicUsize::new(0),
+            session_places,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -97,18 +103,15 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     tracing::info!(conn, %peer, "browser connected");
     let (mut sink, mut stream) = socket.split();
 
+    let Ok(place) = gw.session_places.take(peer.ip()) else {
+        counters::inc(Counter::SessionsPerIp);
+        peer_warn!(Kind::Browser, conn, %peer, "too many sessions from one address: connection limit");
+        refuse_admission(&mut sink, "too many sessions from this address").await;
+        return;
+    };
     let Some(lease) = gw.pool.lease() else {
         tracing::info!(conn, "no free account: connection limit");
-        let n = Notification::RegistrationStateChanged {
-            state: RegistrationState::ConnectionLimit,
-        };
-        let _ = sink.send(text(n.to_json())).await;
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CLOSE_TRY_AGAIN_LATER,
-                reason: "connection limit".into(),
-            })))
-            .await;
+        refuse_admission(&mut sink, "connection limit").await;
         tracing::info!(conn, "browser disconnected (connection limit)");
         return;
     };
@@ -159,27 +162,46 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     let mut next_ping = Instant::now() + ping_every;
     let mut silent_until = Instant::now() + idle;
     let mut removed = false;
+    let mut guard = SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now());
+    let ends_at = guard.ends_at().map(Instant::from_std);
+    // the session's time is up, and it closes as soon as no call runs
+    let mut time_up = false;
+    let mut close: Option<(u16, &'static str)> = None;
 
     let why = loop {
         tokio::select! {
             frame = stream.next() => {
                 let msg = match frame {
                     Some(Ok(m)) => m,
+                    Some(Err(e)) if is_too_big(&e) => {
+                        counters::inc(Counter::FrameTooBig);
+                        peer_warn!(Kind::Browser, conn, "frame over the API's limit: closing");
+                        close = Some((CLOSE_MESSAGE_TOO_BIG, "frame too big: at most 64 KiB"));
+                        break "sent a frame over the limit".to_owned();
+                    }
                     Some(Err(e)) => break format!("connection error: {e}"),
                     None => break "connection lost".to_owned(),
                 };
                 silent_until = Instant::now() + idle;
                 let reply = match msg {
-                    Message::Text(t) => {
-                        let line = LineContext {
-                            gw: &gw,
-                            line,
-                            account: &account,
-                            status: status.as_ref(),
-                            media: media.as_ref(),
-                        };
-                        handle_text(t.as_str(), &line).await
-                    }
+                    Message::Text(t) => match guard.on_request(std::time::Instant::now()) {
+                        Verdict::Serve => {
+                            let line = LineContext {
+                                gw: &gw,
+                                line,
+                                account: &account,
+                                status: status.as_ref(),
+                                media: media.as_ref(),
+                            };
+                            handle_text(t.as_str(), &line, &mut guard).await
+                        }
+                        Verdict::Refuse(error) => Some(error_json(&request_id(t.as_str()), &error)),
+                        Verdict::Close(code, reason) => {
+                            peer_warn!(Kind::Browser, conn, user = %account.user, "{reason}: closing");
+                            close = Some((code, reason));
+                            break reason.to_owned();
+                        }
+                    },
                     Message::Binary(_) => Some(error_json(
                         &Value::Null,
                         &RpcError::new(codes::INVALID_REQUEST, "Invalid Request: binary frames are not supported"),
@@ -200,8 +222,13 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                     {
                         answered_at = Some((*call, Instant::now()));
                     }
+                    let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
                     if sink.send(text(call_notification(notice).to_json())).await.is_err() {
                         break "send failed".to_owned();
+                    }
+                    if over && time_up {
+                        close = Some((CLOSE_GOING_AWAY, "session length limit reached"));
+                        break "session length limit reached".to_owned();
                     }
                 }
                 Some(LineEvent::Status(s)) => {
@@ -278,13 +305,44 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             _ = sleep_until(silent_until) => {
                 break format!("silent for {} s (no pong)", idle.as_secs_f64());
             }
+            _ = sleep_until(ends_at.unwrap_or_else(Instant::now)), if ends_at.is_some() && !time_up => {
+                time_up = true;
+                counters::inc(Counter::SessionLength);
+                if matches!(gw.sip.call_info(line).await, Ok(None) | Err(_)) {
+                    close = Some((CLOSE_GOING_AWAY, "session length limit reached"));
+                    break "session length limit reached".to_owned();
+                }
+                tracing::info!(conn, user = %account.user, "session length limit reached: closing when the call ends");
+            }
         }
     };
     tracing::info!(conn, user = %account.user, reason = %why, "browser disconnected");
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+        // Read (and drop) what the browser still sends until its own close: closing a
+        // socket with unread data resets it, and the browser would lose our last frames.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     // completes the closing handshake when the browser started one
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
     drop(sink);
     drop(stream);
+    drop(place);
 
     // Unregister, and free the account only once the PBX has forgotten the binding.
     if !removed {
@@ -305,6 +363,41 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     }
     drop(lease);
     tracing::info!(conn, user = %account.user, "account released");
+}
+
+/// Tells a browser it was not admitted (`connectionLimit`) and closes with 1013.
+async fn refuse_admission(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, reason: &str) {
+    let n = Notification::RegistrationStateChanged {
+        state: RegistrationState::ConnectionLimit,
+    };
+    let _ = sink.send(text(n.to_json())).await;
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CLOSE_TRY_AGAIN_LATER,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Whether a WebSocket error is a frame or message over the configured maximum.
+fn is_too_big(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The id of a request frame, to answer it with an error without carrying it out
+/// (null when the frame has none or is not JSON-RPC).
+fn request_id(frame: &str) -> Value {
+    match Incoming::parse(frame) {
+        Ok(incoming) => incoming.id.unwrap_or(Value::Null),
+        Err(rejection) => rejection.id,
+    }
 }
 
 /// What a request may need to know about its session.
@@ -368,7 +461,11 @@ fn invalid_state(message: impl Into<String>) -> RpcError {
 }
 
 /// Carries out one request: a result, or an error for the browser.
-async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value, RpcError> {
+async fn execute(
+    request: ClientRequest,
+    ctx: &LineContext<'_>,
+    guard: &mut SessionGuard,
+) -> Result<Value, RpcError> {
     let gone = |e: crate::sip_driver::SipGone| invalid_state(e.to_string());
     match request.clone() {
         ClientRequest::Ping => Ok(json!({})),
@@ -422,6 +519,7 @@ async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value,
             }
         }
         ClientRequest::Candidate { candidate } => {
+            guard.on_candidate()?;
             if let Some(m) = ctx.media {
                 m.send(MediaCommand::Candidate(candidate));
             }
@@ -452,12 +550,12 @@ async fn execute(request: ClientRequest, ctx: &LineContext<'_>) -> Result<Value,
 }
 
 /// Answers one text frame (None for JSON-RPC notifications, which get no reply).
-async fn handle_text(text: &str, ctx: &LineContext<'_>) -> Option<String> {
+async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard) -> Option<String> {
     let incoming = match Incoming::parse(text) {
         Ok(i) => i,
         Err(rejection) => return Some(error_json(&rejection.id, &rejection.error)),
     };
-    let outcome = execute(incoming.request, ctx).await;
+    let outcome = execute(incoming.request, ctx, guard).await;
     let id = incoming.id?;
     Some(match outcome {
         Ok(result) => result_json(&id, result),

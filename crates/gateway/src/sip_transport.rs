@@ -13,9 +13,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sipline_sip::message::{MAX_MESSAGE_SIZE, frame_length};
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::counters::{self, Counter};
 use crate::peer_log::Kind;
 use crate::peer_warn;
+use crate::per_ip::{Exceeded, PerIpLimit, Place};
 
 /// What the sockets produced.
 #[derive(Debug)]
@@ -91,32 +92,6 @@ struct Connection {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Accepted connections, in all and per address; shared with the connection tasks,
-/// whose guards give their place back when they end however they end.
-#[derive(Debug, Default)]
-struct Accepted {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-struct AcceptedGuard {
-    accepted: Arc<Mutex<Accepted>>,
-    ip: IpAddr,
-}
-
-impl Drop for AcceptedGuard {
-    fn drop(&mut self) {
-        let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-        a.total = a.total.saturating_sub(1);
-        if let Some(n) = a.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                a.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 pub struct SipTransport {
     udp: Arc<UdpSocket>,
     /// The UDP socket again, for sending: a UDP send never waits, and tokio's
@@ -127,7 +102,8 @@ pub struct SipTransport {
     /// Open connections by peer, with an id so a late close of an old connection
     /// does not remove its replacement.
     connections: HashMap<SocketAddr, Connection>,
-    accepted: Arc<Mutex<Accepted>>,
+    /// Accepted connections, in all and per address; each task holds its place.
+    accepted: PerIpLimit,
     accept_backoff: Duration,
     accept_paused_until: Option<Instant>,
     /// Connections dropped by us (peers that would not read), to report as failed.
@@ -151,12 +127,12 @@ impl SipTransport {
         let listener = TcpListener::bind(addr).await?;
         let (events_tx, events_rx) = mpsc::channel(STREAM_QUEUE);
         Ok(SipTransport {
+            accepted: PerIpLimit::new(limits.max_connections, limits.max_per_ip),
+            limits,
             udp: Arc::new(udp),
             udp_tx,
             listener,
-            limits,
             connections: HashMap::new(),
-            accepted: Arc::default(),
             accept_backoff: ACCEPT_BACKOFF_MIN,
             accept_paused_until: None,
             dropped: VecDeque::new(),
@@ -277,28 +253,16 @@ impl SipTransport {
 
     /// Takes an accepted connection on, or closes it at once when a limit is reached.
     fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
-        let ip = addr.ip();
-        let guard = {
-            let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-            let from_ip = a.per_ip.get(&ip).copied().unwrap_or(0);
-            let refused = if a.total >= self.limits.max_connections {
-                Some(Counter::SipTcpConnections)
-            } else if from_ip >= self.limits.max_per_ip {
-                Some(Counter::SipTcpConnectionsPerIp)
-            } else {
-                None
-            };
-            if let Some(limit) = refused {
-                drop(a);
+        let place = match self.accepted.take(addr.ip()) {
+            Ok(place) => place,
+            Err(exceeded) => {
+                let limit = match exceeded {
+                    Exceeded::Total => Counter::SipTcpConnections,
+                    Exceeded::PerIp => Counter::SipTcpConnectionsPerIp,
+                };
                 counters::inc(limit);
                 peer_warn!(Kind::SipTcp, %addr, limit = limit.name().1, "SIP TCP connection refused");
                 return; // dropping the stream closes it
-            }
-            a.total += 1;
-            *a.per_ip.entry(ip).or_default() += 1;
-            AcceptedGuard {
-                accepted: Arc::clone(&self.accepted),
-                ip,
             }
         };
         tracing::debug!(%addr, "SIP TCP connection accepted");
@@ -309,7 +273,7 @@ impl SipTransport {
             self.next_id,
             self.events_tx.clone(),
             self.limits.clone(),
-            Some(guard),
+            Some(place),
         );
         if let Some(old) = self.connections.insert(addr, conn) {
             old.task.abort();
@@ -326,7 +290,7 @@ fn spawn_connection(
     id: u64,
     events: mpsc::Sender<StreamEvent>,
     limits: TcpLimits,
-    accepted: Option<AcceptedGuard>,
+    accepted: Option<Place>,
 ) -> Connection {
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -402,6 +366,8 @@ async fn read_messages(
                     peer_warn!(
                         Kind::SipTcp,
                         %addr,
+                        pending = buf.len(),
+                        last_read_ms = last_read.elapsed().as_millis() as u64,
                         "closing SIP TCP connection: {}",
                         if idle_hit { "idle" } else { "message not finished in time" }
                     );

@@ -142,7 +142,9 @@ async fn browser_calls_baresip(n: u16, phone_codecs: &str, browser_codec: &str, 
         ("MIC_HZ", "1000"),
         ("EXPECT_HZ", "440"),
     ]);
-    lab._pbx.wait_users(WAIT, |u| u.iter().any(|x| x == "880"));
+    // the page registers once Chromium is up, which can take a while on a loaded machine
+    lab._pbx
+        .wait_users(BROWSER_START, |u| u.iter().any(|x| x == "880"));
     let phone = lab.phone(phone_codecs, 440, Some("880"));
     let r = check_ok(&lab, task.await.unwrap());
     let snr = f(&r["snrDb"]);
@@ -254,7 +256,9 @@ async fn baresip_calls_the_browser() {
     }
     let lab = AudioLab::start(44);
     let task = lab.browser_task(&[("ROLE", "callee"), ("MIC_HZ", "1000"), ("EXPECT_HZ", "440")]);
-    lab._pbx.wait_users(WAIT, |u| u.iter().any(|x| x == "880"));
+    // the page registers once Chromium is up, which can take a while on a loaded machine
+    lab._pbx
+        .wait_users(BROWSER_START, |u| u.iter().any(|x| x == "880"));
     let phone = lab.phone("PCMU/8000/1,PCMA/8000/1", 440, Some("880"));
     let r = check_ok(&lab, task.await.unwrap());
     let snr = f(&r["snrDb"]);

@@ -24,10 +24,17 @@ impl CallLab {
 
     /// `extra` goes into the [sip] section.
     fn start_with(n: u16, extra_sip: &str) -> CallLab {
+        CallLab::start_with_sections(n, extra_sip, "")
+    }
+
+    /// `extra_sip` and `extra_http` go into those sections.
+    fn start_with_sections(n: u16, extra_sip: &str, extra_http: &str) -> CallLab {
         let slot = Slot::new(n);
         let pbx = Pbx::start(slot.pbx);
         let rtp = 40000 + n * 20;
-        let config = base_config(slot).replace("[sip]\n", &format!("[sip]\n{extra_sip}"))
+        let config = base_config(slot)
+            .replace("[sip]\n", &format!("[sip]\n{extra_sip}"))
+            .replace("[http]\n", &format!("[http]\n{extra_http}\n"))
             + &format!(
                 "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
                 rtp + 19
@@ -353,7 +360,8 @@ async fn calls_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_calls_leave_no_port_dialog_or_transaction() {
-    let lab = CallLab::start(33);
+    // a machine placing calls back to back: more requests a second than a person sends
+    let lab = CallLab::start_with_sections(33, "", "requests_per_second = 1000");
     let mut uas = lab.uas("uas_answer_wait_bye", "1001", &["-m", "100"]);
     let (mut b, _) = lab.browser().await;
     for i in 0..100 {

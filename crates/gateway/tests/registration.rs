@@ -12,6 +12,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+/// All these browsers come from 127.0.0.1: lift the per-address session limit.
+fn many_sessions(config: String) -> String {
+    config.replace("[http]\n", "[http]\nmax_sessions_per_ip = 100\n")
+}
+
 fn pool_range(from: u32, to: u32) -> String {
     format!("\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = {from}, to = {to} }}\n")
 }
@@ -20,7 +25,7 @@ fn pool_range(from: u32, to: u32) -> String {
 async fn nineteen_browsers_get_lines_and_the_twentieth_is_refused() {
     let slot = Slot::new(1);
     let pbx = Pbx::start(slot.pbx);
-    let sipline = Sipline::start(&(base_config(slot) + &pool_range(880, 898)));
+    let sipline = Sipline::start(&(many_sessions(base_config(slot)) + &pool_range(880, 898)));
     let url = sipline.ws_url();
 
     let mut browsers = Vec::new();
@@ -128,7 +133,7 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
 async fn a_thousand_connect_disconnect_cycles_leave_nothing_behind() {
     let slot = Slot::new(3);
     let pbx = Pbx::start(slot.pbx);
-    let sipline = Sipline::start(&(base_config(slot) + &pool_range(880, 898)));
+    let sipline = Sipline::start(&(many_sessions(base_config(slot)) + &pool_range(880, 898)));
     let url = sipline.ws_url();
     let t0 = Instant::now();
     let workers = 8;

@@ -404,6 +404,9 @@ pub struct Browser {
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a headless Chromium may take to start and load the page under CI load.
+pub const BROWSER_START: Duration = Duration::from_secs(40);
+
 impl Browser {
     pub async fn connect(url: &str) -> Browser {
         let (ws, _) = tokio_tungstenite::connect_async(url)
