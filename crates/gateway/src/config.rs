@@ -436,6 +436,63 @@ pub fn env_password_var(user: &str) -> String {
     format!("SIPLINE_ACCOUNT_{cleaned}_PASSWORD")
 }
 
+impl HttpConfig {
+    /// The limits on connections and on what each browser session may do.
+    fn limits(&self) -> Result<(HttpLimits, SessionLimits), ConfigError> {
+        let http_limits = HttpLimits {
+            max_connections: at_least_one("http.max_connections", self.max_connections)?,
+            max_connections_per_ip: at_least_one("http.max_connections_per_ip", self.max_connections_per_ip)?,
+            header_timeout: secs("http.header_timeout", self.header_timeout, false)?,
+        };
+        let max_session_length = secs("http.max_session_length", self.max_session_length, true)?;
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return Err(ConfigError::new(
+                "http.requests_per_second",
+                "must be a positive number",
+            ));
+        }
+        let session_limits = SessionLimits {
+            max_sessions_per_ip: at_least_one("http.max_sessions_per_ip", self.max_sessions_per_ip)?,
+            max_session_length: (!max_session_length.is_zero()).then_some(max_session_length),
+            requests_per_second: self.requests_per_second,
+            request_burst: at_least_one("http.request_burst", self.request_burst as usize)? as u32,
+            max_candidates: self.max_candidates,
+        };
+        Ok((http_limits, session_limits))
+    }
+}
+
+impl SipConfig {
+    /// Who may call in, and the bounds on what SIP peers can hold.
+    fn protection(&self) -> Result<(sipline_sip::Protection, crate::sip_transport::TcpLimits), ConfigError> {
+        let mut trusted_sources = Vec::new();
+        for (i, s) in self.trusted_sources.iter().enumerate() {
+            trusted_sources.push(
+                s.parse::<sipline_sip::trust::TrustedSource>()
+                    .map_err(|e| ConfigError::new(&format!("sip.trusted_sources[{i}]"), e.to_string()))?,
+            );
+        }
+        let protection = sipline_sip::Protection {
+            trusted_sources,
+            max_server_transactions: at_least_one(
+                "sip.max_server_transactions",
+                self.max_server_transactions,
+            )?,
+            stateless_rate: self.stateless_rate,
+        };
+        let sip_tcp = crate::sip_transport::TcpLimits {
+            max_connections: at_least_one("sip.tcp_max_connections", self.tcp_max_connections)?,
+            max_per_ip: at_least_one("sip.tcp_max_connections_per_ip", self.tcp_max_connections_per_ip)?,
+            idle_timeout: secs("sip.tcp_idle_timeout", self.tcp_idle_timeout, false)?,
+            message_timeout: secs("sip.tcp_message_timeout", self.tcp_message_timeout, false)?,
+            send_queue_bytes: self
+                .tcp_send_queue_bytes
+                .max(sipline_sip::message::MAX_MESSAGE_SIZE),
+        };
+        Ok((protection, sip_tcp))
+    }
+}
+
 impl Config {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -455,16 +512,6 @@ impl Config {
     /// Checks everything and resolves addresses. `env` looks up environment
     /// variables (a parameter so tests need not touch the process environment).
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let secs = |key: &str, v: f64, allow_zero: bool| -> Result<Duration, ConfigError> {
-            if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > 86_400.0 {
-                return Err(ConfigError::new(
-                    key,
-                    format!("{v} is not a sensible number of seconds"),
-                ));
-            }
-            Ok(Duration::from_secs_f64(v))
-        };
-
         // [http]
         let mut tokens: Vec<String> = self.http.tokens.clone();
         if let Some(extra) = env(ENV_TOKENS) {
@@ -490,28 +537,7 @@ impl Config {
                 "must be longer than http.ws_ping_interval",
             ));
         }
-        let http_limits = HttpLimits {
-            max_connections: at_least_one("http.max_connections", self.http.max_connections)?,
-            max_connections_per_ip: at_least_one(
-                "http.max_connections_per_ip",
-                self.http.max_connections_per_ip,
-            )?,
-            header_timeout: secs("http.header_timeout", self.http.header_timeout, false)?,
-        };
-        let max_session_length = secs("http.max_session_length", self.http.max_session_length, true)?;
-        if !(self.http.requests_per_second.is_finite() && self.http.requests_per_second > 0.0) {
-            return Err(ConfigError::new(
-                "http.requests_per_second",
-                "must be a positive number",
-            ));
-        }
-        let session_limits = SessionLimits {
-            max_sessions_per_ip: at_least_one("http.max_sessions_per_ip", self.http.max_sessions_per_ip)?,
-            max_session_length: (!max_session_length.is_zero()).then_some(max_session_length),
-            requests_per_second: self.http.requests_per_second,
-            request_burst: at_least_one("http.request_burst", self.http.request_burst as usize)? as u32,
-            max_candidates: self.http.max_candidates,
-        };
+        let (http_limits, session_limits) = self.http.limits()?;
 
         // [sip]
         let transport = Transport::parse(&self.sip.transport).ok_or_else(|| {
@@ -584,34 +610,7 @@ impl Config {
         if self.sip.user_agent.trim().is_empty() || self.sip.user_agent.contains(['\r', '\n']) {
             return Err(ConfigError::new("sip.user_agent", "must be one non-empty line"));
         }
-        let mut trusted_sources = Vec::new();
-        for (i, s) in self.sip.trusted_sources.iter().enumerate() {
-            trusted_sources.push(
-                s.parse::<sipline_sip::trust::TrustedSource>()
-                    .map_err(|e| ConfigError::new(&format!("sip.trusted_sources[{i}]"), e.to_string()))?,
-            );
-        }
-        let protection = sipline_sip::Protection {
-            trusted_sources,
-            max_server_transactions: at_least_one(
-                "sip.max_server_transactions",
-                self.sip.max_server_transactions,
-            )?,
-            stateless_rate: self.sip.stateless_rate,
-        };
-        let sip_tcp = crate::sip_transport::TcpLimits {
-            max_connections: at_least_one("sip.tcp_max_connections", self.sip.tcp_max_connections)?,
-            max_per_ip: at_least_one(
-                "sip.tcp_max_connections_per_ip",
-                self.sip.tcp_max_connections_per_ip,
-            )?,
-            idle_timeout: secs("sip.tcp_idle_timeout", self.sip.tcp_idle_timeout, false)?,
-            message_timeout: secs("sip.tcp_message_timeout", self.sip.tcp_message_timeout, false)?,
-            send_queue_bytes: self
-                .sip
-                .tcp_send_queue_bytes
-                .max(sipline_sip::message::MAX_MESSAGE_SIZE),
-        };
+        let (protection, sip_tcp) = self.sip.protection()?;
 
         // [pool]
         let domain = match &self.pool.domain {
@@ -796,6 +795,18 @@ impl Config {
             browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
         })
     }
+}
+
+/// A duration in seconds from the file: finite, not negative, at most a day, and not
+/// zero unless `allow_zero` (which then means "off").
+fn secs(key: &str, v: f64, allow_zero: bool) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > 86_400.0 {
+        return Err(ConfigError::new(
+            key,
+            format!("{v} is not a sensible number of seconds"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 /// A count that must be at least one (a limit of zero would refuse everything).

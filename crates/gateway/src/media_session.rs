@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sipline_media::bridge::{
     Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg,
 };
-use sipline_media::latch::Latch;
+use sipline_media::latch::{Latch, Verdict};
 use sipline_media::sdp::Codec as MediaCodec;
 use sipline_sip::CallRef;
 use str0m::change::SdpOffer;
@@ -28,7 +28,10 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::counters::{self, Counter};
 use crate::media::RtpPorts;
+use crate::peer_log::Kind;
+use crate::peer_warn;
 
 /// What the SIP driver and the session ask of a media session.
 pub enum MediaCommand {
@@ -261,8 +264,10 @@ impl MediaSession {
                     if let Some((n, source)) = r
                         && let Some(leg) = self.call.as_mut()
                     {
-                        leg.latch.on_rtcp(source, &rtcp_buf[..n]);
-                        if let Some(b) = leg.bridge.as_mut()
+                        if !leg.latch.on_rtcp(source, &rtcp_buf[..n]) {
+                            counters::inc(Counter::RtcpForeignSource);
+                            peer_warn!(Kind::Media, call = %leg.call, %source, "RTCP from a stranger dropped");
+                        } else if let Some(b) = leg.bridge.as_mut()
                             && let Err(e) = b.from_sip_rtcp(Instant::now(), &rtcp_buf[..n])
                         {
                             tracing::debug!(error = e, "RTCP from the far end dropped");
@@ -400,11 +405,20 @@ impl MediaSession {
 
     fn on_sip_rtp(&mut self, source: SocketAddr, n: usize, buf: &[u8]) {
         let Some(leg) = self.call.as_mut() else { return };
-        leg.first_rtp_at.get_or_insert_with(Instant::now);
-        let signalled = leg.latch.rtp_destination();
-        if let Some(actual) = leg.latch.on_rtp(source, &buf[..n]) {
-            tracing::info!(call = %leg.call, sdp = %signalled, %actual, "latching RTP to where it comes from");
+        let now = Instant::now();
+        let before = leg.latch.rtp_destination();
+        match leg.latch.on_rtp(now, source, &buf[..n]) {
+            Verdict::Accept => {}
+            Verdict::Moved { to } => {
+                tracing::info!(call = %leg.call, from = %before, %to, "sending RTP where the far end's comes from");
+            }
+            Verdict::Drop => {
+                counters::inc(Counter::RtpForeignSource);
+                peer_warn!(Kind::Media, call = %leg.call, %source, far_end = %before, "RTP from a source other than the far end dropped");
+                return;
+            }
         }
+        leg.first_rtp_at.get_or_insert(now);
         if let Some(b) = leg.bridge.as_mut()
             && let Err(e) = b.from_sip(Instant::now(), &buf[..n])
         {
@@ -444,7 +458,12 @@ impl MediaSession {
                     call,
                     ports,
                     media: leg,
-                    latch: Latch::new(leg.remote_rtp, leg.remote_rtcp, self.settings.symmetric_rtp),
+                    latch: Latch::new(
+                        Instant::now(),
+                        leg.remote_rtp,
+                        leg.remote_rtcp,
+                        self.settings.symmetric_rtp,
+                    ),
                     bridge: None,
                     first_audio_sent: false,
                     first_rtp_at: None,
@@ -457,7 +476,8 @@ impl MediaSession {
                 if let Some(l) = self.call.as_mut().filter(|l| l.call == call) {
                     if leg.remote_rtp != l.media.remote_rtp {
                         // the far end moved: use the new address at once
-                        l.latch.renegotiated(leg.remote_rtp, leg.remote_rtcp);
+                        l.latch
+                            .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
                     }
                     l.media = leg;
                     if let Some(b) = l.bridge.as_mut() {

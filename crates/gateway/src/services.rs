@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use sipline_media::audio::{AudioEncoder, native_rate, opus_packet_samples_48k};
 use sipline_media::dtmf::DtmfDetector;
-use sipline_media::latch::Latch;
+use sipline_media::latch::{Latch, Verdict};
 use sipline_media::rtp::RtpPacket;
+
+use crate::counters::{self, Counter};
 use sipline_media::sdp::Codec;
 use sipline_sip::Account;
 use tokio::sync::mpsc;
@@ -178,7 +180,7 @@ impl ServiceCall {
         ServiceCall {
             ext,
             ports,
-            latch: Latch::new(leg.remote_rtp, leg.remote_rtcp, true),
+            latch: Latch::new(Instant::now(), leg.remote_rtp, leg.remote_rtcp, true),
             encoder: AudioEncoder::new(codec, rate_for(codec)),
             leg,
             ssrc: fastrand::u32(..),
@@ -196,14 +198,18 @@ impl ServiceCall {
             self.encoder = AudioEncoder::new(leg.leg.codec.codec, rate_for(leg.leg.codec.codec));
         }
         if leg.remote_rtp != self.leg.remote_rtp {
-            self.latch.renegotiated(leg.remote_rtp, leg.remote_rtcp);
+            self.latch
+                .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
         }
         self.leg = leg;
     }
 
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let Ok(p) = RtpPacket::parse(data) else { return };
-        self.latch.on_rtp(from, data);
+        if self.latch.on_rtp(now, from, data) == Verdict::Drop {
+            counters::inc(Counter::RtpForeignSource);
+            return;
+        }
         if Some(p.payload_type) == self.leg.leg.dtmf_payload_type {
             if let Some(d) = self.detector.on_packet(p.timestamp, p.payload) {
                 self.on_digit(d);

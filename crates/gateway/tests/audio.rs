@@ -217,6 +217,22 @@ impl AudioLab {
         })
     }
 
+    /// The signalling half of a far end (sipp as 1001) whose SDP names port `media + 6`,
+    /// where the test plays the media half itself; returns sipp and `media`.
+    fn far_end_signalling(&self) -> (Sipp, u16) {
+        let sip = self.slot.pbx + 7;
+        let media = 31000 + (self.slot.http % 1000) * 10;
+        Sipp::register(self.slot.pbx, sip, media, "1001", "secret");
+        let sipp = sipp_without_echo_with(
+            "uas_answer_wrong_media_port",
+            self.slot.pbx,
+            sip,
+            media,
+            &["-key", "sdp_port", &(media + 6).to_string()],
+        );
+        (sipp, media)
+    }
+
     fn sipp_uas(&self, scenario: &str) -> Sipp {
         let sip = self.slot.pbx + 7;
         let media = 31000 + (self.slot.http % 1000) * 10;
@@ -421,17 +437,8 @@ async fn symmetric_rtp_latches_onto_the_real_source() {
     }
     for (n, symmetric) in [(48, true), (49, false)] {
         let lab = AudioLab::start_with(n, &format!("symmetric_rtp = {symmetric}\n"));
-        let sip = lab.slot.pbx + 7;
-        let media = 31000 + (lab.slot.http % 1000) * 10;
-        let (real_port, sdp_port) = (media + 4, media + 6);
-        Sipp::register(lab.slot.pbx, sip, media, "1001", "secret");
-        let mut sipp = sipp_without_echo_with(
-            "uas_answer_wrong_media_port",
-            lab.slot.pbx,
-            sip,
-            media,
-            &["-key", "sdp_port", &sdp_port.to_string()],
-        );
+        let (mut sipp, media) = lab.far_end_signalling();
+        let real_port = media + 4;
         let rtp = 42000 + n * 20;
         let mut echo = std::process::Command::new(repo_root().join("lab/phones/rtp_echo_nat.py"))
             .args([real_port, rtp, rtp + 19, 20].map(|p| p.to_string()))
@@ -457,10 +464,184 @@ async fn symmetric_rtp_latches_onto_the_real_source() {
         let log = lab.sipline.log();
         if symmetric {
             assert!(snr >= 25.0, "no echo through the latched address:\n{log}");
-            assert!(log.contains("latching RTP"), "{log}");
+            assert!(
+                log.contains("sending RTP where the far end's comes from"),
+                "{log}"
+            );
         } else {
             assert!(rms < 0.01, "audio came back with symmetric RTP off: rms {rms}");
-            assert!(!log.contains("latching RTP"), "{log}");
+            assert!(
+                !log.contains("sending RTP where the far end's comes from"),
+                "{log}"
+            );
         }
+    }
+}
+
+/// What a far end (at the address its SDP names) and an attacker (spraying the gateway's
+/// RTP range) each did and got during one call.
+#[derive(Debug, Default)]
+struct RtpRace {
+    /// When the far end began sending, after the gateway's first packet reached it.
+    far_end_started: Option<std::time::Instant>,
+    /// RTP and RTCP packets that reached the attacker, with when they came.
+    attacker_rtp: Vec<std::time::Instant>,
+    attacker_rtcp: usize,
+}
+
+/// PCMU packets of a `hz` tone, one every 20 ms: (payload of packet `n`).
+fn pcmu_tone(hz: f64, n: u32) -> Vec<u8> {
+    let mut enc = sipline_media::audio::AudioEncoder::new(sipline_media::sdp::Codec::Pcmu, 8000).unwrap();
+    let samples: Vec<i16> = (0..160)
+        .map(|i| {
+            let t = f64::from(n * 160 + i) / 8000.0;
+            ((2.0 * std::f64::consts::PI * hz * t).sin() * 12000.0) as i16
+        })
+        .collect();
+    enc.encode(&samples)
+}
+
+fn rtp_packet(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    sipline_media::rtp::RtpPacket {
+        marker: false,
+        payload_type: 0,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+        payload,
+    }
+    .to_vec()
+}
+
+/// The far end: bound to `far` (what its SDP says); it answers the gateway's first RTP
+/// packet, `delay` later, with a 440 Hz tone. The attacker: from the start, 2 kHz RTP to
+/// every even port and RTCP to every odd port of `range`, in sequence, 50 times a second.
+/// Both stop after `seconds`.
+fn race(far: u16, range: (u16, u16), delay: Duration, seconds: u64) -> std::thread::JoinHandle<RtpRace> {
+    std::thread::spawn(move || {
+        use std::net::UdpSocket;
+        let end = std::time::Instant::now() + Duration::from_secs(seconds);
+        let far_end = std::thread::spawn(move || {
+            let s = UdpSocket::bind(("127.0.0.1", far)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            let mut buf = [0u8; 2048];
+            let gateway = loop {
+                if std::time::Instant::now() > end {
+                    return None;
+                }
+                if let Ok((_, from)) = s.recv_from(&mut buf) {
+                    break from;
+                }
+            };
+            std::thread::sleep(delay);
+            let started = std::time::Instant::now();
+            s.set_nonblocking(true).unwrap();
+            let mut n = 0u32;
+            while std::time::Instant::now() < end {
+                let p = rtp_packet(n as u16, n * 160, 0xFA2E, &pcmu_tone(440.0, n));
+                let _ = s.send_to(&p, gateway);
+                while s.recv_from(&mut buf).is_ok() {}
+                n += 1;
+                std::thread::sleep(
+                    (started + Duration::from_millis(u64::from(n) * 20))
+                        .saturating_duration_since(std::time::Instant::now()),
+                );
+            }
+            Some(started)
+        });
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut got = RtpRace::default();
+        let mut buf = [0u8; 2048];
+        let t0 = std::time::Instant::now();
+        let mut n = 0u32;
+        while std::time::Instant::now() < end {
+            let p = rtp_packet(n as u16, n * 160, 0xBAD, &pcmu_tone(2000.0, n));
+            let rr = [0x80u8, 201, 0, 1, 0, 0, 0x0B, 0xAD];
+            for port in (range.0..=range.1).step_by(2) {
+                let _ = s.send_to(&p, ("127.0.0.1", port));
+                let _ = s.send_to(&rr, ("127.0.0.1", port + 1));
+            }
+            while let Ok((len, _)) = s.recv_from(&mut buf) {
+                if len >= 2 && (200..=204).contains(&buf[1]) {
+                    got.attacker_rtcp += 1;
+                } else {
+                    got.attacker_rtp.push(std::time::Instant::now());
+                }
+            }
+            n += 1;
+            std::thread::sleep(
+                (t0 + Duration::from_millis(u64::from(n) * 20))
+                    .saturating_duration_since(std::time::Instant::now()),
+            );
+        }
+        got.far_end_started = far_end.join().unwrap();
+        got
+    })
+}
+
+/// Issue 10 (2): RTP from anyone but the far end never reaches the browser, and the
+/// browser's microphone never reaches anyone but the far end ("RTP Bleed"). An attacker
+/// sprays the call's port range with a 2 kHz tone and RTCP from before the call; the far
+/// end (a socket at the address its SDP names) answers with 440 Hz. Once promptly: the
+/// attacker gets nothing at all. Once after 2.5 s of silence: the attacker, learnt as a
+/// far end behind NAT after the first second, loses the call the moment the real far end
+/// speaks. Both times the browser hears a clean 440 Hz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_rtp_never_reaches_the_browser_nor_steals_the_microphone() {
+    if !netns::inside() {
+        return netns::rerun("foreign_rtp_never_reaches_the_browser_nor_steals_the_microphone");
+    }
+    for (n, delay) in [(36u16, Duration::ZERO), (37, Duration::from_millis(2500))] {
+        let lab = AudioLab::start(n);
+        let (mut sipp, media) = lab.far_end_signalling();
+        let far = media + 6;
+        let rtp = 42000 + n * 20;
+        let race = race(far, (rtp, rtp + 18), delay, 25);
+        let r = lab
+            .browser(&[
+                ("ROLE", "caller"),
+                ("NUMBER", "1001"),
+                ("MIC_HZ", "1000"),
+                ("EXPECT_HZ", "440"),
+                ("LISTEN_MS", "5000"),
+            ])
+            .await;
+        let got = tokio::task::spawn_blocking(move || race.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(sipp.wait_async(WAIT).await, Some(0), "sipp: {}", sipp.messages());
+        let snr = f(&r["snrDb"]);
+        let started = got
+            .far_end_started
+            .expect("the gateway's RTP reached the far end");
+        let after = got
+            .attacker_rtp
+            .iter()
+            .filter(|t| **t > started + Duration::from_millis(200))
+            .count();
+        println!(
+            "far end silent for {delay:?}: the browser heard 440 Hz at {snr:.1} dB (dominant {:.0} Hz); \
+             the attacker got {} RTP packets ({after} after the far end spoke) and {} RTCP",
+            f(&r["dominantHz"]),
+            got.attacker_rtp.len(),
+            got.attacker_rtcp
+        );
+        assert!(snr >= 25.0, "the browser heard 440 Hz at only {snr:.1} dB");
+        assert!((f(&r["dominantHz"]) - 440.0).abs() < 30.0);
+        assert_eq!(after, 0, "the attacker kept getting the microphone");
+        assert_eq!(got.attacker_rtcp, 0, "the attacker got RTCP");
+        if delay.is_zero() {
+            assert_eq!(got.attacker_rtp.len(), 0, "a racer got audio");
+        }
+        let m = lab.sipline.metrics().await;
+        assert!(
+            m["sipline_dropped_total{what=\"rtp_foreign_source\"}"] >= 50.0,
+            "{m:?}"
+        );
+        assert!(
+            m["sipline_dropped_total{what=\"rtcp_foreign_source\"}"] >= 1.0,
+            "{m:?}"
+        );
     }
 }

@@ -119,6 +119,8 @@ struct Path {
     next_ts: u32,
     next_seq: u64,
     marker: bool,
+    /// How many times the codecs were built (a changing SSRC must not rebuild them).
+    coder_builds: u32,
 }
 
 impl Path {
@@ -138,6 +140,7 @@ impl Path {
             next_ts: first_ts,
             next_seq: first_seq,
             marker: true,
+            coder_builds: 0,
         }
     }
 
@@ -147,6 +150,7 @@ impl Path {
             self.out = out;
             self.frame_ms = frame_ms;
             self.in_ssrc = None; // forces a resync on the next packet
+            self.in_codec = None; // and new coders for the new output codec
             self.marker = true;
         }
     }
@@ -161,7 +165,8 @@ impl Path {
         payload: &[u8],
     ) -> Vec<(Vec<u8>, u32, bool)> {
         let relay = in_codec == self.out.codec;
-        let new_stream = self.in_ssrc != Some(ssrc) || self.in_codec != Some(in_codec);
+        let codec_changed = self.in_codec != Some(in_codec);
+        let new_stream = self.in_ssrc != Some(ssrc) || codec_changed;
         if !new_stream {
             let delta = seq.wrapping_sub(self.last_in_seq);
             if delta == 0 || delta >= 0x8000 {
@@ -177,7 +182,10 @@ impl Path {
             self.pcm.clear();
             self.ts_offset = self.next_ts.wrapping_sub(ts);
             self.expected_in_ts = ts;
-            if !relay {
+            // a new SSRC alone is a resync: codecs are built only for a new codec, so
+            // a sender that changes SSRC on every packet costs no more than one that
+            // does not
+            if !relay && codec_changed {
                 self.build_coders(in_codec);
             }
         }
@@ -201,6 +209,7 @@ impl Path {
             Codec::Opus => out_rate,
             c => crate::audio::native_rate(c),
         };
+        self.coder_builds += 1;
         self.decoder = AudioDecoder::new(in_codec, dec_rate);
         self.encoder = AudioEncoder::new(self.out.codec, out_rate);
         self.resampler = Resampler::new(dec_rate, out_rate);

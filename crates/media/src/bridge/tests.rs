@@ -518,3 +518,25 @@ fn ten_minutes_of_transcoding_keep_time_exactly() {
         "span {span} ticks for {packets} packets"
     );
 }
+
+#[test]
+fn a_sender_changing_ssrc_on_every_packet_does_not_rebuild_the_codecs() {
+    let t0 = Instant::now();
+    let mut b = Bridge::new(t0, Duration::ZERO, browser(&[OPUS]), sip(PCMU), 7);
+    let mut enc = AudioEncoder::new(Codec::Opus, 48_000).unwrap();
+    for i in 0..200u16 {
+        let payload = enc.encode(&tone(48_000, 1000.0, 960, usize::from(i) * 960));
+        // a new SSRC each time, as a hostile (or broken) sender might
+        b.from_browser(t0, 111, i, u32::from(i) * 960, 1000 + u32::from(i), &payload);
+    }
+    assert_eq!(b.to_sip.coder_builds, 1, "built once, for the one codec");
+    assert!(
+        sip_rtp(&outputs(&mut b)).len() >= 190,
+        "and the audio still flows"
+    );
+    // a new codec does get new coders
+    let g722 = AudioEncoder::new(Codec::G722, 16_000).unwrap().encode(&[0; 320]);
+    b.set_browser(browser(&[OPUS, G722]));
+    b.from_browser(t0, 9, 500, 0, 1, &g722);
+    assert_eq!(b.to_sip.coder_builds, 2);
+}
