@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Counter {
     HttpConnections,
     HttpConnectionsPerIp,
+    HttpUnfinishedRequest,
     SipTcpConnections,
     SipTcpConnectionsPerIp,
     SipTcpIdle,
@@ -28,9 +29,10 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
+        Counter::HttpUnfinishedRequest,
         Counter::SipTcpConnections,
         Counter::SipTcpConnectionsPerIp,
         Counter::SipTcpIdle,
@@ -52,6 +54,7 @@ impl Counter {
         match self {
             Counter::HttpConnections => (Refused, "http_connections"),
             Counter::HttpConnectionsPerIp => (Refused, "http_connections_per_ip"),
+            Counter::HttpUnfinishedRequest => (Dropped, "http_unfinished_request"),
             Counter::SipTcpConnections => (Refused, "sip_tcp_connections"),
             Counter::SipTcpConnectionsPerIp => (Refused, "sip_tcp_connections_per_ip"),
             Counter::SipTcpIdle => (Dropped, "sip_tcp_idle"),

@@ -230,6 +230,8 @@ async fn half_sent_http_headers_time_out_and_leave_room_for_calls() {
     assert_eq!(closed, flood.len(), "every half-sent request was cut off");
     let m = sipline.metrics().await;
     assert!(counter(&m, "refused", "http_connections_per_ip") >= 800.0);
+    let cut_off = counter(&m, "dropped", "http_unfinished_request");
+    assert!(cut_off >= 200.0, "{cut_off} unfinished requests counted");
     let (_c, _) = Browser::registered(&sipline.ws_url()).await;
 }
 
