@@ -14,6 +14,8 @@
 //   DTMF         digits to send with the `dtmf` request once in call
 //   WAIT_DTMF    how many dtmfReceived notifications to wait for (default 0)
 //   HOLD         1: hold, check the audio stops, unhold, check it resumes
+//   END_WITHIN_MS  how long to wait for the call to end (default 30000); the result's
+//                `ended` is its final callStateChanged (with when, after the answer)
 //   HANGUP       1 (default): hang up at the end; 0: wait for the far end to
 //   EARLY        1: the far end plays early media: measure it while the call is earlyMedia
 //   PEAKS        comma-separated frequencies: report how often each one dominates
@@ -42,6 +44,7 @@ const opts = {
   early: env("EARLY") === "1",
   peaks: env("PEAKS").split(",").filter(Boolean).map(Number),
   listenDtmfMs: Number(env("LISTEN_DTMF_MS", "0")),
+  endWithinMs: Number(env("END_WITHIN_MS", "30000")),
 };
 const url = env("SIPLINE_URL");
 const T0 = Date.now();
@@ -303,8 +306,9 @@ async function inPage(o) {
     await sleep(1500); // let the digits and the last audio reach the far end
     await rpc("hangUp");
   }
-  await waitNote("call end", (n) => n.method === "callStateChanged" && ["completed", "failed"].includes(n.params.state), 30000);
+  const ended = await waitNote("call end", (n) => n.method === "callStateChanged" && ["completed", "failed"].includes(n.params.state), o.endWithinMs);
   return {
+    ended: { ...ended.params, afterAnswerMs: ended.t - inCall.t },
     callId,
     firstAudioMs,
     firstHeardMs,

@@ -587,6 +587,10 @@ mod tests {
     fn api_document_matches_the_types() {
         let doc = include_str!("../../../docs/api.md");
         let mut examples = 0;
+        // client frames meant to fail (their id says "invalid"), with the code they got
+        let mut refused: Vec<(Value, i64, String)> = Vec::new();
+        // the documented error answers, by id
+        let mut documented_errors: Vec<(Value, i64)> = Vec::new();
         let mut lines = doc.lines();
         while let Some(line) = lines.next() {
             let kind = match line.trim() {
@@ -597,19 +601,30 @@ mod tests {
             let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
             for frame in block.iter().filter(|l| !l.trim().is_empty()) {
                 examples += 1;
-                match kind {
-                    "client" => {
-                        let parsed = Incoming::parse(frame);
-                        // examples of errors are marked with the word "invalid" in their id
-                        if !frame.contains("invalid") {
-                            parsed.unwrap_or_else(|e| panic!("{frame}: {e:?}"));
-                        }
+                match (kind, Incoming::parse(frame)) {
+                    ("client", Ok(_)) if frame.contains("invalid") => {
+                        panic!("{frame}: documented as refused, but accepted")
                     }
+                    ("client", Ok(_)) => {}
+                    ("client", Err(e)) if frame.contains("invalid") => {
+                        refused.push((e.id, e.error.code, frame.to_string()));
+                    }
+                    ("client", Err(e)) => panic!("{frame}: {e:?}"),
                     _ => {
-                        ServerFrame::parse(frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+                        let parsed = ServerFrame::parse(frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+                        if let ServerFrame::Error { id, error } = parsed {
+                            documented_errors.push((id, error.code));
+                        }
                     }
                 }
             }
+        }
+        assert!(!refused.is_empty(), "no example of a refused request");
+        for (id, code, frame) in refused {
+            assert!(
+                documented_errors.contains(&(id.clone(), code)),
+                "{frame} is refused with {code}, but docs/api.md shows no such answer for id {id}"
+            );
         }
         assert!(examples >= 10, "only {examples} examples found");
         for m in Notification::METHODS {

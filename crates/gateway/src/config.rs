@@ -67,8 +67,12 @@ pub struct HttpConfig {
     /// Seconds a client has to finish a request's headers (and a TLS handshake); also
     /// how long an idle keep-alive connection is kept.
     pub header_timeout: f64,
-    /// Browser sessions (WebSockets) open at once from one IP address.
+    /// Browser sessions (WebSockets) open at once on this node, and from one IP address.
+    pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// Seconds calls may go on after SIGTERM (no new sessions meanwhile) before the
+    /// rest are ended and every line unregistered.
+    pub drain_timeout: f64,
     /// Seconds a session may last before it is closed (once no call runs); 0: no limit.
     pub max_session_length: f64,
     /// JSON-RPC requests a session may send a second on average, and in a burst.
@@ -90,7 +94,9 @@ impl Default for HttpConfig {
             max_connections: 2048,
             max_connections_per_ip: 256,
             header_timeout: 10.0,
+            max_sessions: 10_000,
             max_sessions_per_ip: 8,
+            drain_timeout: 30.0,
             max_session_length: 0.0,
             requests_per_second: 20.0,
             request_burst: 50,
@@ -185,12 +191,26 @@ impl Default for PbxConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     pub domain: Option<String>,
     pub range: Option<AccountRange>,
     pub accounts: Vec<AccountConfig>,
+    /// Seconds a browser that finds no free account waits for one that is being
+    /// released (a page reload); 0 refuses at once.
+    pub admission_wait: f64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            domain: None,
+            range: None,
+            accounts: Vec::new(),
+            admission_wait: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +252,8 @@ pub struct CallsConfig {
     pub reject_code: u16,
     /// Seconds a call may ring before it counts as not answered.
     pub no_answer_timeout: f64,
+    /// Calls at once on this node (both ways); 0: as many as the pool has lines.
+    pub max_concurrent: usize,
 }
 
 impl Default for CallsConfig {
@@ -240,6 +262,7 @@ impl Default for CallsConfig {
             dial_pattern: DEFAULT_DIAL_PATTERN.into(),
             reject_code: 486,
             no_answer_timeout: 120.0,
+            max_concurrent: 0,
         }
     }
 }
@@ -258,6 +281,11 @@ pub struct MediaConfig {
     pub sip_codecs: Vec<String>,
     /// Voice codecs accepted from browsers, in order of preference.
     pub browser_codecs: Vec<String>,
+    /// Seconds a call's far end may send no RTP (or its browser leg nothing at all)
+    /// before the call is ended; 0 turns it off.
+    pub timeout: f64,
+    /// The same while the call is on hold (either way); 0 turns it off.
+    pub hold_timeout: f64,
 }
 
 impl Default for MediaConfig {
@@ -267,6 +295,8 @@ impl Default for MediaConfig {
             symmetric_rtp: true,
             sip_codecs: DEFAULT_CODECS.iter().map(|c| (*c).to_owned()).collect(),
             browser_codecs: DEFAULT_CODECS.iter().map(|c| (*c).to_owned()).collect(),
+            timeout: 30.0,
+            hold_timeout: 600.0,
         }
     }
 }
@@ -346,12 +376,17 @@ pub struct Settings {
     pub sip_tcp: crate::sip_transport::TcpLimits,
     pub ua: UaConfig,
     pub accounts: Vec<Account>,
+    pub admission_wait: Duration,
     pub dial_pattern: regex::Regex,
     pub reject_code: u16,
+    /// Calls at once on this node, if limited.
+    pub max_calls: Option<usize>,
+    pub drain_timeout: Duration,
     pub rtp_ports: RangeInclusive<u16>,
     /// Where RTP is received and what SDP advertises.
     pub media_ip: IpAddr,
     pub symmetric_rtp: bool,
+    pub media_timeouts: sipline_media::watchdog::Timeouts,
     pub sip_codecs: Vec<MediaCodec>,
     pub browser_codecs: Vec<MediaCodec>,
 }
@@ -383,6 +418,7 @@ pub struct HttpLimits {
 /// Bounds on what one browser session may do ([`crate::session`]).
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
+    pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
     pub max_session_length: Option<Duration>,
     pub requests_per_second: f64,
@@ -452,6 +488,7 @@ impl HttpConfig {
             ));
         }
         let session_limits = SessionLimits {
+            max_sessions: at_least_one("http.max_sessions", self.max_sessions)?,
             max_sessions_per_ip: at_least_one("http.max_sessions_per_ip", self.max_sessions_per_ip)?,
             max_session_length: (!max_session_length.is_zero()).then_some(max_session_length),
             requests_per_second: self.requests_per_second,
@@ -786,11 +823,19 @@ impl Config {
                 protection,
             },
             accounts,
+            admission_wait: secs("pool.admission_wait", self.pool.admission_wait, true)?,
             dial_pattern,
             reject_code: self.calls.reject_code,
+            max_calls: (self.calls.max_concurrent > 0).then_some(self.calls.max_concurrent),
+            drain_timeout: secs("http.drain_timeout", self.http.drain_timeout, true)?,
             rtp_ports,
             media_ip,
             symmetric_rtp: self.media.symmetric_rtp,
+            media_timeouts: sipline_media::watchdog::Timeouts {
+                active: Some(secs("media.timeout", self.media.timeout, true)?).filter(|d| !d.is_zero()),
+                held: Some(secs("media.hold_timeout", self.media.hold_timeout, true)?)
+                    .filter(|d| !d.is_zero()),
+            },
             sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
             browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
         })

@@ -17,8 +17,11 @@ pub enum Counter {
     SipTcpConnectionsPerIp,
     SipTcpIdle,
     SipTcpSlowReader,
+    Sessions,
     SessionsPerIp,
     SessionLength,
+    Calls,
+    Draining,
     RequestRate,
     Candidates,
     FrameTooBig,
@@ -29,7 +32,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 19] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -37,8 +40,11 @@ impl Counter {
         Counter::SipTcpConnectionsPerIp,
         Counter::SipTcpIdle,
         Counter::SipTcpSlowReader,
+        Counter::Sessions,
         Counter::SessionsPerIp,
         Counter::SessionLength,
+        Counter::Calls,
+        Counter::Draining,
         Counter::RequestRate,
         Counter::Candidates,
         Counter::FrameTooBig,
@@ -59,7 +65,10 @@ impl Counter {
             Counter::SipTcpConnectionsPerIp => (Refused, "sip_tcp_connections_per_ip"),
             Counter::SipTcpIdle => (Dropped, "sip_tcp_idle"),
             Counter::SipTcpSlowReader => (Dropped, "sip_tcp_slow_reader"),
+            Counter::Sessions => (Refused, "sessions"),
             Counter::SessionsPerIp => (Refused, "sessions_per_ip"),
+            Counter::Calls => (Refused, "calls"),
+            Counter::Draining => (Refused, "draining"),
             Counter::SessionLength => (Refused, "session_length"),
             Counter::RequestRate => (Refused, "request_rate"),
             Counter::Candidates => (Refused, "candidates"),

@@ -23,6 +23,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/api/v1/ws", get(ws_upgrade))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(get(crate::assets::serve))
         .with_state(gw)
 }
@@ -89,6 +91,27 @@ async fn ws_upgrade(
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| session::run(socket, gw, peer))
+}
+
+/// Liveness for load balancers and orchestrators: 200 while the process and its SIP
+/// task run (draining included). No token: it tells nothing.
+async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.sip.stats().await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "SIP task gone\n").into_response(),
+    }
+}
+
+/// Readiness: 200 while a new browser would be admitted; 503 while draining, or with
+/// every account held and none on its way back, or at the session limit.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !gw.admitting() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no free line\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
 }
 
 /// Prometheus text format: the counts a leak test or a dashboard needs.

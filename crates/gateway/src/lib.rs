@@ -80,6 +80,7 @@ pub async fn start(mut settings: Settings) -> io::Result<Running> {
         Arc::clone(&rtp),
         settings.media_ip,
         settings.sip_codecs.clone(),
+        settings.max_calls,
     )
     .await
     .map_err(|e| {
@@ -142,15 +143,37 @@ pub async fn start(mut settings: Settings) -> io::Result<Running> {
 
 impl Running {
     /// Serves until SIGINT/SIGTERM, then unregisters every line and returns.
-    pub async fn run_until_signal(self) -> io::Result<()> {
-        let server = self.server;
+    pub async fn run_until_signal(mut self) -> io::Result<()> {
+        let server = &mut self.server;
         tokio::select! {
             r = server => return r.map_err(io::Error::other)?,
             _ = shutdown_signal() => {}
         }
-        tracing::info!("shutting down");
+        let drain = self.gateway.settings.drain_timeout;
+        tracing::info!(
+            sessions = self.gateway.sessions.load(std::sync::atomic::Ordering::Relaxed),
+            drain_s = drain.as_secs_f64(),
+            "draining: no new sessions; idle ones close now, calls may go on until they end or the drain timeout"
+        );
+        self.gateway.start_draining();
+        tokio::select! {
+            _ = self.drained(drain) => {}
+            _ = shutdown_signal() => tracing::warn!("second signal: not waiting for calls to end"),
+        }
+        tracing::info!("shutting down: ending the remaining calls and unregistering every line");
         self.gateway.sip.shutdown().await;
+        self.server.abort();
         Ok(())
+    }
+
+    /// Waits until every session has gone (its line unregistered), or `timeout`.
+    async fn drained(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.gateway.sessions.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use sipline_media::bridge::{
 };
 use sipline_media::latch::{Latch, Verdict};
 use sipline_media::sdp::Codec as MediaCodec;
+use sipline_media::watchdog::{Timeouts, Watchdog};
 use sipline_sip::CallRef;
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, FormatParams};
@@ -91,6 +92,8 @@ pub enum MediaEvent {
     /// The first packet of a call's audio went to the browser (for latency figures);
     /// `far_end_at` is when the far end's first RTP packet arrived.
     FirstAudio { call: CallRef, far_end_at: Instant },
+    /// A leg of the call went silent past `media.timeout`: the call must end.
+    MediaTimeout { call: CallRef, reason: String },
 }
 
 /// Settings of media sessions.
@@ -100,6 +103,8 @@ pub struct MediaSettings {
     pub symmetric_rtp: bool,
     /// Voice codecs accepted from the browser, in order of preference.
     pub codecs: Vec<MediaCodec>,
+    /// How long a call's legs may stay silent before it is ended.
+    pub timeouts: Timeouts,
 }
 
 /// A handle on a media session task; dropping every handle ends it.
@@ -147,6 +152,7 @@ pub fn spawn(
         mid: None,
         browser: None,
         call: None,
+        browser_seen: Instant::now(),
         events,
         settings,
     };
@@ -209,6 +215,7 @@ struct CallLeg {
     first_rtp_at: Option<Instant>,
     next_stats: Instant,
     browser_stats: (Option<f32>, Option<Duration>),
+    watchdog: Watchdog,
 }
 
 struct MediaSession {
@@ -222,6 +229,8 @@ struct MediaSession {
     mid: Option<Mid>,
     browser: Option<BrowserLeg>,
     call: Option<CallLeg>,
+    /// When the browser's WebRTC leg last sent anything (ICE checks included).
+    browser_seen: Instant,
     events: mpsc::UnboundedSender<MediaEvent>,
     settings: MediaSettings,
 }
@@ -240,6 +249,9 @@ impl MediaSession {
                 wake = wake.min(leg.next_stats);
                 if let Some(b) = &leg.bridge {
                     wake = wake.min(b.poll_timeout());
+                }
+                if let Some(t) = leg.watchdog.poll_timeout() {
+                    wake = wake.min(t);
                 }
             }
             let (rtp_sock, rtcp_sock) = match &self.call {
@@ -396,9 +408,15 @@ impl MediaSession {
                 contents,
             },
         );
-        if self.rtc.accepts(&input)
-            && let Err(e) = self.rtc.handle_input(input)
-        {
+        if !self.rtc.accepts(&input) {
+            return;
+        }
+        let now = Instant::now();
+        self.browser_seen = now;
+        if let Some(leg) = self.call.as_mut() {
+            leg.watchdog.on_browser(now);
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
             tracing::debug!(error = %e, %source, "WebRTC datagram dropped");
         }
     }
@@ -419,6 +437,7 @@ impl MediaSession {
             }
         }
         leg.first_rtp_at.get_or_insert(now);
+        leg.watchdog.on_far_end(now);
         if let Some(b) = leg.bridge.as_mut()
             && let Err(e) = b.from_sip(Instant::now(), &buf[..n])
         {
@@ -469,6 +488,11 @@ impl MediaSession {
                     first_rtp_at: None,
                     next_stats: Instant::now() + STATS_EVERY,
                     browser_stats: (None, None),
+                    watchdog: {
+                        let mut w = Watchdog::new(Instant::now(), self.browser_seen, self.settings.timeouts);
+                        w.set_held(Instant::now(), is_held(&leg));
+                        w
+                    },
                 });
                 self.ensure_bridge();
             }
@@ -480,6 +504,7 @@ impl MediaSession {
                             .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
                     }
                     l.media = leg;
+                    l.watchdog.set_held(Instant::now(), is_held(&leg));
                     if let Some(b) = l.bridge.as_mut() {
                         b.set_sip(leg.leg);
                     }
@@ -525,6 +550,13 @@ impl MediaSession {
 
     fn on_tick(&mut self, now: Instant) {
         let Some(leg) = self.call.as_mut() else { return };
+        if let Some(silent) = leg.watchdog.handle_timeout(now) {
+            tracing::info!(call = %leg.call, reason = %silent.reason(), "ending the call");
+            let _ = self.events.send(MediaEvent::MediaTimeout {
+                call: leg.call,
+                reason: silent.reason(),
+            });
+        }
         if let Some(b) = leg.bridge.as_mut() {
             b.handle_timeout(now);
         }
@@ -623,6 +655,11 @@ impl MediaSession {
             }
         }
     }
+}
+
+/// A call on hold either way, where the far end's silence is normal.
+fn is_held(leg: &SipMedia) -> bool {
+    !leg.leg.send || !leg.leg.receive
 }
 
 fn codec_name(c: MediaCodec) -> String {

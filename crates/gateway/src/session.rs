@@ -23,15 +23,18 @@ use crate::counters::{self, Counter};
 use crate::media_session::{self, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
 use crate::peer_log::{Kind, clip};
 use crate::peer_warn;
-use crate::per_ip::PerIpLimit;
+use crate::per_ip::{Exceeded, PerIpLimit};
 use crate::pool::AccountPool;
 use crate::session_guard::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, SessionGuard, Verdict};
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
+use futures_util::stream::SplitSink;
 use sipline_media::bridge::Side;
 use tokio::sync::mpsc;
 
 /// WebSocket close code "Try Again Later" (RFC 6455 registry), sent with `connectionLimit`.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// WebSocket close code "Service Restart": the node drains; connect again (elsewhere).
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 
 /// Longest wait for a line to unregister after its browser left (beyond the 32 s a
 /// SIP transaction may take), so a lease is always returned.
@@ -49,8 +52,10 @@ pub struct Gateway {
     /// HTTP connections open (for `/metrics`), once serving.
     pub http_connections: Option<crate::http_accept::LimitAcceptor>,
     pub sessions: AtomicUsize,
-    /// Sessions per IP address (`http.max_sessions_per_ip`).
+    /// Sessions in all and per IP address (`http.max_sessions`, `http.max_sessions_per_ip`).
     pub session_places: PerIpLimit,
+    /// True once the node drains (SIGTERM): no new sessions, the others go when idle.
+    pub draining: tokio::sync::watch::Sender<bool>,
     next_conn: AtomicU64,
 }
 
@@ -61,7 +66,8 @@ impl Gateway {
         sip: SipHandle,
         rtp: Arc<crate::media::RtpPortPool>,
     ) -> Gateway {
-        let session_places = PerIpLimit::new(usize::MAX, settings.session_limits.max_sessions_per_ip);
+        let limits = &settings.session_limits;
+        let session_places = PerIpLimit::new(limits.max_sessions, limits.max_sessions_per_ip);
         Gateway {
             settings,
             pool,
@@ -71,8 +77,27 @@ impl Gateway {
             http_connections: None,
             sessions: AtomicUsize::new(0),
             session_places,
+            draining: tokio::sync::watch::Sender::new(false),
             next_conn: AtomicU64::new(1),
         }
+    }
+}
+
+impl Gateway {
+    /// Stops admitting sessions and asks the idle ones to go (SIGTERM).
+    pub fn start_draining(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Whether a new browser would be admitted now (for `/readyz`).
+    pub fn admitting(&self) -> bool {
+        !self.is_draining()
+            && self.session_places.open() < self.settings.session_limits.max_sessions
+            && (self.pool.leased() < self.pool.size() || self.pool.releasing() > 0)
     }
 }
 
@@ -103,13 +128,26 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     tracing::info!(conn, %peer, "browser connected");
     let (mut sink, mut stream) = socket.split();
 
-    let Ok(place) = gw.session_places.take(peer.ip()) else {
-        counters::inc(Counter::SessionsPerIp);
-        peer_warn!(Kind::Browser, conn, %peer, "too many sessions from one address: connection limit");
-        refuse_admission(&mut sink, "too many sessions from this address").await;
+    if gw.is_draining() {
+        counters::inc(Counter::Draining);
+        tracing::info!(conn, "draining: not admitted");
+        close_with(&mut sink, CLOSE_SERVICE_RESTART, "draining: connect again").await;
         return;
+    }
+    let place = match gw.session_places.take(peer.ip()) {
+        Ok(place) => place,
+        Err(exceeded) => {
+            let (counter, reason) = match exceeded {
+                Exceeded::Total => (Counter::Sessions, "session limit of this gateway"),
+                Exceeded::PerIp => (Counter::SessionsPerIp, "too many sessions from this address"),
+            };
+            counters::inc(counter);
+            peer_warn!(Kind::Browser, conn, %peer, "{reason}: connection limit");
+            refuse_admission(&mut sink, reason).await;
+            return;
+        }
     };
-    let Some(lease) = gw.pool.lease() else {
+    let Some(mut lease) = gw.pool.lease_or_wait(gw.settings.admission_wait).await else {
         tracing::info!(conn, "no free account: connection limit");
         refuse_admission(&mut sink, "connection limit").await;
         tracing::info!(conn, "browser disconnected (connection limit)");
@@ -143,6 +181,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             MediaSettings {
                 symmetric_rtp: gw.settings.symmetric_rtp,
                 codecs: gw.settings.browser_codecs.clone(),
+                timeouts: gw.settings.media_timeouts,
             },
             media_tx,
         )),
@@ -164,8 +203,11 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     let mut removed = false;
     let mut guard = SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now());
     let ends_at = guard.ends_at().map(Instant::from_std);
-    // the session's time is up, and it closes as soon as no call runs
+    // the session's time is up (or the node drains), and it closes as soon as no call runs
     let mut time_up = false;
+    let mut draining = gw.draining.subscribe();
+    let mut leaving: Option<(u16, &'static str)> = None;
+    let mut must_leave = false;
     let mut close: Option<(u16, &'static str)> = None;
 
     let why = loop {
@@ -226,9 +268,9 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                     if sink.send(text(call_notification(notice).to_json())).await.is_err() {
                         break "send failed".to_owned();
                     }
-                    if over && time_up {
-                        close = Some((CLOSE_GOING_AWAY, "session length limit reached"));
-                        break "session length limit reached".to_owned();
+                    if over && let Some((code, reason)) = leaving {
+                        close = Some((code, reason));
+                        break reason.to_owned();
                     }
                 }
                 Some(LineEvent::Status(s)) => {
@@ -281,6 +323,11 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                         }
                         None
                     }
+                    MediaEvent::MediaTimeout { call, reason } => {
+                        tracing::info!(conn, user = %account.user, %call, %reason, "ending the call");
+                        gw.sip.end_call(line, reason);
+                        None
+                    }
                     MediaEvent::Connected => {
                         tracing::info!(conn, "browser media connected");
                         None
@@ -308,12 +355,25 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             _ = sleep_until(ends_at.unwrap_or_else(Instant::now)), if ends_at.is_some() && !time_up => {
                 time_up = true;
                 counters::inc(Counter::SessionLength);
-                if matches!(gw.sip.call_info(line).await, Ok(None) | Err(_)) {
-                    close = Some((CLOSE_GOING_AWAY, "session length limit reached"));
-                    break "session length limit reached".to_owned();
-                }
-                tracing::info!(conn, user = %account.user, "session length limit reached: closing when the call ends");
+                leaving.get_or_insert((CLOSE_GOING_AWAY, "session length limit reached"));
+                must_leave = true;
             }
+            Ok(()) = draining.changed() => {
+                if *draining.borrow() {
+                    leaving.get_or_insert((CLOSE_SERVICE_RESTART, "draining: connect again"));
+                    must_leave = true;
+                }
+            }
+        }
+        // told to go: now if no call runs, else when it ends (above)
+        if std::mem::take(&mut must_leave)
+            && let Some((code, reason)) = leaving
+        {
+            if matches!(gw.sip.call_info(line).await, Ok(None) | Err(_)) {
+                close = Some((code, reason));
+                break reason.to_owned();
+            }
+            tracing::info!(conn, user = %account.user, reason, "closing when the call ends");
         }
     };
     tracing::info!(conn, user = %account.user, reason = %why, "browser disconnected");
@@ -344,7 +404,9 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     drop(stream);
     drop(place);
 
-    // Unregister, and free the account only once the PBX has forgotten the binding.
+    // Unregister, and free the account only once the PBX has forgotten the binding;
+    // a newcomer may wait for it meanwhile.
+    lease.releasing();
     if !removed {
         gw.sip.remove_line(line);
         let deadline = Instant::now() + UNREGISTER_GRACE;
@@ -366,14 +428,18 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
 }
 
 /// Tells a browser it was not admitted (`connectionLimit`) and closes with 1013.
-async fn refuse_admission(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, reason: &str) {
+async fn refuse_admission(sink: &mut SplitSink<WebSocket, Message>, reason: &str) {
     let n = Notification::RegistrationStateChanged {
         state: RegistrationState::ConnectionLimit,
     };
     let _ = sink.send(text(n.to_json())).await;
+    close_with(sink, CLOSE_TRY_AGAIN_LATER, reason).await;
+}
+
+async fn close_with(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
-            code: CLOSE_TRY_AGAIN_LATER,
+            code,
             reason: reason.into(),
         })))
         .await;
@@ -501,6 +567,9 @@ async fn execute(
             }
             match ctx.gw.sip.place_call(ctx.line, number).await.map_err(gone)? {
                 Ok(call) => Ok(json!({ "callId": call_id(call) })),
+                Err(e) if e == crate::sip_driver::CALL_LIMIT => {
+                    Err(RpcError::new(codes::LIMIT, format!("Limit: {e}")))
+                }
                 Err(e) => Err(invalid_state(format!("cannot call: {e}"))),
             }
         }

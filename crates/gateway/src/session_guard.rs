@@ -99,6 +99,7 @@ mod tests {
 
     fn limits() -> SessionLimits {
         SessionLimits {
+            max_sessions: 100,
             max_sessions_per_ip: 8,
             max_session_length: Some(Duration::from_secs(60)),
             requests_per_second: 10.0,

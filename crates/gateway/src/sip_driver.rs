@@ -20,6 +20,7 @@ use sipline_sip::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::DtmfMethod;
+use crate::counters::{self, Counter};
 use crate::media::{CallMedia, RtpPortPool};
 use crate::media_session::{MediaCommand, MediaHandle, SipMedia};
 use crate::peer_log::Kind;
@@ -98,6 +99,8 @@ enum Command {
     HangUp {
         line: LineId,
         code: u16,
+        /// What the browser is told, when not the usual.
+        why: Option<String>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     CallInfo {
@@ -191,7 +194,25 @@ impl SipHandle {
     }
 
     pub async fn hang_up(&self, line: LineId, code: u16) -> Result<Result<(), String>, SipGone> {
-        self.ask(|reply| Command::HangUp { line, code, reply }).await
+        self.ask(|reply| Command::HangUp {
+            line,
+            code,
+            why: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Ends the line's call for a reason of the gateway's own (a media timeout), which
+    /// the browser is told in the call's final state.
+    pub fn end_call(&self, line: LineId, why: String) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::HangUp {
+            line,
+            code: 480,
+            why: Some(why),
+            reply,
+        });
     }
 
     pub async fn call_info(&self, line: LineId) -> Result<Option<CallInfo>, SipGone> {
@@ -216,6 +237,7 @@ pub async fn start(
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
     sip_codecs: Vec<sipline_media::sdp::Codec>,
+    max_calls: Option<usize>,
 ) -> io::Result<SipHandle> {
     let transport = SipTransport::bind(listen, tcp_limits).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
@@ -227,6 +249,7 @@ pub async fn start(
         rtp,
         media_ip,
         sip_codecs,
+        max_calls,
     };
     tokio::spawn(driver.run(transport, rx));
     Ok(SipHandle { commands })
@@ -261,7 +284,12 @@ struct Driver {
     media_ip: IpAddr,
     /// Voice codecs we offer the PBX, in order of preference.
     sip_codecs: Vec<sipline_media::sdp::Codec>,
+    /// Calls at once on this node, if limited (`calls.max_concurrent`).
+    max_calls: Option<usize>,
 }
+
+/// Why a call could not be placed: the node is at `calls.max_concurrent`.
+pub const CALL_LIMIT: &str = "the gateway is at its limit of concurrent calls";
 
 impl Driver {
     async fn run(mut self, mut transport: SipTransport, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -358,9 +386,17 @@ impl Driver {
             Command::Accept { line, reply } => {
                 let _ = reply.send(self.accept(now, line));
             }
-            Command::HangUp { line, code, reply } => {
+            Command::HangUp {
+                line,
+                code,
+                why,
+                reply,
+            } => {
                 let result = match self.ua.line_call(line) {
-                    Some(call) => self.ua.hang_up(now, call, code).map_err(|e| e.to_string()),
+                    Some(call) => self
+                        .ua
+                        .hang_up_because(now, call, code, why)
+                        .map_err(|e| e.to_string()),
                     None => Err("there is no call to hang up".to_owned()),
                 };
                 let _ = reply.send(result);
@@ -416,6 +452,10 @@ impl Driver {
     fn place_call(&mut self, now: Instant, line: LineId, number: String) -> Result<CallRef, String> {
         if self.ua.line_call(line).is_some() {
             return Err("already in a call".into());
+        }
+        if self.at_call_limit() {
+            counters::inc(Counter::Calls);
+            return Err(CALL_LIMIT.into());
         }
         let media = self.new_media()?;
         let offer = sdp::build_offer(&media.local).into_bytes();
@@ -577,6 +617,11 @@ impl Driver {
         }
     }
 
+    /// Whether `calls.max_concurrent` calls exist already.
+    fn at_call_limit(&self) -> bool {
+        self.max_calls.is_some_and(|max| self.calls.len() >= max)
+    }
+
     fn user(&self, line: LineId) -> &str {
         self.lines.get(&line).map(|l| l.user.as_str()).unwrap_or("?")
     }
@@ -637,6 +682,22 @@ impl Driver {
                 display_name,
                 offer,
             } => {
+                if self.at_call_limit() {
+                    counters::inc(Counter::Calls);
+                    tracing::warn!(user = %self.user(line), %call, %from, "incoming call refused: call limit");
+                    self.calls.insert(
+                        call,
+                        CallRecord {
+                            line,
+                            peer: from,
+                            incoming: true,
+                            state: CallState::Ringing,
+                            media: None,
+                        },
+                    );
+                    let _ = self.ua.hang_up(now, call, 503);
+                    return;
+                }
                 let media = self.new_media().ok();
                 let mut record = CallRecord {
                     line,

@@ -14,3 +14,4 @@ pub mod latch;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod watchdog;

@@ -375,10 +375,24 @@ impl Call {
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) -> Result<(), CallError> {
+        self.hang_up_because(now, reject_code, None, config, rng)
+    }
+
+    /// As [`Call::hang_up`], with the reason the browser is told (a media timeout…)
+    /// in place of the usual one.
+    pub fn hang_up_because(
+        &mut self,
+        now: Instant,
+        reject_code: u16,
+        why: Option<String>,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<(), CallError> {
         match self.phase {
             Phase::Inviting => {
                 self.request_cancel(now, config);
-                self.set_status(CallState::Cancelled, None, Some("cancelled by caller".into()));
+                let why = why.unwrap_or_else(|| "cancelled by caller".into());
+                self.set_status(CallState::Cancelled, None, Some(why));
             }
             Phase::Offered => {
                 let (code, reason) = match reject_code {
@@ -389,11 +403,13 @@ impl Call {
                     _ => (486, "Busy Here"),
                 };
                 self.reject(code, reason, config);
-                self.set_status(CallState::Rejected, Some(code), Some(reason.into()));
+                let why = why.unwrap_or_else(|| reason.into());
+                self.set_status(CallState::Rejected, Some(code), Some(why));
             }
             Phase::Answered | Phase::Confirmed => {
                 self.send_bye(config, rng);
-                self.set_status(CallState::Completed, None, Some("hung up".into()));
+                let why = why.unwrap_or_else(|| "hung up".into());
+                self.set_status(CallState::Completed, None, Some(why));
             }
             Phase::Closing => return Err(CallError::WrongState("the call is already ending")),
         }

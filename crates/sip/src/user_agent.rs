@@ -368,8 +368,19 @@ impl UserAgent {
 
     /// Ends a call: CANCEL (ours, unanswered), `reject_code` (theirs, unanswered) or BYE.
     pub fn hang_up(&mut self, now: Instant, call: CallRef, reject_code: u16) -> Result<(), CallError> {
+        self.hang_up_because(now, call, reject_code, None)
+    }
+
+    /// As [`UserAgent::hang_up`], telling the browser `why` (a media timeout…).
+    pub fn hang_up_because(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        reject_code: u16,
+        why: Option<String>,
+    ) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
-        c.hang_up(now, reject_code, &self.config, &mut self.rng)?;
+        c.hang_up_because(now, reject_code, why, &self.config, &mut self.rng)?;
         self.flush_call(now, call);
         Ok(())
     }

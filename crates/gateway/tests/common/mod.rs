@@ -105,6 +105,22 @@ impl Pbx {
         self.launch();
     }
 
+    /// Kills Kamailio as a crash would (SIGKILL, its children first: it forks), with
+    /// no chance to tidy up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id().to_string();
+            let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts Kamailio again after [`Pbx::kill9`] (its location table starts empty).
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.run_dir.path().join("kamailio.log")).unwrap_or_default()
     }
@@ -352,6 +368,44 @@ impl Sipline {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends the process a signal ("TERM", "INT", "KILL"…).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// GET `path` with HTTP/1.0: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(self.http).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// The gateway's process id (prlimit execs it, so it is the child's own).
@@ -725,6 +779,12 @@ impl Phone {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Kills baresip as a crash would (SIGKILL): no BYE, no unregistration.
+    pub fn kill9(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("baresip.pid")).unwrap_or_default();
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
     }
 
     /// Sends a ctrl_tcp command (hold, resume, hangup…) to a phone started with a ctrl port.
