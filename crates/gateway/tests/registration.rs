@@ -130,66 +130,6 @@ async fn closed_reset_and_silent_browsers_free_their_accounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_connect_disconnect_cycles_leave_nothing_behind() {
-    let slot = Slot::new(3);
-    let pbx = Pbx::start(slot.pbx);
-    let sipline = Sipline::start(&(many_sessions(base_config(slot)) + &pool_range(880, 898)));
-    let url = sipline.ws_url();
-    let t0 = Instant::now();
-    let workers = 8;
-    let per_worker = 125;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_worker {
-                // a worker may cycle faster than lines unregister: then the pool is
-                // briefly exhausted and the browser told so, as it should be
-                let mut b = loop {
-                    let mut b = Browser::connect(&url).await;
-                    let admitted = b.wait_for("registrationStateChanged", |_| true, WAIT).await;
-                    if admitted["state"] == "accepted" {
-                        break b;
-                    }
-                    assert_eq!(admitted["state"], "connectionLimit", "worker {w} cycle {i}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                };
-                match i % 3 {
-                    // leave while the REGISTER may still be in flight
-                    0 => b.close().await,
-                    // leave registered, cleanly
-                    1 => {
-                        b.wait_line("registered", WAIT).await;
-                        b.close().await
-                    }
-                    // leave registered, with a reset
-                    _ => {
-                        b.wait_line("registered", WAIT).await;
-                        b.reset()
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    println!("{} cycles in {:?}", workers * per_worker, t0.elapsed());
-    sipline
-        .wait_metrics(WAIT, |m| {
-            m["sipline_pool_leased"] == 0.0 && m["sipline_sip_lines"] == 0.0 && m["sipline_sessions"] == 0.0
-        })
-        .await;
-    pbx.wait_users(WAIT, |u| u.is_empty());
-    // transactions linger for Timer K (5 s) at most
-    sipline
-        .wait_metrics(Duration::from_secs(15), |m| {
-            m["sipline_sip_client_transactions"] == 0.0 && m["sipline_sip_server_transactions"] == 0.0
-        })
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_reports_the_sip_code_and_backs_off() {
     let slot = Slot::new(4);
     let _pbx = Pbx::start(slot.pbx);
