@@ -52,6 +52,7 @@ const sounds = new Sounds();
 /** What the page itself remembers beyond phone.state. */
 const page = {
   limited: false,            // the pool was full at the last attempt
+  micWanted: false,          // a call is placed, rings or runs: the microphone should be open
   dtmfSent: /** @type {{digit: string, status: "pending"|"ok"|"failed", error?: string}[]} */ ([]),
   dtmfRecv: "",
   dtmfCallId: /** @type {string | null} */ (null),
@@ -238,7 +239,7 @@ function render() {
   const micProblem = ["denied", "absent", "busy", "unsupported", "failed"].includes(s.microphone);
   ui.mic.dataset.state = micProblem ? "problem" : s.microphone === "on" ? (s.muted ? "muted" : "on") : "pending";
   ui.micText.textContent = s.microphone === "on" ? (s.muted ? "Microphone muted" : "Microphone on")
-    : micProblem ? `${micTitle}` : micTitle ?? "Microphone off";
+    : micProblem ? `${micTitle}` : micTitle ?? "Microphone off until a call";
   if (now < page.flash.until) {
     setNotice(page.flash.title, page.flash.text, "error");
   } else if (micProblem) {
@@ -321,7 +322,17 @@ function placeCall() {
   sounds.unlock();
   page.dtmfSent = [];
   page.dtmfRecv = "";
-  run("Could not call", () => phone.call(number));
+  page.micWanted = true;
+  openMic(); // attached when granted: the call does not wait for it
+  run("Could not call", async () => {
+    try {
+      return await phone.call(number);
+    } catch (e) {
+      page.micWanted = false; // no call: no microphone
+      closeMic();
+      throw e;
+    }
+  });
 }
 
 function answer() {
@@ -421,6 +432,10 @@ function sanitize(text) {
   return out;
 }
 
+/**
+ * The microphone is open only while a call is placed, rings or runs: the browser shows no
+ * recording indicator and no sound leaves the room while nobody is in a call.
+ */
 async function openMic() {
   page.stopMeter();
   page.stopMeter = () => {};
@@ -433,6 +448,13 @@ async function openMic() {
   } catch {
     // phone.state.microphone says why; render() explains it
   }
+  if (!page.micWanted) closeMic(); // no call (any more) to send it to
+}
+
+function closeMic() {
+  page.stopMeter();
+  page.stopMeter = () => {};
+  phone.closeMicrophone();
 }
 
 // ---- wiring -------------------------------------------------------------------------------------
@@ -514,11 +536,15 @@ phone.addEventListener("registrationStateChanged", (e) => {
 phone.addEventListener("incomingCall", () => {
   page.dtmfSent = [];
   page.dtmfRecv = "";
+  page.micWanted = true;
+  openMic(); // ready before the answer, so the far end hears us at once
   queueMicrotask(() => { if (!ui.answer.hidden) ui.answer.focus(); });
 });
 phone.addEventListener("callStateChanged", (e) => {
   const { state, call } = e.detail;
   if (!call) return; // not final
+  page.micWanted = false;
+  closeMic();
   [page.endedText, page.endedDetail] = endedText({ ...call, state, code: e.detail.code, reason: e.detail.reason });
   page.endedUntil = Date.now() + ENDED_VIEW_MS;
   if (!(call.incoming && !call.answeredAt)) sounds.hangup();
@@ -547,5 +573,4 @@ if (matchMedia("(pointer: coarse)").matches) ui.number.inputMode = "none";
 
 render();
 phone.connect();
-openMic();
 if (matchMedia("(pointer: fine)").matches) ui.number.focus({ preventScroll: true });

@@ -292,6 +292,14 @@ export async function dial(page, digits) {
   }
 }
 
+/** A page init script: counts the page's getUserMedia calls (window.gumCalls). */
+export function countGetUserMedia() {
+  const md = navigator.mediaDevices;
+  const real = md.getUserMedia.bind(md);
+  window.gumCalls = 0;
+  md.getUserMedia = (c) => { window.gumCalls++; return real(c); };
+}
+
 // ---- screenshots ---------------------------------------------------------------------------------
 
 export const SIZES = [

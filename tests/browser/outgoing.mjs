@@ -24,7 +24,10 @@ async function waitResponse(rec, req, ms = 5000) {
 
 t.scenario("outgoing", async (ctx) => {
   const browser = await t.launch(ctx);
-  const rec = await t.open(browser, t.SIPLINE_URL, { permissions: ["clipboard-read", "clipboard-write"] });
+  const rec = await t.open(browser, t.SIPLINE_URL, {
+    permissions: ["clipboard-read", "clipboard-write"],
+    init: t.countGetUserMedia,
+  });
   const { page } = rec;
 
   await t.expectText(page, "connecting, then registered", "#conn-text", /^Registered as \d+$/);
@@ -33,7 +36,8 @@ t.scenario("outgoing", async (ctx) => {
   await t.expectControls(page, "idle with no number: nothing to call", {
     "#call": "disabled", "#hangup": "hidden", "#answer": "hidden", "#hold": "disabled", "#backspace": "disabled",
   });
-  await t.expectText(page, "microphone on", "#mic-text", /^Microphone on$/);
+  await t.expectText(page, "idle: the microphone stays closed", "#mic-text", /^Microphone off until a call$/);
+  t.check("idle: the microphone was not even asked for", await page.evaluate(() => window.gumCalls) === 0);
 
   // keyboard: type, Backspace; paste a formatted number; Escape does nothing when idle
   const number = page.locator("#number");
@@ -58,15 +62,15 @@ t.scenario("outgoing", async (ctx) => {
   // keyboard only: the focus order follows the screen
   await number.focus();
   const order = [];
-  for (let i = 0; i < 15; i++) {
+  for (let i = 0; i < 14; i++) {
     await page.keyboard.press("Tab");
     order.push(await page.evaluate(() => {
       const el = /** @type {HTMLElement} */ (document.activeElement);
       return el?.dataset.key ?? el?.id ?? el?.tagName;
     }));
   }
-  t.check("focus order: number, delete, keypad, mute, call (Hold is disabled)",
-    order.join(" ") === "backspace 1 2 3 4 5 6 7 8 9 * 0 # mute call", order.join(" "));
+  t.check("focus order: number, delete, keypad, call (Hold and Mute are disabled)",
+    order.join(" ") === "backspace 1 2 3 4 5 6 7 8 9 * 0 # call", order.join(" "));
 
   // a 360 px phone: everything fits, nothing scrolls sideways
   await page.setViewportSize({ width: 360, height: 640 });
@@ -87,6 +91,7 @@ t.scenario("outgoing", async (ctx) => {
 
   await page.locator("#call").click();
   await t.expectText(page, "the far end rings", "#call-state", /^Ringing…$/);
+  await t.expectText(page, "calling: the microphone opens", "#mic-text", /^Microphone on$/);
   await t.expectControls(page, "ringing: Hang up, no Call, no Hold yet", {
     "#call": "hidden", "#hangup": "enabled", "#hold": "disabled", "#backspace": "disabled",
   });
@@ -157,6 +162,7 @@ t.scenario("outgoing", async (ctx) => {
 
   await page.locator("#hangup").click();
   await t.expectText(page, "hung up: call ended", "#call-state", /^Call ended$/);
+  await t.expectText(page, "hung up: the microphone closes", "#mic-text", /^Microphone off until a call$/);
   t.emit("hungup", { media: await page.locator("#phone").getAttribute("data-media"), heard });
   const hangups = t.requests(rec, "hangUp");
   t.check("one hangUp request", hangups.length === 1, JSON.stringify(hangups));
