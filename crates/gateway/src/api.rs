@@ -532,6 +532,26 @@ mod tests {
         );
     }
 
+    /// A request id is echoed as the client wrote it, even a number with more digits than
+    /// a double holds: it parses into the nearest double, which is written back in a form
+    /// that parses into the same double. Without serde_json's `float_roundtrip` this id
+    /// came back as 1.1111111111111112e73 (found by the `jsonrpc` fuzz target).
+    #[test]
+    fn long_number_ids_are_echoed_exactly() {
+        let digits = format!("{}0", "1".repeat(73));
+        let frame = format!(r#"{{"jsonrpc":"2.0","id":{digits},"method":"ping"}}"#);
+        let id = Incoming::parse(&frame).unwrap().id.unwrap();
+        assert_eq!(id.as_f64(), Some(digits.parse::<f64>().unwrap()));
+        let answer = result_json(&id, json!({}));
+        assert_eq!(
+            ServerFrame::parse(&answer).unwrap(),
+            ServerFrame::Result {
+                id,
+                result: json!({})
+            }
+        );
+    }
+
     #[test]
     fn call_requests() {
         let code = |t: &str| Incoming::parse(t).unwrap_err().error.code;

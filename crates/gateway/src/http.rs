@@ -18,6 +18,10 @@ use crate::session::{self, Gateway};
 
 /// Largest JSON-RPC frame a browser may send.
 const MAX_FRAME: usize = 64 * 1024;
+/// WebSocket read and write buffers: a notification is a few hundred bytes.
+const WS_BUFFER: usize = 8 * 1024;
+/// What may wait to be written to a browser that does not read (then the session ends).
+const WS_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
@@ -90,6 +94,11 @@ async fn ws_upgrade(
     }
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
+        // tungstenite's defaults (128 KiB buffers, an unbounded write buffer) would make
+        // an idle session cost hundreds of KiB; frames here are small
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(WS_BUFFER)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| session::run(socket, gw, peer))
 }
 

@@ -10,6 +10,8 @@ pub mod assets;
 pub mod config;
 pub mod counters;
 pub mod descriptors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod http_accept;
 pub mod media;

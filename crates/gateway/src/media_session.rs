@@ -160,7 +160,11 @@ pub fn spawn(
     MediaHandle { commands }
 }
 
-fn new_rtc(local: SocketAddr, preference: &[MediaCodec]) -> Rtc {
+/// The WebRTC leg's peer connection as every session configures it: ICE-lite, RTP
+/// mode, our voice codecs in order of preference plus telephone-event at 8 and
+/// 48 kHz, one host candidate on `local`. str0m is sans-IO: nothing is bound here, so
+/// the `browser_sdp` fuzz target (`crate::fuzzing`) builds the same one.
+pub(crate) fn new_rtc(local: SocketAddr, preference: &[MediaCodec]) -> Rtc {
     str0m::crypto::from_feature_flags().install_process_default();
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
@@ -362,34 +366,10 @@ impl MediaSession {
     /// The browser's codecs as negotiated, our preference first.
     fn refresh_browser_leg(&mut self) {
         let Some(mid) = self.mid else { return };
-        let Some(media) = self.rtc.media(mid) else { return };
-        let remote: Vec<u8> = media.remote_pts().iter().map(|p| **p).collect();
-        let mut codecs = Vec::new();
-        let mut dtmf = Vec::new();
-        for p in self.rtc.codec_config().params() {
-            let pt = *p.pt();
-            if !remote.contains(&pt) {
-                continue;
-            }
-            let spec = p.spec();
-            let codec = match spec.codec {
-                Codec::PCMU => MediaCodec::Pcmu,
-                Codec::PCMA => MediaCodec::Pcma,
-                Codec::G722 => MediaCodec::G722,
-                Codec::Opus => MediaCodec::Opus,
-                Codec::Tele => {
-                    dtmf.push((pt, spec.clock_rate.get()));
-                    continue;
-                }
-                _ => continue,
-            };
-            codecs.push(LegCodec {
-                codec,
-                payload_type: pt,
-            });
-        }
-        tracing::debug!(?codecs, ?dtmf, "browser leg negotiated");
-        let leg = BrowserLeg { codecs, dtmf };
+        let Some(leg) = browser_leg(&self.rtc, mid) else {
+            return;
+        };
+        tracing::debug!(codecs = ?leg.codecs, dtmf = ?leg.dtmf, "browser leg negotiated");
         if let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut()) {
             b.set_browser(leg.clone());
         }
@@ -448,29 +428,14 @@ impl MediaSession {
     fn on_command(&mut self, cmd: MediaCommand) {
         match cmd {
             MediaCommand::Offer { sdp, reply } => {
-                let answer = SdpOffer::from_sdp_string(&sdp)
-                    .map_err(|e| format!("unreadable offer: {e}"))
-                    .and_then(|offer| {
-                        self.rtc
-                            .sdp_api()
-                            .accept_offer(offer)
-                            .map_err(|e| format!("offer not acceptable: {e}"))
-                    })
-                    .map(|a| a.to_sdp_string());
-                let _ = reply.send(answer);
+                let _ = reply.send(accept_offer(&mut self.rtc, &sdp));
                 self.refresh_browser_leg();
             }
-            MediaCommand::Candidate(c) => {
-                let c = c.trim();
-                let c = c.strip_prefix("a=").unwrap_or(c);
-                if c.is_empty() {
-                    return;
-                }
-                match Candidate::from_sdp_string(c) {
-                    Ok(cand) => self.rtc.add_remote_candidate(cand),
-                    Err(e) => tracing::debug!(error = %e, "unusable ICE candidate"),
-                }
-            }
+            MediaCommand::Candidate(c) => match remote_candidate(&c) {
+                None => {}
+                Some(Ok(cand)) => self.rtc.add_remote_candidate(cand),
+                Some(Err(e)) => tracing::debug!(error = %e, "unusable ICE candidate"),
+            },
             MediaCommand::Attach { call, ports, leg } => {
                 tracing::debug!(%call, remote = %leg.remote_rtp, "bridging the call's media");
                 self.call = Some(CallLeg {
@@ -655,6 +620,58 @@ impl MediaSession {
             }
         }
     }
+}
+
+/// Negotiates the WebRTC leg: the browser's offer in, our answer out.
+pub(crate) fn accept_offer(rtc: &mut Rtc, sdp: &str) -> Result<String, String> {
+    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unreadable offer: {e}"))?;
+    rtc.sdp_api()
+        .accept_offer(offer)
+        .map(|a| a.to_sdp_string())
+        .map_err(|e| format!("offer not acceptable: {e}"))
+}
+
+/// The browser's codecs as negotiated on its audio media `mid`, our preference first
+/// (the order of the codec config), with its telephone-event payload types apart.
+pub(crate) fn browser_leg(rtc: &Rtc, mid: Mid) -> Option<BrowserLeg> {
+    let media = rtc.media(mid)?;
+    let remote: Vec<u8> = media.remote_pts().iter().map(|p| **p).collect();
+    let mut codecs = Vec::new();
+    let mut dtmf = Vec::new();
+    for p in rtc.codec_config().params() {
+        let pt = *p.pt();
+        if !remote.contains(&pt) {
+            continue;
+        }
+        let spec = p.spec();
+        let codec = match spec.codec {
+            Codec::PCMU => MediaCodec::Pcmu,
+            Codec::PCMA => MediaCodec::Pcma,
+            Codec::G722 => MediaCodec::G722,
+            Codec::Opus => MediaCodec::Opus,
+            Codec::Tele => {
+                dtmf.push((pt, spec.clock_rate.get()));
+                continue;
+            }
+            _ => continue,
+        };
+        codecs.push(LegCodec {
+            codec,
+            payload_type: pt,
+        });
+    }
+    Some(BrowserLeg { codecs, dtmf })
+}
+
+/// A trickled ICE candidate as the API carries it (`candidate:…`, perhaps with
+/// `a=`), parsed; `None` for the empty end-of-candidates marker.
+pub(crate) fn remote_candidate(c: &str) -> Option<Result<Candidate, String>> {
+    let c = c.trim();
+    let c = c.strip_prefix("a=").unwrap_or(c);
+    if c.is_empty() {
+        return None;
+    }
+    Some(Candidate::from_sdp_string(c).map_err(|e| e.to_string()))
 }
 
 /// A call on hold either way, where the far end's silence is normal.

@@ -10,6 +10,8 @@
 pub mod audio;
 pub mod bridge;
 pub mod dtmf;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod latch;
 pub mod rtcp;
 pub mod rtp;

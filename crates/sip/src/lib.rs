@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod call;
 pub mod dialog;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keepalive;
 pub mod message;
 pub mod rate;
