@@ -247,8 +247,7 @@ impl MediaSession {
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
         loop {
-            let rtc_wake = self.drive_rtc();
-            let mut wake = rtc_wake;
+            let mut wake = self.settle();
             if let Some(leg) = &self.call {
                 wake = wake.min(leg.next_stats);
                 if let Some(b) = &leg.bridge {
@@ -300,8 +299,23 @@ impl MediaSession {
                     self.on_tick(now);
                 }
             }
-            self.flush_bridge();
         }
+    }
+
+    /// Carries out everything the last input caused, both ways, until str0m and the
+    /// bridge are quiet: a browser packet becomes an str0m event, the event a bridge
+    /// output, the output a datagram to the far end, all before the task sleeps again
+    /// (sending only on the next wake held each packet back by one packet time).
+    /// Returns when str0m wants to be woken next.
+    fn settle(&mut self) -> Instant {
+        // bounded: a peer cannot keep the task here (what is left waits for the next wake)
+        for _ in 0..16 {
+            let wake = self.drive_rtc();
+            if !self.flush_bridge() {
+                return wake;
+            }
+        }
+        Instant::now()
     }
 
     /// Runs str0m until it has nothing more to say; returns when to wake it next.
@@ -542,16 +556,19 @@ impl MediaSession {
         }
     }
 
-    /// Carries out what the bridge produced (and what that provoked, a few rounds).
-    fn flush_bridge(&mut self) {
+    /// Carries out what the bridge produced (and what that provoked, a few rounds);
+    /// says whether there was anything.
+    fn flush_bridge(&mut self) -> bool {
+        let mut any = false;
         for _ in 0..8 {
             let outs: Vec<BridgeOutput> = match self.call.as_mut().and_then(|l| l.bridge.as_mut()) {
                 Some(b) => std::iter::from_fn(|| b.poll_output()).collect(),
-                None => return,
+                None => return any,
             };
             if outs.is_empty() {
-                return;
+                return any;
             }
+            any = true;
             let mut events = Vec::new();
             for out in outs {
                 self.carry_out(out, &mut events);
@@ -560,6 +577,7 @@ impl MediaSession {
                 self.on_rtc_event(e);
             }
         }
+        any
     }
 
     fn carry_out(&mut self, out: BridgeOutput, events: &mut Vec<Event>) {
