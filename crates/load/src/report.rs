@@ -146,6 +146,10 @@ pub struct Report {
     /// Calls that reached `inCall`.
     pub connected: usize,
     pub echo_ok: usize,
+    /// Connect → the line `registered` (the gateway's REGISTER round trip to the PBX
+    /// included), and connect → WebRTC up.
+    pub register_ms: Spread,
+    pub webrtc_ms: Spread,
     pub setup_ms: Spread,
     pub first_audio_ms: Spread,
     pub packets_sent: u64,
@@ -209,6 +213,8 @@ impl Report {
             failed: calls.len() - ok,
             connected: calls.iter().filter(|c| c.connected).count(),
             echo_ok: calls.iter().filter(|c| c.echo_ok).count(),
+            register_ms: Spread::of(calls.iter().filter_map(|c| c.register_ms)),
+            webrtc_ms: Spread::of(calls.iter().filter_map(|c| c.webrtc_ms)),
             setup_ms: Spread::of(calls.iter().filter_map(|c| c.setup_ms)),
             first_audio_ms: Spread::of(calls.iter().filter_map(|c| c.first_audio_ms)),
             packets_sent: sum(|c| c.packets_sent),
@@ -271,6 +277,17 @@ impl Report {
         let mut row = |k: &str, v: String| {
             let _ = writeln!(t, "  {k:<18} {v}");
         };
+        let spread = |s: &Spread| {
+            format!(
+                "p50 {}  p90 {}  p99 {}  max {}",
+                f(s.p50),
+                f(s.p90),
+                f(s.p99),
+                f(s.max)
+            )
+        };
+        row("registered ms", spread(&self.register_ms));
+        row("WebRTC up ms", spread(&self.webrtc_ms));
         if o.idle {
             row(
                 "sessions",
@@ -284,17 +301,7 @@ impl Report {
                     self.ok, self.failed, self.connected, self.echo_ok
                 ),
             );
-            let s = &self.setup_ms;
-            row(
-                "setup ms",
-                format!(
-                    "p50 {}  p90 {}  p99 {}  max {}",
-                    f(s.p50),
-                    f(s.p90),
-                    f(s.p99),
-                    f(s.max)
-                ),
-            );
+            row("setup ms", spread(&self.setup_ms));
             let a = &self.first_audio_ms;
             row("first audio ms", format!("p50 {}  p99 {}", f(a.p50), f(a.p99)));
             row(
