@@ -115,7 +115,7 @@ run_one() {
   local codec="$1" calls="$2"
   local config="$WORK/sipline-$codec-$calls.toml"
   write_config "$config" "$codec"
-  RUST_LOG=warn target/release/sipline --config "$config" > "$WORK/sipline.log" 2>&1 &
+  RUST_LOG=warn env ${GATEWAY_ENV:-} target/release/sipline --config "$config" > "$WORK/sipline.log" 2>&1 &
   local gw=$!
   PIDS+=($gw)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
@@ -185,7 +185,7 @@ run_signalling() {
   local rate="$1" sessions="${SIGNAL_SESSIONS:-500}"
   local config="$WORK/sipline-signal-$rate.toml"
   write_config "$config" pcmu
-  RUST_LOG=warn target/release/sipline --config "$config" > "$WORK/sipline.log" 2>&1 &
+  RUST_LOG=warn env ${GATEWAY_ENV:-} target/release/sipline --config "$config" > "$WORK/sipline.log" 2>&1 &
   local gw=$!
   PIDS+=($gw)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
