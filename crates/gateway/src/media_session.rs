@@ -43,14 +43,15 @@ pub enum MediaCommand {
     },
     /// A trickled ICE candidate of the browser.
     Candidate(String),
-    /// A call's RTP leg is negotiated: bridge it.
+    /// A call's RTP leg is negotiated: bridge it. (The large fields are boxed: every
+    /// session's command channel allocates blocks of 32 commands.)
     Attach {
         call: CallRef,
-        ports: RtpPorts,
-        leg: SipMedia,
+        ports: Box<RtpPorts>,
+        leg: Box<SipMedia>,
     },
     /// The call's media was negotiated again (re-INVITE, hold).
-    Update { call: CallRef, leg: SipMedia },
+    Update { call: CallRef, leg: Box<SipMedia> },
     /// The call is over: stop and give its ports back.
     Detach { call: CallRef },
     /// Key presses to send as RFC 4733 events.
@@ -81,19 +82,24 @@ pub enum MediaEvent {
         from: Side,
         needs_info: bool,
     },
-    /// Statistics every 5 s during a call.
-    Stats {
-        call: CallRef,
-        browser: LegCounters,
-        browser_codec: String,
-        sip: LegCounters,
-        sip_codec: String,
-    },
+    /// Statistics every 5 s during a call (boxed, as the rarest and largest event:
+    /// every session's event channel allocates blocks of 32 events).
+    Stats(Box<CallStats>),
     /// The first packet of a call's audio went to the browser (for latency figures);
     /// `far_end_at` is when the far end's first RTP packet arrived.
     FirstAudio { call: CallRef, far_end_at: Instant },
     /// A leg of the call went silent past `media.timeout`: the call must end.
     MediaTimeout { call: CallRef, reason: String },
+}
+
+/// A call's statistics, both legs.
+#[derive(Debug, Clone)]
+pub struct CallStats {
+    pub call: CallRef,
+    pub browser: LegCounters,
+    pub browser_codec: String,
+    pub sip: LegCounters,
+    pub sip_codec: String,
 }
 
 /// Settings of media sessions.
@@ -453,6 +459,7 @@ impl MediaSession {
                 Some(Err(e)) => tracing::debug!(error = %e, "unusable ICE candidate"),
             },
             MediaCommand::Attach { call, ports, leg } => {
+                let (ports, leg) = (*ports, *leg);
                 tracing::debug!(%call, remote = %leg.remote_rtp, "bridging the call's media");
                 self.call = Some(CallLeg {
                     call,
@@ -478,6 +485,7 @@ impl MediaSession {
                 self.ensure_bridge();
             }
             MediaCommand::Update { call, leg } => {
+                let leg = *leg;
                 if let Some(l) = self.call.as_mut().filter(|l| l.call == call) {
                     if leg.remote_rtp != l.media.remote_rtp {
                         // the far end moved: use the new address at once
@@ -547,13 +555,13 @@ impl MediaSession {
                 let mut browser = b.browser_counters();
                 browser.loss = f64::from(leg.browser_stats.0.unwrap_or(0.0));
                 browser.rtt_ms = leg.browser_stats.1.map(|d| d.as_secs_f64() * 1000.0);
-                let _ = self.events.send(MediaEvent::Stats {
+                let _ = self.events.send(MediaEvent::Stats(Box::new(CallStats {
                     call: leg.call,
                     browser,
                     browser_codec: codec_name(b.browser_codec().codec),
                     sip: b.sip_counters(),
                     sip_codec: codec_name(leg.media.leg.codec.codec),
-                });
+                })));
             }
         }
     }

@@ -117,10 +117,10 @@ async fn media_task(
         let sock = call.as_ref().map(|c| Arc::clone(&c.ports.rtp));
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                Some(MediaCommand::Attach { ports, leg, .. }) => call = Some(ServiceCall::new(ext, ports, leg)),
+                Some(MediaCommand::Attach { ports, leg, .. }) => call = Some(ServiceCall::new(ext, *ports, *leg)),
                 Some(MediaCommand::Update { leg, .. }) => {
                     if let Some(c) = call.as_mut() {
-                        c.update(leg);
+                        c.update(*leg);
                     }
                 }
                 Some(MediaCommand::Detach { .. }) => call = None,

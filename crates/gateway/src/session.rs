@@ -20,7 +20,7 @@ use crate::api::{
 use crate::api::{DtmfMethod, LegStats};
 use crate::config::Settings;
 use crate::counters::{self, Counter};
-use crate::media_session::{self, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
+use crate::media_session::{self, CallStats, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
 use crate::peer_log::{Kind, clip};
 use crate::peer_warn;
 use crate::per_ip::{Exceeded, PerIpLimit};
@@ -302,11 +302,14 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                         }
                         None
                     }
-                    MediaEvent::Stats { call, browser, browser_codec, sip, sip_codec } => Some(Notification::CallStats {
-                        call_id: call_id(call),
-                        browser: leg_stats(browser, browser_codec),
-                        sip: leg_stats(sip, sip_codec),
-                    }),
+                    MediaEvent::Stats(stats) => {
+                        let CallStats { call, browser, browser_codec, sip, sip_codec } = *stats;
+                        Some(Notification::CallStats {
+                            call_id: call_id(call),
+                            browser: leg_stats(browser, browser_codec),
+                            sip: leg_stats(sip, sip_codec),
+                        })
+                    }
                     MediaEvent::FirstAudio { call, far_end_at } => {
                         if let Some((c, at)) = answered_at
                             && c == call

@@ -612,8 +612,15 @@ impl Driver {
         };
         let leg = sip_media(n, media.local_hold);
         match media.take_ports() {
-            Some(ports) => handle.send(MediaCommand::Attach { call, ports, leg }),
-            None => handle.send(MediaCommand::Update { call, leg }),
+            Some(ports) => handle.send(MediaCommand::Attach {
+                call,
+                ports: Box::new(ports),
+                leg: Box::new(leg),
+            }),
+            None => handle.send(MediaCommand::Update {
+                call,
+                leg: Box::new(leg),
+            }),
         }
     }
 
