@@ -15,10 +15,17 @@ use crate::{Account, Protection, Target, Transport, UaConfig, UserAgent};
 
 /// Target `message`: the SIP parser. Any bytes must parse or fail cleanly, a parsed
 /// message must serialise into something that parses again, and the typed header
-/// views and stream framing must not panic on whatever the parser accepted.
+/// views and stream framing must not panic on whatever the parser accepted. What does
+/// not parse goes through `answer_to_unparsable`, whose answer must parse.
 pub fn message(data: &[u8]) {
     let _ = frame_length(data);
-    let Ok(msg) = Message::parse(data) else { return };
+    let Ok(msg) = Message::parse(data) else {
+        // what a trusted peer's unparsable request is answered with must itself parse
+        if let Some(answer) = crate::message::answer_to_unparsable(data) {
+            Message::parse(&answer.to_bytes()).expect("our answer to an unparsable request parses");
+        }
+        return;
+    };
     let h = msg.headers();
     let _ = h.vias();
     let _ = h.cseq();

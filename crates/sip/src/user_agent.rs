@@ -435,6 +435,13 @@ impl UserAgent {
             Ok(m) => m,
             Err(e) => {
                 self.counters.unparsable += 1;
+                // a trusted peer's broken request is told why (RFC 3261 §8.2, RFC 4475
+                // §3.1.2); a stranger's is only dropped (no reflection)
+                if self.is_trusted(source)
+                    && let Some(resp) = crate::message::answer_to_unparsable(data)
+                {
+                    self.send_stateless(now, source, &resp);
+                }
                 return Err(Dropped::new(
                     DropReason::Unparsable,
                     format!("unparsable SIP from {source}: {}", clip(&e.to_string())),

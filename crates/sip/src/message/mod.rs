@@ -215,6 +215,71 @@ impl Response {
     }
 }
 
+/// What can still be answered of a request that does not parse (RFC 3261 §8.2, RFC
+/// 4475 §3.1.2): a bare-bones error response (400, or 505 for another SIP version)
+/// carrying the request's Via, From, To, Call-ID and CSeq as they were written, when all
+/// five are there and the first line reads as a request. `None` for anything else (a
+/// response, or too little to route an answer back): that is dropped.
+pub fn answer_to_unparsable(data: &[u8]) -> Option<Response> {
+    let head = &data[..data.len().min(MAX_MESSAGE_SIZE)];
+    let head = match head.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => &head[..end],
+        None => head,
+    };
+    let head = std::str::from_utf8(head).ok()?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start = lines.next()?;
+    let mut words = start.split_whitespace();
+    let method = words.next()?;
+    if method.starts_with("SIP/") || !method.bytes().all(params::is_token_byte) {
+        return None;
+    }
+    let version = words.last()?;
+    let (status, reason) = if version.starts_with("SIP/") && version != "SIP/2.0" {
+        (505, "Version Not Supported")
+    } else {
+        (400, "Bad Request")
+    };
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in lines.take(MAX_HEADERS) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = fields.last_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            fields.push((canonical_name(name.trim()), value.trim().to_owned()));
+        }
+    }
+    let mut headers = Headers::new();
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        let mut any = false;
+        for (_, v) in fields.iter().filter(|(n, _)| n == name) {
+            let v = if name == "To" && !v.to_ascii_lowercase().contains("tag=") {
+                format!("{v};tag=unparsable")
+            } else {
+                v.clone()
+            };
+            headers.push(name, v);
+            any = true;
+            if name != "Via" {
+                break;
+            }
+        }
+        if !any {
+            return None;
+        }
+    }
+    Some(Response {
+        status,
+        reason: reason.to_owned(),
+        headers,
+        body: Vec::new(),
+    })
+}
+
 fn is_content_length(name: &str) -> bool {
     name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l")
 }
@@ -426,6 +491,26 @@ mod tests {
             m.push_str(&format!("X-{i}: v\r\n"));
         }
         m + "\r\n"
+    }
+
+    #[test]
+    fn unparsable_requests_get_an_answer_when_they_can_be_routed() {
+        let bad = "INVITE <sip:a@b> SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+                   f: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\ni: abc\r\nCSeq: 1 INVITE\r\n\
+                   Content-Length: 99\r\n\r\nv=0";
+        assert!(Message::parse(bad.as_bytes()).is_err());
+        let r = answer_to_unparsable(bad.as_bytes()).unwrap();
+        assert_eq!((r.status, r.reason.as_str()), (400, "Bad Request"));
+        assert_eq!(r.headers.get("Call-ID"), Some("abc"));
+        assert_eq!(r.headers.get("From"), Some("<sip:x@y>;tag=1"));
+        assert_eq!(r.headers.get("To"), Some("<sip:a@b>;tag=unparsable"));
+        assert!(Message::parse(&r.to_bytes()).is_ok());
+        let v7 = bad.replacen("SIP/2.0\r\nVia", "SIP/7.0\r\nVia", 1);
+        assert_eq!(answer_to_unparsable(v7.as_bytes()).unwrap().status, 505);
+        // nothing to route an answer with, or not a request: nothing
+        assert!(answer_to_unparsable(b"INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n").is_none());
+        assert!(answer_to_unparsable(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
+        assert!(answer_to_unparsable(b"\xff\xfe").is_none());
     }
 
     #[test]
