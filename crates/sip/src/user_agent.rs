@@ -552,6 +552,10 @@ impl UserAgent {
             }
             return Ok(());
         }
+        if let Some(resp) = self.unacceptable(&req) {
+            self.transactions.respond(now, &key, &resp);
+            return Ok(());
+        }
         if is_in_dialog(&req) {
             match self.call_in_dialog(&req) {
                 Some(id) => self.call_request(now, id, key, &req),
@@ -566,7 +570,11 @@ impl UserAgent {
             }
             Method::Invite => self.incoming_invite(now, key, req),
             Method::Bye | Method::Info => self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
-            Method::Other(_) => self.reply(now, &key, &req, 501, "Not Implemented"),
+            Method::Other(_) => {
+                let mut resp = self.response(&req, 501, "Not Implemented");
+                resp.headers.push("Allow", ALLOW);
+                self.transactions.respond(now, &key, &resp);
+            }
             _ => {
                 let mut resp = self.response(&req, 405, "Method Not Allowed");
                 resp.headers.push("Allow", ALLOW);
@@ -675,6 +683,56 @@ impl UserAgent {
             l.call = Some(id);
         }
         self.flush_call(now, id);
+    }
+
+    /// The refusal of a request we cannot serve as asked (RFC 3261 §8.2.2): an
+    /// extension it requires (420, none is supported), or, for an INVITE, a body that
+    /// is not SDP (415) or an Accept without SDP (406). CANCEL and ACK never get here.
+    fn unacceptable(&mut self, req: &Request) -> Option<Response> {
+        let required: Vec<&str> = req
+            .headers
+            .get_all("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !required.is_empty() {
+            let unsupported = required.join(", ");
+            let mut resp = self.response(req, 420, "Bad Extension");
+            resp.headers.push("Unsupported", unsupported);
+            return Some(resp);
+        }
+        if req.method != Method::Invite {
+            return None;
+        }
+        let media_type = |v: &str| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let sdp_body = req
+            .headers
+            .get("Content-Type")
+            .is_some_and(|ct| media_type(ct) == "application/sdp");
+        if !req.body.is_empty() && !sdp_body {
+            let mut resp = self.response(req, 415, "Unsupported Media Type");
+            resp.headers.push("Accept", "application/sdp");
+            return Some(resp);
+        }
+        let mut accepts = req
+            .headers
+            .get_all("Accept")
+            .flat_map(|v| v.split(','))
+            .peekable();
+        if accepts.peek().is_some()
+            && !accepts.any(|range| {
+                matches!(
+                    media_type(range).as_str(),
+                    "application/sdp" | "application/*" | "*/*"
+                )
+            })
+        {
+            let mut resp = self.response(req, 406, "Not Acceptable");
+            resp.headers.push("Accept", "application/sdp");
+            return Some(resp);
+        }
+        None
     }
 
     /// A response with a To tag (added when the request had none) and our User-Agent.

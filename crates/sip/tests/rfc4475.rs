@@ -340,14 +340,6 @@ const KNOWN_GAPS: &[&str] = &[
     "3.1.1.2-intmeth.dat",
     // rings: empty Via and Contact parameters (`;;,;,,`, `;;;;`) are skipped, not refused
     "3.1.2.1-badinv01.dat",
-    // 200: Require is not looked at (no 420, no Unsupported)
-    "3.3.5-bext01.dat",
-    // rings: the INVITE's Content-Type is not looked at (no 415)
-    "3.3.6-invut.dat",
-    // rings: only the first of several Call-ID, To, From, CSeq, Max-Forwards is read
-    "3.3.8-multi01.dat",
-    // rings: Accept is not looked at, the answer will carry SDP (no 406)
-    "3.3.15-sdp01.dat",
 ];
 
 /// What the user agent did with one message.

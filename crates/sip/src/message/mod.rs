@@ -161,6 +161,11 @@ impl Request {
     /// Checks what RFC 3261 §8.2 requires of every request we accept:
     /// Via, From, To, Call-ID and a CSeq whose method matches the Request-Line.
     pub fn validate(&self) -> Result<(), ParseError> {
+        for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"] {
+            if self.headers.get_all(name).nth(1).is_some() {
+                return Err(ParseError::new(format!("more than one {name}")));
+            }
+        }
         self.headers.top_via()?;
         self.headers.from()?;
         self.headers.to()?;
