@@ -486,7 +486,9 @@ impl UserAgent {
     fn handle_request(&mut self, now: Instant, req: Request, source: Target) -> Result<(), Dropped> {
         if let Err(e) = req.validate() {
             self.counters.invalid_requests += 1;
-            if req.method != Method::Ack && req.headers.top_via().is_ok() {
+            // a malformed Via is answered too when a trusted peer sent it (to where it
+            // came from, as every answer); a stranger's only when its Via is sound
+            if req.method != Method::Ack && (req.headers.top_via().is_ok() || self.is_trusted(source)) {
                 let mut resp = Response::for_request(&req, 400, "Bad Request");
                 resp.headers.push(
                     "Warning",

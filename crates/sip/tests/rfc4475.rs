@@ -332,15 +332,8 @@ const CASES: &[Case] = &[
 
 /// Rows whose expectation the user agent does not meet yet (bugs to fix). Each must
 /// still fail; move a row out of here when the user agent gets it right.
-const KNOWN_GAPS: &[&str] = &[
-    // 400: the To addr-spec `sip:… ;   tag = …` (LWS before ';') is refused as a bad address
-    "3.1.1.1-wsinv.dat",
-    // 400: Uri::parse cuts the user part at its '?', leaving a bad host, so the request
-    // is unparsable; and a 501 would come without the Allow header the RFC asks for
-    "3.1.1.2-intmeth.dat",
-    // rings: empty Via and Contact parameters (`;;,;,,`, `;;;;`) are skipped, not refused
-    "3.1.2.1-badinv01.dat",
-];
+/// (Empty since session 18: every message is handled as the RFC says.)
+const KNOWN_GAPS: &[&str] = &[];
 
 /// What the user agent did with one message.
 #[derive(Debug, Default)]

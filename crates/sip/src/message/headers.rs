@@ -291,8 +291,9 @@ impl NameAddr {
             Ok(NameAddr { display, uri, params })
         } else {
             // addr-spec without brackets: parameters belong to the header, not the URI.
+            // (LWS may come before the ';', RFC 3261 §25.1 SEMI)
             let (uri, params) = match s.find(';') {
-                Some(i) => (&s[..i], Params::parse(&s[i..])?),
+                Some(i) => (s[..i].trim_end(), Params::parse(&s[i..])?),
                 None => (s, Params::default()),
             };
             if uri.contains(|c: char| c.is_ascii_whitespace()) {
@@ -366,6 +367,14 @@ impl fmt::Display for CSeq {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addr_spec_may_have_space_before_its_parameters() {
+        // RFC 4475 wsinv's To
+        let a = NameAddr::parse("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        assert_eq!(a.uri.host, "chair-dnrc.example.com");
+        assert_eq!(a.tag(), Some("1918181833n"));
+    }
 
     #[test]
     fn via_parses_with_spaces_and_params() {

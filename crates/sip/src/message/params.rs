@@ -12,10 +12,16 @@ impl Params {
     /// Parses `;a=1;b;c="quoted;value"` (the leading `;` is optional).
     pub fn parse(s: &str) -> Result<Params, ParseError> {
         let mut out = Vec::new();
-        for part in split_outside_quotes(s, b';') {
+        let parts = split_outside_quotes(s, b';');
+        for (i, part) in parts.iter().enumerate() {
             let part = part.trim();
             if part.is_empty() {
-                continue;
+                // before the first ';', or one stray ';' at the end; an empty parameter
+                // between two is malformed (RFC 4475 badinv01: `;;,;,,`)
+                if i == 0 || i + 1 == parts.len() {
+                    continue;
+                }
+                return Err(ParseError::new("empty parameter"));
             }
             let (name, value) = match part.find('=') {
                 Some(i) => (part[..i].trim(), Some(part[i + 1..].trim().to_owned())),
@@ -122,6 +128,14 @@ pub(crate) fn split_outside_quotes(s: &str, sep: u8) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_parameters_between_semicolons_are_malformed() {
+        assert!(Params::parse(";a=1;;b").is_err());
+        assert!(Params::parse(";;").is_err());
+        assert_eq!(Params::parse(";a=1;").unwrap().get("a"), Some(Some("1")));
+        assert_eq!(Params::parse("").unwrap(), Params::default());
+    }
 
     #[test]
     fn parses_and_prints() {

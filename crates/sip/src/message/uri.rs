@@ -77,14 +77,16 @@ impl Uri {
                 headers: None,
             });
         }
-        let (rest, headers) = match rest.find('?') {
-            Some(i) => (&rest[..i], Some(rest[i + 1..].to_owned())),
-            None => (rest, None),
-        };
-        // userinfo ends at the last '@' before any ';' of the host part.
-        let (userinfo, hostpart) = match rest.rfind('@') {
+        // userinfo ends at the first '@': no other part of a SIP URI may hold one
+        // unescaped, while the user part may hold '?', ';' and '/' (RFC 3261 §25.1
+        // user-unreserved; RFC 4475 intmeth)
+        let (userinfo, rest) = match rest.find('@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
             None => (None, rest),
+        };
+        let (hostpart, headers) = match rest.find('?') {
+            Some(i) => (&rest[..i], Some(rest[i + 1..].to_owned())),
+            None => (rest, None),
         };
         let (user, password) = match userinfo {
             Some(ui) => match ui.find(':') {
@@ -203,6 +205,19 @@ impl std::str::FromStr for Uri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_part_may_hold_question_marks_and_semicolons() {
+        // RFC 4475 intmeth's Request-URI
+        let u = Uri::parse("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,;=.@example.com").unwrap();
+        assert_eq!(
+            u.user.as_deref(),
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,;=.")
+        );
+        assert_eq!(u.host, "example.com");
+        let h = Uri::parse("sip:bob@example.com?subject=hi").unwrap();
+        assert_eq!(h.headers.as_deref(), Some("subject=hi"));
+    }
 
     #[test]
     fn parses_full_sip_uri() {
