@@ -226,14 +226,11 @@ impl Response {
 /// five are there and the first line reads as a request. `None` for anything else (a
 /// response, or too little to route an answer back): that is dropped.
 pub fn answer_to_unparsable(data: &[u8]) -> Option<Response> {
-    let head = &data[..data.len().min(MAX_MESSAGE_SIZE)];
-    let head = match head.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => &head[..end],
-        None => head,
-    };
-    let head = std::str::from_utf8(head).ok()?;
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let start = lines.next()?;
+    let data = &data[..data.len().min(MAX_MESSAGE_SIZE)];
+    // the header section as the parser cuts it, or all of it when it never ends
+    let head_end = find_head_end(data).map_or(data.len(), |(end, _)| end);
+    let lines = unfold_lines(std::str::from_utf8(&data[..head_end]).ok()?).ok()?;
+    let (start, fields) = lines.split_first()?;
     let mut words = start.split_whitespace();
     let method = words.next()?;
     if method.starts_with("SIP/") || !method.bytes().all(params::is_token_byte) {
@@ -245,36 +242,23 @@ pub fn answer_to_unparsable(data: &[u8]) -> Option<Response> {
     } else {
         (400, "Bad Request")
     };
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in lines.take(MAX_HEADERS) {
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, v)) = fields.last_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            fields.push((canonical_name(name.trim()), value.trim().to_owned()));
-        }
-    }
+    let fields: Vec<(String, &str)> = fields
+        .iter()
+        .take(MAX_HEADERS)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (canonical_name(name.trim()), value.trim()))
+        .collect();
     let mut headers = Headers::new();
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        let mut any = false;
-        for (_, v) in fields.iter().filter(|(n, _)| n == name) {
-            let v = if name == "To" && !v.to_ascii_lowercase().contains("tag=") {
-                format!("{v};tag=unparsable")
-            } else {
-                v.clone()
-            };
-            headers.push(name, v);
-            any = true;
-            if name != "Via" {
-                break;
-            }
+        let mut values = fields.iter().filter(|(n, _)| n == name).map(|(_, v)| *v);
+        let first = values.next()?;
+        if name == "To" && !first.to_ascii_lowercase().contains("tag=") {
+            headers.push(name, format!("{first};tag=unparsable"));
+        } else {
+            headers.push(name, first);
         }
-        if !any {
-            return None;
+        if name == "Via" {
+            values.for_each(|v| headers.push(name, v));
         }
     }
     Some(Response {
