@@ -26,7 +26,7 @@ use crate::media_session::{MediaCommand, MediaHandle, SipMedia};
 use crate::peer_log::Kind;
 use crate::peer_warn;
 use crate::sip_transport::{Received, SipTransport, TcpLimits};
-use sipline_media::bridge::{LegCodec, SipLeg};
+use sipline_media::bridge::SipLeg;
 use sipline_media::sdp::{Direction, NegotiatedMedia};
 
 /// What a session hears about its line.
@@ -885,16 +885,7 @@ impl Driver {
 /// The SIP side of the bridge, from what offer/answer decided.
 fn sip_media(n: &NegotiatedMedia, local_hold: bool) -> SipMedia {
     SipMedia {
-        leg: SipLeg {
-            codec: LegCodec {
-                codec: n.codec,
-                payload_type: n.payload_type,
-            },
-            dtmf_payload_type: n.dtmf_payload_type,
-            ptime_ms: n.ptime.unwrap_or(20),
-            send: n.direction.sends() && !local_hold,
-            receive: n.direction.receives(),
-        },
+        leg: SipLeg::negotiated(n, local_hold),
         remote_rtp: n.remote_rtp,
         remote_rtcp: n.remote_rtcp,
     }

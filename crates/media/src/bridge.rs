@@ -50,6 +50,23 @@ pub struct SipLeg {
     pub receive: bool,
 }
 
+impl SipLeg {
+    /// The far end's leg as offer/answer decided it; `local_hold`: we hold the far end
+    /// (so send nothing however the direction reads).
+    pub fn negotiated(n: &crate::sdp::NegotiatedMedia, local_hold: bool) -> SipLeg {
+        SipLeg {
+            codec: LegCodec {
+                codec: n.codec,
+                payload_type: n.payload_type,
+            },
+            dtmf_payload_type: n.dtmf_payload_type,
+            ptime_ms: n.ptime.unwrap_or(20),
+            send: n.direction.sends() && !local_hold,
+            receive: n.direction.receives(),
+        }
+    }
+}
+
 /// Which leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -187,17 +187,7 @@ fn local_set_ups() -> [LocalMedia; 2] {
 /// it (`sip_driver::sip_media`) and a browser that has every codec; one packet of the
 /// negotiated payload type from the far end, one of audio from the browser.
 fn bridge_from(n: &NegotiatedMedia, ours: Direction) {
-    let local_hold = !ours.receives();
-    let sip = SipLeg {
-        codec: LegCodec {
-            codec: n.codec,
-            payload_type: n.payload_type,
-        },
-        dtmf_payload_type: n.dtmf_payload_type,
-        ptime_ms: n.ptime.unwrap_or(20),
-        send: n.direction.sends() && !local_hold,
-        receive: n.direction.receives(),
-    };
+    let sip = SipLeg::negotiated(n, !ours.receives());
     let browser = BrowserLeg {
         codecs: [
             (Codec::Pcmu, 0),
