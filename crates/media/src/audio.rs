@@ -273,6 +273,26 @@ impl Resampler {
     }
 }
 
+/// How clean a tone came through: the power of `hz` in `samples` against everything
+/// else, in dB (a Goertzel filter against the total energy). For tests and benchmarks
+/// (crates/media/opus-compare) that send a tone through a codec.
+pub fn tone_snr_db(samples: &[i16], rate: u32, hz: f32) -> f64 {
+    let n = samples.len() as f64;
+    let k = (0.5 + n * f64::from(hz) / f64::from(rate)).floor();
+    let w = 2.0 * std::f64::consts::PI * k / n;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2, mut total) = (0.0f64, 0.0f64, 0.0f64);
+    for x in samples {
+        let x = f64::from(*x);
+        total += x * x;
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let tone_power = (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / n;
+    10.0 * (tone_power / (total - tone_power).max(1e-9)).log10()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,26 +304,6 @@ mod tests {
                     as i16
             })
             .collect()
-    }
-
-    /// Power of `hz` relative to the rest, in dB (Goertzel against total energy).
-    pub(crate) fn snr_db(samples: &[i16], rate: u32, hz: f32) -> f64 {
-        let n = samples.len() as f64;
-        let k = (0.5 + n * f64::from(hz) / f64::from(rate)).floor();
-        let w = 2.0 * std::f64::consts::PI * k / n;
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        let coeff = 2.0 * w.cos();
-        let mut total = 0.0;
-        for x in samples {
-            let x = f64::from(*x);
-            total += x * x;
-            let s0 = x + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        let tone_power = (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / n;
-        let noise = (total - tone_power).max(1e-9);
-        10.0 * (tone_power / noise).log10()
     }
 
     fn round_trip(codec: Codec, rate: u32, frame: usize) -> f64 {
@@ -318,7 +318,7 @@ mod tests {
         }
         assert_eq!(out.len(), input.len(), "{codec:?}");
         // skip the codec delay at the start
-        snr_db(&out[out.len() / 4..], rate, 1000.0)
+        tone_snr_db(&out[out.len() / 4..], rate, 1000.0)
     }
 
     #[test]
@@ -378,7 +378,7 @@ mod tests {
             up.process(chunk, &mut out);
         }
         assert!((out.len() as i64 - 3200).abs() <= 64, "{}", out.len());
-        let snr = snr_db(&out[800..], 16000, 1000.0);
+        let snr = tone_snr_db(&out[800..], 16000, 1000.0);
         assert!(snr > 25.0, "{snr}");
     }
 }

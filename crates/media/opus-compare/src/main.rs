@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use sipline_media::audio::{AudioDecoder, AudioEncoder, Resampler};
+use sipline_media::audio::{AudioDecoder, AudioEncoder, Resampler, tone_snr_db};
 use sipline_media::sdp::Codec;
 
 const FRAMES: usize = 3000; // 60 s of audio
@@ -275,20 +275,7 @@ fn tone(rate: u32, samples: usize) -> Vec<i16> {
         .collect()
 }
 
-/// Power of the tone against everything else, in dB (Goertzel against total energy).
+/// The tone against everything else, in dB.
 fn snr(samples: &[i16], rate: u32) -> f64 {
-    let n = samples.len() as f64;
-    let k = (0.5 + n * TONE_HZ / f64::from(rate)).floor();
-    let w = 2.0 * std::f64::consts::PI * k / n;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2, mut total) = (0.0f64, 0.0f64, 0.0f64);
-    for &x in samples {
-        let x = f64::from(x);
-        total += x * x;
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let tone_power = (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / n;
-    10.0 * (tone_power / (total - tone_power).max(1e-9)).log10()
+    tone_snr_db(samples, rate, TONE_HZ as f32)
 }

@@ -3,30 +3,13 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::audio::{AudioDecoder, AudioEncoder};
+use crate::audio::{AudioDecoder, AudioEncoder, tone_snr_db as snr_db};
 use crate::dtmf::TelephoneEvent;
 
 fn tone(rate: u32, hz: f32, samples: usize, offset: usize) -> Vec<i16> {
     (offset..offset + samples)
         .map(|i| ((i as f32 * hz * 2.0 * std::f32::consts::PI / rate as f32).sin() * 0.5 * 32767.0) as i16)
         .collect()
-}
-
-fn snr_db(samples: &[i16], rate: u32, hz: f32) -> f64 {
-    let n = samples.len() as f64;
-    let k = (0.5 + n * f64::from(hz) / f64::from(rate)).floor();
-    let w = 2.0 * std::f64::consts::PI * k / n;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2, mut total) = (0.0f64, 0.0f64, 0.0f64);
-    for x in samples {
-        let x = f64::from(*x);
-        total += x * x;
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let p = (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / n;
-    10.0 * (p / (total - p).max(1e-9)).log10()
 }
 
 const PCMU: LegCodec = LegCodec {
