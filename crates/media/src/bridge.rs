@@ -222,11 +222,8 @@ impl Path {
             Codec::Opus => crate::audio::native_rate(in_codec).min(16_000),
             c => crate::audio::native_rate(c),
         };
-        // Opus is decoded at 16 kHz at least: opus-rs's decoder resampling a fullband
-        // (CELT) stream down to 8 kHz leaves a tone at 17 dB SNR against 39 dB at
-        // 16 kHz (crates/media/opus-compare), so our 2:1 resampler does that step
         let dec_rate = match in_codec {
-            Codec::Opus => out_rate.max(16_000),
+            Codec::Opus => out_rate,
             c => crate::audio::native_rate(c),
         };
         self.coder_builds += 1;

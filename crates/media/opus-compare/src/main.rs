@@ -4,7 +4,8 @@
 //!
 //! - toward the browser: 8 kHz PCM encoded to Opus (VoIP, 24 kbit/s, complexity 5);
 //! - from the browser: Opus as a browser sends it (libopus at 48 kHz, 32 kbit/s)
-//!   decoded for an 8 kHz far end (sipline: opus-rs at 16 kHz, then its 2:1 resampler).
+//!   decoded for an 8 kHz far end (sipline's `AudioDecoder`: opus-rs at 16 kHz, then
+//!   its 2:1 resampler).
 //!
 //! For each it prints the CPU time per 20 ms frame (this thread's own, from
 //! /proc/thread-self/schedstat) and the SNR of a 1 kHz tone after the trip, so the
@@ -14,7 +15,7 @@
 
 use std::time::Duration;
 
-use sipline_media::audio::{AudioDecoder, AudioEncoder, Resampler, tone_snr_db};
+use sipline_media::audio::{AudioDecoder, AudioEncoder, tone_snr_db};
 use sipline_media::sdp::Codec;
 
 const FRAMES: usize = 3000; // 60 s of audio
@@ -63,7 +64,7 @@ fn main() {
     let (lib_us, lib_pcm) = decode_libopus(&browser_packets);
     row(
         "from browser: decode to 8 kHz",
-        "opus-rs + resampler",
+        "opus-rs (16 kHz, resampled)",
         rs_us,
         snr(&rs_pcm[800..], 8000),
     );
@@ -94,7 +95,7 @@ fn main() {
         );
     }
     for rate in [8000, 16_000, 48_000] {
-        let (us, pcm) = decode_opus_rs_at(&browser_packets, rate);
+        let (us, pcm) = decode_opus_rs_raw(&browser_packets, rate);
         let skip = rate as usize / 10;
         row(
             &format!("decode browser Opus to {} kHz", rate / 1000),
@@ -143,12 +144,31 @@ fn encode_libopus_with(pcm: &[i16], complexity: i32) -> (f64, Vec<Vec<u8>>) {
     (us, out)
 }
 
+/// sipline's Opus decoder (`AudioDecoder`) at `rate`.
 fn decode_opus_rs_at(packets: &[Vec<u8>], rate: u32) -> (f64, Vec<i16>) {
     let mut dec = AudioDecoder::new(Codec::Opus, rate).expect("an opus-rs decoder");
     let mut pcm = Vec::with_capacity(packets.len() * rate as usize / 50);
     let us = per_frame(|| {
         for p in packets {
             dec.decode(p, &mut pcm);
+        }
+    });
+    (us, pcm)
+}
+
+/// opus-rs itself at `rate`, without what `AudioDecoder` adds below 16 kHz.
+fn decode_opus_rs_raw(packets: &[Vec<u8>], rate: u32) -> (f64, Vec<i16>) {
+    let mut dec = opus_rs::OpusDecoder::new(rate as i32, 1).expect("an opus-rs decoder");
+    let mut pcm = Vec::with_capacity(packets.len() * rate as usize / 50);
+    let mut buf = vec![0f32; 5760];
+    let us = per_frame(|| {
+        for p in packets {
+            let n = dec.decode(p, 5760, &mut buf).expect("opus-rs decodes");
+            pcm.extend(
+                buf[..n]
+                    .iter()
+                    .map(|s| (s * 32768.0).clamp(-32768.0, 32767.0) as i16),
+            );
         }
     });
     (us, pcm)
@@ -208,18 +228,7 @@ fn browser_opus() -> Vec<Vec<u8>> {
 }
 
 fn decode_opus_rs(packets: &[Vec<u8>]) -> (f64, Vec<i16>) {
-    let mut dec = AudioDecoder::new(Codec::Opus, 16_000).expect("an opus-rs decoder");
-    let mut resampler = Resampler::new(16_000, 8000);
-    let mut pcm = Vec::with_capacity(packets.len() * 160);
-    let mut wide = Vec::with_capacity(320);
-    let us = per_frame(|| {
-        for p in packets {
-            wide.clear();
-            dec.decode(p, &mut wide);
-            resampler.process(&wide, &mut pcm);
-        }
-    });
-    (us, pcm)
+    decode_opus_rs_at(packets, 8000)
 }
 
 fn decode_libopus(packets: &[Vec<u8>]) -> (f64, Vec<i16>) {
