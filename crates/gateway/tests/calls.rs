@@ -180,9 +180,7 @@ async fn ringing_then_early_media_then_answer() {
     let early = wait_call_state(&mut b, "earlyMedia", WAIT).await;
     assert_eq!(early["code"], 183);
     wait_call_state(&mut b, "inCall", WAIT).await;
-    // Kamailio's workers may pass a BYE sent right after our ACK before it, and sipp's
-    // scenario then fails on the order (seen once in CI): let the ACK through first
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let_the_ack_through().await;
     b.request("hangUp", json!({})).await;
     wait_call_state(&mut b, "completed", WAIT).await;
     assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
@@ -354,7 +352,7 @@ async fn calls_over_tcp() {
     b.wait_for("incomingCall", |_| true, WAIT).await;
     b.request("accept", json!({})).await;
     wait_call_state(&mut b, "inCall", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let_the_ack_through().await;
     b.request("hangUp", json!({})).await;
     wait_call_state(&mut b, "completed", WAIT).await;
     assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());

@@ -151,7 +151,7 @@ async fn the_browser_gone_mid_call_ends_it() {
     let mut sipp = sipp_far_end(slot);
     let (mut b, user) = Browser::registered(&sipline.ws_url()).await;
     in_call_with(&mut b, "1001").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let_the_ack_through().await;
     // the browser process dies: its socket is reset, no close frame, no hang-up
     b.reset();
     assert_eq!(

@@ -196,8 +196,7 @@ async fn sessions_and_calls_per_node_are_limited_with_a_clear_refusal() {
             .contains("limit of concurrent calls"),
         "{r}"
     );
-    // (Kamailio's workers could pass a BYE hard on the ACK's heels to sipp first)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let_the_ack_through().await;
     a.request("hangUp", serde_json::json!({})).await;
     assert_eq!(sipp.wait_async(WAIT).await, Some(0), "{}", sipp.messages());
     let m = sipline.metrics().await;

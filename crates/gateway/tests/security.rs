@@ -46,8 +46,7 @@ async fn call_between(a: &mut Browser, b: &mut Browser, b_user: &str) {
     let r = b.request("accept", json!({})).await;
     assert_eq!(r["result"], json!({}), "accept: {r}");
     wait_call_state(a, "inCall", WAIT).await;
-    // a BYE hard on the ACK's heels can overtake it in Kamailio's workers
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let_the_ack_through().await;
     let r = a.request("hangUp", json!({})).await;
     assert_eq!(r["result"], json!({}), "hang up: {r}");
     wait_call_state(b, "completed", WAIT).await;

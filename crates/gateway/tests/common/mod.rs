@@ -691,6 +691,13 @@ impl Drop for Sipp {
 
 /// A call's notifications: waits for `callStateChanged` with `state`, failing on any
 /// other final state on the way.
+/// A pause between a call's answer and hanging it up: Kamailio's workers can pass a BYE
+/// sent hard on our ACK's heels ahead of it, and a sipp far end's scenario then fails on
+/// the order. Tests that check sipp's exit call this before `hangUp`.
+pub async fn let_the_ack_through() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 pub async fn wait_call_state(b: &mut Browser, state: &str, timeout: Duration) -> Value {
     const FINAL: [&str; 6] = ["busy", "rejected", "cancelled", "noAnswer", "completed", "failed"];
     let deadline = tokio::time::Instant::now() + timeout;
