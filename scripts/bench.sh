@@ -111,14 +111,21 @@ browser_codecs = ["$( [ "$codec" = opus ] && echo opus || echo PCMU )"]
 EOF
 }
 
+# start_gateway CONFIG: the release gateway (under $GATEWAY_ENV, e.g. a profiler's
+# preload), up when /healthz answers; its pid in GW
+start_gateway() {
+  RUST_LOG=warn env ${GATEWAY_ENV:-} target/release/sipline --config "$1" > "$WORK/sipline.log" 2>&1 &
+  GW=$!
+  PIDS+=($GW)
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
+}
+
 run_one() {
   local codec="$1" calls="$2"
   local config="$WORK/sipline-$codec-$calls.toml"
   write_config "$config" "$codec"
-  RUST_LOG=warn env ${GATEWAY_ENV:-} target/release/sipline --config "$config" > "$WORK/sipline.log" 2>&1 &
-  local gw=$!
-  PIDS+=($gw)
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
+  start_gateway "$config"
+  local gw=$GW
   local rss0; rss0="$(rss_kib "$gw")"
   # idle:N: N sessions registered with WebRTC up and no call (what waiting agents cost)
   local load_codec="$codec" idle=""
@@ -185,10 +192,8 @@ run_signalling() {
   local rate="$1" sessions="${SIGNAL_SESSIONS:-500}"
   local config="$WORK/sipline-signal-$rate.toml"
   write_config "$config" pcmu
-  RUST_LOG=warn env ${GATEWAY_ENV:-} target/release/sipline --config "$config" > "$WORK/sipline.log" 2>&1 &
-  local gw=$!
-  PIDS+=($gw)
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
+  start_gateway "$config"
+  local gw=$GW
   local ok=0
   target/release/sipline-load --url "ws://127.0.0.1:$HTTP_PORT/api/v1/ws" --calls "$sessions" --number 1001 \
     --hold-secs 1 --ramp "$rate" --json --progress-secs 0 --gateway-pid "$gw" --threads 2 \
