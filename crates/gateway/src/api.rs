@@ -77,9 +77,7 @@ struct DtmfParams {
 }
 
 /// DTMF digits the API accepts.
-pub fn valid_dtmf(digits: &str) -> bool {
-    !digits.is_empty() && digits.len() <= 64 && digits.chars().all(|c| "0123456789*#ABCDabcd".contains(c))
-}
+pub use sipline_call::valid_dtmf;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +137,16 @@ impl RpcError {
         RpcError {
             code,
             message: message.into(),
+        }
+    }
+
+    /// The one mapping of a call's refusals to JSON-RPC errors: `what` is the request
+    /// ("call", "hold"…).
+    pub fn for_call(what: &str, error: &sipline_call::CallControlError) -> RpcError {
+        use sipline_call::CallControlError as E;
+        match error {
+            E::CallLimit => RpcError::new(codes::LIMIT, format!("Limit: {error}")),
+            _ => RpcError::new(codes::INVALID_STATE, format!("cannot {what}: {error}")),
         }
     }
 }
@@ -379,6 +387,15 @@ pub enum Notification {
 pub enum DtmfMethod {
     Rfc4733,
     Info,
+}
+
+impl From<sipline_call::DtmfMethod> for DtmfMethod {
+    fn from(m: sipline_call::DtmfMethod) -> Self {
+        match m {
+            sipline_call::DtmfMethod::Rfc4733 => DtmfMethod::Rfc4733,
+            sipline_call::DtmfMethod::Info => DtmfMethod::Info,
+        }
+    }
 }
 
 /// Statistics of one media leg, as `callStats` reports them.

@@ -1,10 +1,7 @@
 //! The RTP side of calls, as far as signalling needs it: a pool of RTP/RTCP port pairs
 //! over `media.rtp_ports` (each lease holds its two bound UDP sockets and returns the
-//! ports when dropped), and the per-call media state the SIP driver negotiates with
-//! `sipline-media` (our SDP parameters, the far end's offer, what was agreed).
-//!
-//! Until audio bridging lands, a call's sockets are drained by a small task so that
-//! the far end's RTP has somewhere to go.
+//! ports when dropped), and a call's ports while they wait for the media session
+//! ([`ParkedPorts`]).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -13,7 +10,6 @@ use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sipline_media::sdp::{LocalMedia, NegotiatedMedia, Sdp};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -135,26 +131,27 @@ impl Drop for RtpPorts {
 /// Packets received on calls' RTP ports, for metrics.
 pub static RTP_PACKETS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 
-/// One call's media, as negotiated by the SIP driver. Its RTP ports are drained here
-/// until they are handed to the browser's media session for bridging.
+/// A call's RTP ports while only the SIP task has them (from the INVITE to the first
+/// negotiated SDP): drained by a small task, so the far end's early packets have
+/// somewhere to go, until the media session takes them.
 #[derive(Debug)]
-pub struct CallMedia {
-    pub local: LocalMedia,
-    /// The far end's offer, for an incoming call we have not answered yet.
-    pub remote_offer: Option<Sdp>,
-    pub negotiated: Option<NegotiatedMedia>,
-    /// The far end holds us (its last offer was sendonly/inactive).
-    pub remote_hold: bool,
-    /// We hold the far end.
-    pub local_hold: bool,
-    /// The ports went to the media session (which now owns them).
-    pub attached: bool,
-    ports: Option<RtpPorts>,
-    drain: Option<JoinHandle<()>>,
+pub struct ParkedPorts {
+    ports: RtpPorts,
+    _drain: AbortOnDrop,
 }
 
-impl CallMedia {
-    pub fn new(ports: RtpPorts, local: LocalMedia) -> CallMedia {
+/// A task that stops with its owner.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ParkedPorts {
+    pub fn new(ports: RtpPorts) -> ParkedPorts {
         let (rtp, rtcp) = (Arc::clone(&ports.rtp), Arc::clone(&ports.rtcp));
         let drain = tokio::spawn(async move {
             let mut a = [0u8; 2048];
@@ -166,34 +163,15 @@ impl CallMedia {
                 }
             }
         });
-        CallMedia {
-            local,
-            remote_offer: None,
-            negotiated: None,
-            remote_hold: false,
-            local_hold: false,
-            attached: false,
-            ports: Some(ports),
-            drain: Some(drain),
+        ParkedPorts {
+            ports,
+            _drain: AbortOnDrop(drain),
         }
     }
 
-    /// Hands the ports over (once), stopping the drain.
-    pub fn take_ports(&mut self) -> Option<RtpPorts> {
-        if let Some(d) = self.drain.take() {
-            d.abort();
-        }
-        let ports = self.ports.take();
-        self.attached |= ports.is_some();
-        ports
-    }
-}
-
-impl Drop for CallMedia {
-    fn drop(&mut self) {
-        if let Some(d) = self.drain.take() {
-            d.abort();
-        }
+    /// The ports, for the media session; the drain stops.
+    pub fn hand_over(self) -> RtpPorts {
+        self.ports
     }
 }
 

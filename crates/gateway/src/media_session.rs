@@ -13,9 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sipline_media::bridge::{
-    Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side, SipLeg,
-};
+use sipline_media::bridge::{Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side};
 use sipline_media::latch::{Latch, Verdict};
 use sipline_media::sdp::Codec as MediaCodec;
 use sipline_media::watchdog::{Timeouts, Watchdog};
@@ -58,13 +56,7 @@ pub enum MediaCommand {
     Dtmf { digits: String },
 }
 
-/// The SIP side of a call's media, as negotiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SipMedia {
-    pub leg: SipLeg,
-    pub remote_rtp: SocketAddr,
-    pub remote_rtcp: SocketAddr,
-}
+pub use sipline_call::SipMedia;
 
 /// What a media session tells its browser session.
 #[derive(Debug, Clone)]
@@ -478,7 +470,7 @@ impl MediaSession {
                     browser_stats: (None, None),
                     watchdog: {
                         let mut w = Watchdog::new(Instant::now(), self.browser_seen, self.settings.timeouts);
-                        w.set_held(Instant::now(), is_held(&leg));
+                        w.set_held(Instant::now(), SipMedia::is_held(&leg));
                         w
                     },
                 });
@@ -493,7 +485,7 @@ impl MediaSession {
                             .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
                     }
                     l.media = leg;
-                    l.watchdog.set_held(Instant::now(), is_held(&leg));
+                    l.watchdog.set_held(Instant::now(), SipMedia::is_held(&leg));
                     if let Some(b) = l.bridge.as_mut() {
                         b.set_sip(leg.leg);
                     }
@@ -638,7 +630,9 @@ impl MediaSession {
                 }
             }
             BridgeOutput::Dtmf { from, digit } => {
-                let needs_info = from == Side::Browser && leg.media.leg.dtmf_payload_type.is_none();
+                let needs_info = from == Side::Browser
+                    && sipline_call::DtmfMethod::for_leg(leg.media.leg.dtmf_payload_type)
+                        == sipline_call::DtmfMethod::Info;
                 let _ = self.events.send(MediaEvent::Dtmf {
                     call: leg.call,
                     digit,
@@ -700,11 +694,6 @@ pub(crate) fn remote_candidate(c: &str) -> Option<Result<Candidate, String>> {
         return None;
     }
     Some(Candidate::from_sdp_string(c).map_err(|e| e.to_string()))
-}
-
-/// A call on hold either way, where the far end's silence is normal.
-fn is_held(leg: &SipMedia) -> bool {
-    !leg.leg.send || !leg.leg.receive
 }
 
 fn codec_name(c: MediaCodec) -> String {

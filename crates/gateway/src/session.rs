@@ -209,6 +209,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     let mut leaving: Option<(u16, &'static str)> = None;
     let mut must_leave = false;
     let mut close: Option<(u16, &'static str)> = None;
+    let mut later = futures_util::stream::FuturesUnordered::<LaterReply>::new();
 
     let why = loop {
         tokio::select! {
@@ -235,7 +236,13 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                                 status: status.as_ref(),
                                 media: media.as_ref(),
                             };
-                            handle_text(t.as_str(), &line, &mut guard).await
+                            match handle_text(t.as_str(), &line, &mut guard).await {
+                                Reply::Now(reply) => reply,
+                                Reply::Later(reply) => {
+                                    later.push(reply);
+                                    None
+                                }
+                            }
                         }
                         Verdict::Refuse(error) => Some(error_json(&request_id(t.as_str()), &error)),
                         Verdict::Close(code, reason) => {
@@ -251,6 +258,13 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                     Message::Close(_) => break "closed by browser".to_owned(),
                     Message::Ping(_) | Message::Pong(_) => None,
                 };
+                if let Some(r) = reply
+                    && sink.send(text(r)).await.is_err()
+                {
+                    break "send failed".to_owned();
+                }
+            }
+            Some(reply) = later.next(), if !later.is_empty() => {
                 if let Some(r) = reply
                     && sink.send(text(r)).await.is_err()
                 {
@@ -570,15 +584,12 @@ async fn execute(
             }
             match ctx.gw.sip.place_call(ctx.line, number).await.map_err(gone)? {
                 Ok(call) => Ok(json!({ "callId": call_id(call) })),
-                Err(e) if e == crate::sip_driver::CALL_LIMIT => {
-                    Err(RpcError::new(codes::LIMIT, format!("Limit: {e}")))
-                }
-                Err(e) => Err(invalid_state(format!("cannot call: {e}"))),
+                Err(e) => Err(RpcError::for_call("call", &e)),
             }
         }
         ClientRequest::Accept => match ctx.gw.sip.accept(ctx.line).await.map_err(gone)? {
             Ok(()) => Ok(json!({})),
-            Err(e) => Err(invalid_state(format!("cannot accept: {e}"))),
+            Err(e) => Err(RpcError::for_call("accept", &e)),
         },
         ClientRequest::Offer { sdp } => {
             let media = ctx.media.ok_or_else(|| invalid_state("no media port is free"))?;
@@ -599,38 +610,65 @@ async fn execute(
         }
         ClientRequest::Dtmf { digits } => match ctx.gw.sip.dtmf(ctx.line, digits).await.map_err(gone)? {
             Ok(()) => Ok(json!({})),
-            Err(e) => Err(invalid_state(format!("cannot send DTMF: {e}"))),
+            Err(e) => Err(RpcError::for_call("send DTMF", &e)),
         },
-        ClientRequest::Hold | ClientRequest::Unhold => {
-            let on = request == ClientRequest::Hold;
-            match ctx.gw.sip.hold(ctx.line, on).await.map_err(gone)? {
-                Ok(()) => Ok(json!({})),
-                Err(e) => Err(invalid_state(format!(
-                    "cannot {}: {e}",
-                    if on { "hold" } else { "unhold" }
-                ))),
-            }
-        }
+        // answered when the far end has: `handle_text` sends them to `hold_reply`
+        ClientRequest::Hold | ClientRequest::Unhold => Err(invalid_state("hold is answered by the far end")),
         ClientRequest::HangUp { code } => {
             let code = code.unwrap_or(ctx.gw.settings.reject_code);
             match ctx.gw.sip.hang_up(ctx.line, code).await.map_err(gone)? {
                 Ok(()) => Ok(json!({})),
-                Err(e) => Err(invalid_state(format!("cannot hang up: {e}"))),
+                Err(e) => Err(RpcError::for_call("hang up", &e)),
             }
         }
     }
 }
 
-/// Answers one text frame (None for JSON-RPC notifications, which get no reply).
-async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard) -> Option<String> {
+/// The reply to a request: now, or once something outside the gateway has answered.
+enum Reply {
+    Now(Option<String>),
+    Later(LaterReply),
+}
+
+/// A reply that waits for the far end (`hold`, `unhold`): the session keeps serving
+/// while it does. At most one is waiting per call (the SIP task refuses a second hold
+/// at once), and requests are rate-limited, so these stay few.
+type LaterReply = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+/// `hold`/`unhold`: the re-INVITE leaves now; the browser is answered when the far end
+/// accepted it (`{}`) or refused it (an error with its status: the call keeps its media).
+fn hold_reply(id: Option<Value>, on: bool, ctx: &LineContext<'_>) -> LaterReply {
+    let answered = ctx.gw.sip.hold(ctx.line, on);
+    Box::pin(async move {
+        let outcome = match answered.await {
+            Ok(Ok(())) => Ok(json!({})),
+            Ok(Err(e)) => Err(RpcError::for_call(if on { "hold" } else { "unhold" }, &e)),
+            Err(gone) => Err(invalid_state(gone.to_string())),
+        };
+        let id = id?;
+        Some(match outcome {
+            Ok(result) => result_json(&id, result),
+            Err(error) => error_json(&id, &error),
+        })
+    })
+}
+
+/// Answers one text frame (no reply for JSON-RPC notifications).
+async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard) -> Reply {
     let incoming = match Incoming::parse(text) {
         Ok(i) => i,
-        Err(rejection) => return Some(error_json(&rejection.id, &rejection.error)),
+        Err(rejection) => return Reply::Now(Some(error_json(&rejection.id, &rejection.error))),
     };
+    if let ClientRequest::Hold | ClientRequest::Unhold = incoming.request {
+        let on = incoming.request == ClientRequest::Hold;
+        return Reply::Later(hold_reply(incoming.id, on, ctx));
+    }
     let outcome = execute(incoming.request, ctx, guard).await;
-    let id = incoming.id?;
-    Some(match outcome {
+    let Some(id) = incoming.id else {
+        return Reply::Now(None);
+    };
+    Reply::Now(Some(match outcome {
         Ok(result) => result_json(&id, result),
         Err(error) => error_json(&id, &error),
-    })
+    }))
 }

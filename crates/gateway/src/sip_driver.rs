@@ -1,7 +1,9 @@
 //! The tokio driver of the SIP core (the original example's `SoftPhone`): one task
-//! owns the [`UserAgent`], the SIP sockets and every call's media state; it feeds the
-//! core datagrams and timeouts, sends what it asks, negotiates SDP for its calls, and
-//! routes events to the session that owns each line.
+//! owns the [`UserAgent`], the SIP sockets and one [`GatewayCall`] per call; it feeds
+//! the core datagrams and timeouts, feeds each call's controller its SIP events and
+//! its browser's commands, carries out what they ask (SIP requests, media changes),
+//! and routes events to the session that owns each line. Every decision about a call
+//! is the controller's (crates/call); this module is I/O and dispatch.
 //!
 //! Sessions talk to it through a cloneable [`SipHandle`]; nothing else touches SIP
 //! state, so there are no locks around it.
@@ -12,7 +14,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipline_media::sdp::{self, LocalMedia, Sdp};
+use sipline_call::{CallControlError, GatewayCall, MediaAction, Notice, Output, SipAction};
+use sipline_media::sdp::LocalMedia;
 use sipline_sip::{
     Account, CallError, CallEvent, CallRef, CallState, CallStatus, Event, LineId, LineStatus, UaConfig,
     UaStats, UserAgent,
@@ -21,13 +24,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::DtmfMethod;
 use crate::counters::{self, Counter};
-use crate::media::{CallMedia, RtpPortPool};
-use crate::media_session::{MediaCommand, MediaHandle, SipMedia};
+use crate::media::{ParkedPorts, RtpPortPool};
+use crate::media_session::{MediaCommand, MediaHandle};
 use crate::peer_log::Kind;
 use crate::peer_warn;
 use crate::sip_transport::{Received, SipTransport, TcpLimits};
-use sipline_media::bridge::SipLeg;
-use sipline_media::sdp::{Direction, NegotiatedMedia};
 
 /// What a session hears about its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,18 +91,18 @@ enum Command {
     PlaceCall {
         line: LineId,
         number: String,
-        reply: oneshot::Sender<Result<CallRef, String>>,
+        reply: oneshot::Sender<Result<CallRef, CallControlError>>,
     },
     Accept {
         line: LineId,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     HangUp {
         line: LineId,
         code: u16,
         /// What the browser is told, when not the usual.
         why: Option<String>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     CallInfo {
         line: LineId,
@@ -110,7 +111,7 @@ enum Command {
     Dtmf {
         line: LineId,
         digits: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     /// A key press the browser sent itself, for a far end that needs it as INFO.
     InfoDtmf {
@@ -120,7 +121,7 @@ enum Command {
     Hold {
         line: LineId,
         on: bool,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     Stats(oneshot::Sender<DriverStats>),
     Shutdown(oneshot::Sender<()>),
@@ -168,7 +169,7 @@ impl SipHandle {
         Ok((id, rx))
     }
 
-    pub async fn dtmf(&self, line: LineId, digits: String) -> Result<Result<(), String>, SipGone> {
+    pub async fn dtmf(&self, line: LineId, digits: String) -> Result<Result<(), CallControlError>, SipGone> {
         self.ask(|reply| Command::Dtmf { line, digits, reply }).await
     }
 
@@ -176,8 +177,21 @@ impl SipHandle {
         let _ = self.commands.send(Command::InfoDtmf { line, digit });
     }
 
-    pub async fn hold(&self, line: LineId, on: bool) -> Result<Result<(), String>, SipGone> {
-        self.ask(|reply| Command::Hold { line, on, reply }).await
+    /// Puts the far end on hold (`on`) or takes it off. The command leaves at once; the
+    /// returned future resolves when the far end has answered (or refused).
+    pub fn hold(
+        &self,
+        line: LineId,
+        on: bool,
+    ) -> impl Future<Output = Result<Result<(), CallControlError>, SipGone>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Hold { line, on, reply }).is_ok();
+        async move {
+            if !sent {
+                return Err(SipGone);
+            }
+            rx.await.map_err(|_| SipGone)
+        }
     }
 
     /// Unregisters a line (ending its call first); [`LineEvent::Removed`] follows.
@@ -185,15 +199,19 @@ impl SipHandle {
         let _ = self.commands.send(Command::RemoveLine(line));
     }
 
-    pub async fn place_call(&self, line: LineId, number: String) -> Result<Result<CallRef, String>, SipGone> {
+    pub async fn place_call(
+        &self,
+        line: LineId,
+        number: String,
+    ) -> Result<Result<CallRef, CallControlError>, SipGone> {
         self.ask(|reply| Command::PlaceCall { line, number, reply }).await
     }
 
-    pub async fn accept(&self, line: LineId) -> Result<Result<(), String>, SipGone> {
+    pub async fn accept(&self, line: LineId) -> Result<Result<(), CallControlError>, SipGone> {
         self.ask(|reply| Command::Accept { line, reply }).await
     }
 
-    pub async fn hang_up(&self, line: LineId, code: u16) -> Result<Result<(), String>, SipGone> {
+    pub async fn hang_up(&self, line: LineId, code: u16) -> Result<Result<(), CallControlError>, SipGone> {
         self.ask(|reply| Command::HangUp {
             line,
             code,
@@ -269,11 +287,22 @@ struct LineRecord {
 
 struct CallRecord {
     line: LineId,
-    peer: String,
-    incoming: bool,
-    state: CallState,
-    /// None only if no RTP ports could be had (the call is being refused).
-    media: Option<CallMedia>,
+    call: GatewayCall,
+    /// The call's RTP ports, until the line's media session takes them.
+    ports: Option<ParkedPorts>,
+    /// The browser's `hold`/`unhold`, answered once the far end has.
+    hold_reply: Option<oneshot::Sender<Result<(), CallControlError>>>,
+}
+
+impl CallRecord {
+    fn new(line: LineId, call: GatewayCall, ports: ParkedPorts) -> CallRecord {
+        CallRecord {
+            line,
+            call,
+            ports: Some(ports),
+            hold_reply: None,
+        }
+    }
 }
 
 struct Driver {
@@ -287,9 +316,6 @@ struct Driver {
     /// Calls at once on this node, if limited (`calls.max_concurrent`).
     max_calls: Option<usize>,
 }
-
-/// Why a call could not be placed: the node is at `calls.max_concurrent`.
-pub const CALL_LIMIT: &str = "the gateway is at its limit of concurrent calls";
 
 impl Driver {
     async fn run(mut self, mut transport: SipTransport, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -384,7 +410,7 @@ impl Driver {
                 let _ = reply.send(self.place_call(now, line, number));
             }
             Command::Accept { line, reply } => {
-                let _ = reply.send(self.accept(now, line));
+                let _ = reply.send(self.command(now, line, |r| r.call.accept()));
             }
             Command::HangUp {
                 line,
@@ -392,37 +418,31 @@ impl Driver {
                 why,
                 reply,
             } => {
-                let result = match self.ua.line_call(line) {
-                    Some(call) => self
-                        .ua
-                        .hang_up_because(now, call, code, why)
-                        .map_err(|e| e.to_string()),
-                    None => Err("there is no call to hang up".to_owned()),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.command(now, line, |r| r.call.hang_up(code, why)));
             }
             Command::CallInfo { line, reply } => {
-                let info = self.ua.line_call(line).and_then(|call| {
-                    self.calls.get(&call).map(|r| CallInfo {
-                        call,
-                        peer: r.peer.clone(),
-                        incoming: r.incoming,
-                        state: r.state,
-                    })
+                let info = self.line_call(line).ok().map(|(call, r)| CallInfo {
+                    call,
+                    peer: r.call.peer().to_owned(),
+                    incoming: r.call.is_incoming(),
+                    state: r.call.state(),
                 });
                 let _ = reply.send(info);
             }
             Command::Dtmf { line, digits, reply } => {
-                let _ = reply.send(self.dtmf(now, line, &digits));
+                let result = self.command(now, line, |r| r.call.dtmf(&digits));
+                if let Ok(method) = result {
+                    tracing::info!(user = %self.user(line), digits, ?method, "DTMF");
+                }
+                let _ = reply.send(result.map(|_| ()));
             }
             Command::InfoDtmf { line, digit } => {
-                if let Some(call) = self.ua.line_call(line) {
-                    self.send_info_dtmf(now, call, digit);
-                }
+                let _ = self.command(now, line, |r| {
+                    r.call.browser_key(digit);
+                    Ok(())
+                });
             }
-            Command::Hold { line, on, reply } => {
-                let _ = reply.send(self.hold(now, line, on));
-            }
+            Command::Hold { line, on, reply } => self.hold(now, line, on, reply),
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {
                     ua: self.ua.stats(),
@@ -433,11 +453,11 @@ impl Driver {
         }
     }
 
-    /// Fresh media for a call: a port pair and our SDP parameters.
-    fn new_media(&self) -> Result<CallMedia, String> {
+    /// Our SDP parameters for a new call, on a fresh port pair.
+    fn new_media(&self) -> Result<(ParkedPorts, LocalMedia), CallControlError> {
         let ports = self.rtp.allocate().map_err(|e| {
             tracing::warn!(error = %e, "no RTP ports for a call");
-            "no free media port".to_owned()
+            CallControlError::NoMediaPort
         })?;
         let mut local = LocalMedia::new(self.media_ip, ports.port, fastrand::u64(1..u64::MAX / 2));
         local.codecs = self
@@ -446,182 +466,153 @@ impl Driver {
             .chain([&sipline_media::sdp::Codec::TelephoneEvent])
             .map(|c| sipline_media::sdp::LocalCodec::new(*c))
             .collect();
-        Ok(CallMedia::new(ports, local))
+        Ok((ParkedPorts::new(ports), local))
     }
 
-    fn place_call(&mut self, now: Instant, line: LineId, number: String) -> Result<CallRef, String> {
+    fn place_call(
+        &mut self,
+        now: Instant,
+        line: LineId,
+        number: String,
+    ) -> Result<CallRef, CallControlError> {
         if self.ua.line_call(line).is_some() {
-            return Err("already in a call".into());
+            return Err(CallControlError::LineBusy);
         }
         if self.at_call_limit() {
             counters::inc(Counter::Calls);
-            return Err(CALL_LIMIT.into());
+            return Err(CallControlError::CallLimit);
         }
-        let media = self.new_media()?;
-        let offer = sdp::build_offer(&media.local).into_bytes();
-        let call = self
+        let (ports, local) = self.new_media()?;
+        let (call, offer) = GatewayCall::outgoing(number.clone(), local);
+        let id = self
             .ua
             .place_call(now, line, &number, offer)
             .map_err(|e| match e {
-                CallError::LineBusy => "already in a call".to_owned(),
-                other => other.to_string(),
+                CallError::LineBusy => CallControlError::LineBusy,
+                other => CallControlError::Sip(other.to_string()),
             })?;
-        tracing::info!(user = %self.user(line), %call, %number, "placing call");
-        self.calls.insert(
-            call,
-            CallRecord {
-                line,
-                peer: number,
-                incoming: false,
-                state: CallState::Dialing,
-                media: Some(media),
-            },
-        );
-        Ok(call)
+        tracing::info!(user = %self.user(line), call = %id, %number, "placing call");
+        self.calls.insert(id, CallRecord::new(line, call, ports));
+        Ok(id)
     }
 
-    fn accept(&mut self, now: Instant, line: LineId) -> Result<(), String> {
-        let call = self.ua.line_call(line).ok_or("no incoming call is ringing")?;
-        let record = self.calls.get_mut(&call).ok_or("no incoming call is ringing")?;
-        if !record.incoming || record.state != CallState::Ringing {
-            return Err("no incoming call is ringing".into());
-        }
-        let Some(media) = record.media.as_mut() else {
-            return Err("no free media port".into());
-        };
-        let sdp = match media.remote_offer.take() {
-            Some(offer) => match sdp::answer(&offer, &media.local) {
-                Ok(answer) => {
-                    media.negotiated = Some(answer.media);
-                    answer.sdp
-                }
-                Err(e) => {
-                    tracing::warn!(%call, error = %e, "incoming offer not acceptable");
-                    self.refuse_media(
-                        now,
-                        line,
-                        call,
-                        format!("the caller's media is not acceptable: {e}"),
-                    );
-                    return Err(format!("the call cannot be accepted: {e}"));
-                }
-            },
-            // no offer in the INVITE: ours goes in the 200, theirs comes in the ACK
-            None => sdp::build_offer(&media.local),
-        };
-        self.ua
-            .accept_call(now, call, sdp.into_bytes())
-            .map_err(|e| e.to_string())?;
-        self.sync_media(call);
-        Ok(())
-    }
-
-    /// Sends DTMF into the line's call: RFC 4733 through the media session when the
-    /// far end negotiated telephone-event, else one SIP INFO per digit.
-    fn dtmf(&mut self, now: Instant, line: LineId, digits: &str) -> Result<(), String> {
-        let call = self.ua.line_call(line).ok_or("there is no call")?;
-        let record = self.calls.get(&call).ok_or("there is no call")?;
-        if !matches!(
-            record.state,
-            CallState::InCall | CallState::Held | CallState::EarlyMedia
-        ) {
-            return Err("the call is not established".into());
-        }
-        let rfc4733 = record.media.as_ref().is_some_and(|m| {
-            m.attached
-                && m.negotiated
-                    .as_ref()
-                    .is_some_and(|n| n.dtmf_payload_type.is_some())
-        });
-        match self.lines.get(&line).and_then(|l| l.media.as_ref()) {
-            Some(handle) if rfc4733 => {
-                handle.send(MediaCommand::Dtmf {
-                    digits: digits.to_owned(),
-                });
-                tracing::info!(%call, digits, "DTMF as RFC 4733 events");
-            }
-            _ => {
-                for digit in digits.chars() {
-                    self.send_info_dtmf(now, call, digit);
-                }
-                tracing::info!(%call, digits, "DTMF as SIP INFO");
-            }
-        }
-        Ok(())
-    }
-
-    fn send_info_dtmf(&mut self, now: Instant, call: CallRef, digit: char) {
-        let body = format!("Signal={digit}\r\nDuration=160\r\n");
-        if let Err(e) = self
-            .ua
-            .send_info(now, call, "application/dtmf-relay", body.into_bytes())
-        {
-            tracing::debug!(%call, error = %e, "DTMF INFO not sent");
-        }
-    }
-
-    /// Puts the far end on hold (re-INVITE with sendonly) or takes it off.
-    fn hold(&mut self, now: Instant, line: LineId, on: bool) -> Result<(), String> {
-        let call = self.ua.line_call(line).ok_or("there is no call")?;
-        let record = self.calls.get_mut(&call).ok_or("there is no call")?;
-        if !matches!(record.state, CallState::InCall | CallState::Held) {
-            return Err("the call is not established".into());
-        }
-        let media = record.media.as_mut().ok_or("the call has no media")?;
-        if media.local_hold == on {
-            return Ok(());
-        }
-        media.local.direction = if on {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        };
-        media.local.next_version();
-        let offer = sdp::build_offer(&media.local).into_bytes();
-        match self.ua.reinvite(now, call, offer) {
-            Ok(()) => {
-                media.local_hold = on;
-                tracing::info!(%call, on, "hold");
-                Ok(())
-            }
+    /// Asks the line's call to hold or resume; `reply` is answered once the far end has.
+    fn hold(
+        &mut self,
+        now: Instant,
+        line: LineId,
+        on: bool,
+        reply: oneshot::Sender<Result<(), CallControlError>>,
+    ) {
+        let (id, record) = match self.line_call(line) {
+            Ok(found) => found,
             Err(e) => {
-                media.local.direction = if on {
-                    Direction::SendRecv
-                } else {
-                    Direction::SendOnly
-                };
-                Err(e.to_string())
+                let _ = reply.send(Err(e));
+                return;
             }
+        };
+        if record.hold_reply.is_some() {
+            let _ = reply.send(Err(CallControlError::OfferInProgress));
+            return;
+        }
+        record.hold_reply = Some(reply);
+        let asked = record.call.hold(on);
+        tracing::info!(call = %id, on, "hold");
+        let refused = self.carry_out(now, id);
+        if let Some(e) = asked.err().or(refused)
+            && let Some(reply) = self.calls.get_mut(&id).and_then(|r| r.hold_reply.take())
+        {
+            let _ = reply.send(Err(e));
         }
     }
 
-    /// Tells the line's media session what was negotiated for a call: hands it the
-    /// ports the first time, updates it afterwards.
-    fn sync_media(&mut self, call: CallRef) {
-        let Some(record) = self.calls.get_mut(&call) else {
-            return;
-        };
-        let Some(handle) = self.lines.get(&record.line).and_then(|l| l.media.clone()) else {
-            return;
-        };
-        let Some(media) = record.media.as_mut() else {
-            return;
-        };
-        let Some(n) = media.negotiated.as_ref() else {
-            return;
-        };
-        let leg = sip_media(n, media.local_hold);
-        match media.take_ports() {
-            Some(ports) => handle.send(MediaCommand::Attach {
-                call,
-                ports: Box::new(ports),
-                leg: Box::new(leg),
-            }),
-            None => handle.send(MediaCommand::Update {
-                call,
-                leg: Box::new(leg),
-            }),
+    /// The line's call, for a command of its browser.
+    fn line_call(&mut self, line: LineId) -> Result<(CallRef, &mut CallRecord), CallControlError> {
+        let id = self.ua.line_call(line).ok_or(CallControlError::NoCall)?;
+        let record = self.calls.get_mut(&id).ok_or(CallControlError::NoCall)?;
+        Ok((id, record))
+    }
+
+    /// Runs a browser command on the line's call and carries out what it asks.
+    fn command<T>(
+        &mut self,
+        now: Instant,
+        line: LineId,
+        run: impl FnOnce(&mut CallRecord) -> Result<T, CallControlError>,
+    ) -> Result<T, CallControlError> {
+        let (id, record) = self.line_call(line)?;
+        let result = run(record);
+        let refused = self.carry_out(now, id);
+        let value = result?;
+        refused.map_or(Ok(value), Err)
+    }
+
+    /// Carries out everything the call's controller asks, in order. Returns the first
+    /// action the user agent refused.
+    fn carry_out(&mut self, now: Instant, id: CallRef) -> Option<CallControlError> {
+        let mut refused = None;
+        while let Some((line, output)) = self
+            .calls
+            .get_mut(&id)
+            .and_then(|r| Some((r.line, r.call.poll_output()?)))
+        {
+            match output {
+                Output::Notify(notice) => self.notify(line, call_notice(id, notice)),
+                Output::Sip(action) => {
+                    if let Err(e) = self.sip_action(now, id, &action) {
+                        tracing::debug!(call = %id, error = %e, ?action, "not carried out");
+                        if let Some(r) = self.calls.get_mut(&id) {
+                            r.call.sip_refused(&action, e.to_string());
+                        }
+                        refused.get_or_insert(CallControlError::Sip(e.to_string()));
+                    }
+                }
+                Output::Media(action) => self.media_action(line, id, action),
+                Output::HoldSettled(outcome) => {
+                    tracing::info!(call = %id, ?outcome, "hold change settled");
+                    if let Some(reply) = self.calls.get_mut(&id).and_then(|r| r.hold_reply.take()) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Output::Warning(what) => peer_warn!(Kind::Sip, call = %id, "{what}"),
+            }
         }
+        refused
+    }
+
+    fn sip_action(&mut self, now: Instant, id: CallRef, action: &SipAction) -> Result<(), CallError> {
+        match action {
+            SipAction::Accept { sdp } => self.ua.accept_call(now, id, sdp.clone()),
+            SipAction::AnswerOffer(answer) => self.ua.answer_offer(now, id, answer.clone()),
+            SipAction::Reinvite { sdp } => self.ua.reinvite(now, id, sdp.clone()),
+            SipAction::HangUp { code, why } => self.ua.hang_up_because(now, id, *code, why.clone()),
+            SipAction::Info { content_type, body } => self.ua.send_info(now, id, content_type, body.clone()),
+        }
+    }
+
+    fn media_action(&mut self, line: LineId, call: CallRef, action: MediaAction) {
+        let Some(handle) = self.lines.get(&line).and_then(|l| l.media.clone()) else {
+            return;
+        };
+        let command = match action {
+            MediaAction::Attach(leg) => {
+                let Some(ports) = self.calls.get_mut(&call).and_then(|r| r.ports.take()) else {
+                    return;
+                };
+                MediaCommand::Attach {
+                    call,
+                    ports: Box::new(ports.hand_over()),
+                    leg: Box::new(leg),
+                }
+            }
+            MediaAction::Update(leg) => MediaCommand::Update {
+                call,
+                leg: Box::new(leg),
+            },
+            MediaAction::Detach => MediaCommand::Detach { call },
+            MediaAction::Dtmf(digits) => MediaCommand::Dtmf { digits },
+        };
+        handle.send(command);
     }
 
     /// Whether `calls.max_concurrent` calls exist already.
@@ -631,19 +622,6 @@ impl Driver {
 
     fn user(&self, line: LineId) -> &str {
         self.lines.get(&line).map(|l| l.user.as_str()).unwrap_or("?")
-    }
-
-    /// Ends a call whose media cannot be agreed on (488) and tells the browser why.
-    fn refuse_media(&mut self, now: Instant, line: LineId, call: CallRef, reason: String) {
-        let _ = self.ua.hang_up(now, call, 488);
-        self.notify(
-            line,
-            CallNotice::Error {
-                call: Some(call),
-                code: Some(488),
-                reason,
-            },
-        );
     }
 
     fn notify(&self, line: LineId, notice: CallNotice) {
@@ -678,268 +656,95 @@ impl Driver {
             Event::Registrar { reachable: true } => {
                 tracing::info!("PBX reachable again: re-registering every line")
             }
-            Event::Call { line, call, event } => self.on_call_event(now, line, call, event),
-        }
-    }
-
-    fn on_call_event(&mut self, now: Instant, line: LineId, call: CallRef, event: CallEvent) {
-        match event {
-            CallEvent::Incoming {
-                from,
-                display_name,
-                offer,
-            } => {
-                if self.at_call_limit() {
-                    counters::inc(Counter::Calls);
-                    tracing::warn!(user = %self.user(line), %call, %from, "incoming call refused: call limit");
-                    self.calls.insert(
-                        call,
-                        CallRecord {
-                            line,
-                            peer: from,
-                            incoming: true,
-                            state: CallState::Ringing,
-                            media: None,
-                        },
-                    );
-                    let _ = self.ua.hang_up(now, call, 503);
-                    return;
-                }
-                let media = self.new_media().ok();
-                let mut record = CallRecord {
-                    line,
-                    peer: from.clone(),
-                    incoming: true,
-                    state: CallState::Ringing,
-                    media,
-                };
-                tracing::info!(user = %self.user(line), %call, %from, "incoming call");
-                if record.media.is_none() {
-                    self.calls.insert(call, record);
-                    let _ = self.ua.hang_up(now, call, 503);
-                    return;
-                }
-                if let (Some(offer), Some(media)) = (offer, record.media.as_mut()) {
-                    match parse_sdp(&offer) {
-                        Ok(sdp) => media.remote_offer = Some(sdp),
-                        Err(e) => {
-                            tracing::warn!(%call, error = %e, "unreadable SDP offer");
-                            self.calls.insert(call, record);
-                            let _ = self.ua.hang_up(now, call, 488);
-                            return;
-                        }
-                    }
-                }
-                self.calls.insert(call, record);
-                self.notify(
-                    line,
-                    CallNotice::Incoming {
-                        call,
+            Event::Call {
+                line,
+                call,
+                event:
+                    CallEvent::Incoming {
                         from,
                         display_name,
+                        offer,
                     },
-                );
-            }
-            CallEvent::Status(status) => {
-                if let Some(r) = self.calls.get_mut(&call) {
-                    r.state = status.state;
-                }
-                tracing::info!(
-                    user = %self.user(line),
-                    %call,
-                    state = ?status.state,
-                    code = status.code,
-                    reason = status.reason.as_deref().unwrap_or(""),
-                    "call state changed"
-                );
-                if status.state == CallState::Failed {
-                    self.notify(
-                        line,
-                        CallNotice::Error {
-                            call: Some(call),
-                            code: status.code,
-                            reason: status.reason.clone().unwrap_or_else(|| "call failed".into()),
-                        },
+            } => self.on_incoming(now, line, call, from, display_name, offer),
+            Event::Call { line, call, event } => {
+                if let CallEvent::Status(status) = &event {
+                    tracing::info!(
+                        user = %self.user(line),
+                        %call,
+                        state = ?status.state,
+                        code = status.code,
+                        reason = status.reason.as_deref().unwrap_or(""),
+                        "call state changed"
                     );
                 }
-                self.notify(line, CallNotice::State { call, status });
-            }
-            CallEvent::RemoteSdp { sdp: body, early } => {
-                let Some(media) = self.calls.get_mut(&call).and_then(|r| r.media.as_mut()) else {
+                let ended = event == CallEvent::Ended;
+                let Some(record) = self.calls.get_mut(&call) else {
+                    // a call refused on arrival: nothing to tell
                     return;
                 };
-                let negotiated = parse_sdp(&body).and_then(|answer| {
-                    sdp::negotiate_answer(&media.local, &answer).map_err(|e| e.to_string())
-                });
-                match negotiated {
-                    Ok(n) => {
-                        tracing::debug!(%call, codec = ?n.codec, remote = %n.remote_rtp, early, "media negotiated");
-                        media.negotiated = Some(n);
-                        self.sync_media(call);
-                    }
-                    Err(e) if early => tracing::warn!(%call, error = %e, "unusable early media SDP"),
-                    Err(e) => {
-                        tracing::warn!(%call, error = %e, "unusable SDP answer: ending the call");
-                        self.refuse_media(
-                            now,
-                            line,
-                            call,
-                            format!("the far end's media is not acceptable: {e}"),
-                        );
-                    }
+                record.call.on_sip_event(event);
+                self.carry_out(now, call);
+                if ended {
+                    // dropping the record frees the ports unless the media session has them
+                    self.calls.remove(&call);
                 }
             }
-            CallEvent::Offer { sdp: offer } => {
-                let Some(media) = self.calls.get_mut(&call).and_then(|r| r.media.as_mut()) else {
-                    let _ = self.ua.answer_offer(now, call, Err(488));
-                    return;
-                };
-                let answer = match offer {
-                    None => Ok((sdp::build_offer(&media.local), None)),
-                    Some(offer) => parse_sdp(&offer)
-                        .and_then(|o| sdp::answer(&o, &media.local).map_err(|e| e.to_string()))
-                        .map(|a| (a.sdp, Some(a.media))),
-                };
-                let mut hold_change = None;
-                let result = match answer {
-                    Ok((sdp, negotiated)) => {
-                        if let Some(n) = negotiated {
-                            let hold = n.remote_on_hold;
-                            if std::mem::replace(&mut media.remote_hold, hold) != hold {
-                                hold_change = Some(hold);
-                            }
-                            media.negotiated = Some(n);
-                        }
-                        Ok(sdp.into_bytes())
-                    }
-                    Err(e) => {
-                        tracing::warn!(%call, error = %e, "re-INVITE offer not acceptable");
-                        Err(488)
-                    }
-                };
-                let accepted = result.is_ok();
-                let _ = self.ua.answer_offer(now, call, result);
-                if accepted {
-                    self.sync_media(call);
-                }
-                if let Some(hold) = hold_change {
-                    let state = if hold { CallState::Held } else { CallState::InCall };
-                    tracing::info!(%call, held = hold, "the far end changed hold");
-                    if let Some(r) = self.calls.get_mut(&call) {
-                        r.state = state;
-                    }
-                    let status = CallStatus {
-                        state,
-                        code: None,
-                        reason: Some(if hold { "held by the far end" } else { "resumed" }.into()),
-                    };
-                    self.notify(line, CallNotice::State { call, status });
-                }
+        }
+    }
+
+    /// An INVITE on a line: refused at the call limit, without ports or with an offer
+    /// that cannot be read; else it rings at the browser.
+    fn on_incoming(
+        &mut self,
+        now: Instant,
+        line: LineId,
+        call: CallRef,
+        from: String,
+        display_name: Option<String>,
+        offer: Option<Vec<u8>>,
+    ) {
+        tracing::info!(user = %self.user(line), %call, %from, "incoming call");
+        let refuse = if self.at_call_limit() {
+            counters::inc(Counter::Calls);
+            tracing::warn!(user = %self.user(line), %call, %from, "incoming call refused: call limit");
+            Err(503)
+        } else {
+            self.new_media().map_err(|_| 503).and_then(|(ports, local)| {
+                GatewayCall::incoming(from, display_name, offer.as_deref(), local).map(|c| (c, ports))
+            })
+        };
+        match refuse {
+            Ok((gateway_call, ports)) => {
+                self.calls
+                    .insert(call, CallRecord::new(line, gateway_call, ports));
+                self.carry_out(now, call);
             }
-            CallEvent::ReinviteFailed { code } => {
-                if let Some(media) = self.calls.get_mut(&call).and_then(|r| r.media.as_mut()) {
-                    // the far end kept the old media: so do we
-                    media.local_hold = !media.local_hold;
-                    media.local.direction = if media.local_hold {
-                        Direction::SendOnly
-                    } else {
-                        Direction::SendRecv
-                    };
-                }
-                self.notify(
-                    line,
-                    CallNotice::Error {
-                        call: Some(call),
-                        code: Some(code),
-                        reason: format!("the far end refused the change ({code})"),
-                    },
-                );
-            }
-            CallEvent::Info { content_type, body } => match dtmf_from_info(&content_type, &body) {
-                Some(digit) => {
-                    tracing::info!(%call, %digit, "DTMF by SIP INFO");
-                    self.notify(
-                        line,
-                        CallNotice::Dtmf {
-                            call,
-                            digit,
-                            method: DtmfMethod::Info,
-                        },
-                    );
-                }
-                None => tracing::debug!(%call, %content_type, "INFO received"),
-            },
-            CallEvent::Ended => {
-                // dropping the record releases the RTP ports (or the media session does)
-                if let Some(record) = self.calls.remove(&call)
-                    && record.media.as_ref().is_some_and(|m| m.attached)
-                    && let Some(handle) = self.lines.get(&line).and_then(|l| l.media.as_ref())
-                {
-                    handle.send(MediaCommand::Detach { call });
-                }
+            Err(code) => {
+                tracing::info!(%call, code, "incoming call refused");
+                let _ = self.ua.hang_up(now, call, code);
             }
         }
     }
 }
 
-/// The SIP side of the bridge, from what offer/answer decided.
-fn sip_media(n: &NegotiatedMedia, local_hold: bool) -> SipMedia {
-    SipMedia {
-        leg: SipLeg::negotiated(n, local_hold),
-        remote_rtp: n.remote_rtp,
-        remote_rtcp: n.remote_rtcp,
-    }
-}
-
-/// A digit from an INFO body: `application/dtmf-relay` (`Signal=5`) or `application/dtmf`.
-fn dtmf_from_info(content_type: &str, body: &[u8]) -> Option<char> {
-    let text = std::str::from_utf8(body).ok()?;
-    let ct = content_type.to_ascii_lowercase();
-    let value = if ct.starts_with("application/dtmf-relay") {
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            k.trim().eq_ignore_ascii_case("signal").then_some(v.trim())
-        })?
-    } else if ct.starts_with("application/dtmf") {
-        text.trim()
-    } else {
-        return None;
-    };
-    let digit = match value {
-        "10" => '*',
-        "11" => '#',
-        v if v.chars().count() == 1 => v.chars().next()?.to_ascii_uppercase(),
-        _ => return None,
-    };
-    crate::api::valid_dtmf(&digit.to_string()).then_some(digit)
-}
-
-fn parse_sdp(body: &[u8]) -> Result<Sdp, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "SDP is not UTF-8".to_owned())?;
-    Sdp::parse(text).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dtmf_info_bodies() {
-        assert_eq!(
-            dtmf_from_info("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
-            Some('5')
-        );
-        assert_eq!(
-            dtmf_from_info("application/dtmf-relay", b"Signal= #\r\n"),
-            Some('#')
-        );
-        assert_eq!(
-            dtmf_from_info("application/dtmf-relay", b"Signal=11\r\n"),
-            Some('#')
-        );
-        assert_eq!(dtmf_from_info("application/dtmf", b"*"), Some('*'));
-        assert_eq!(dtmf_from_info("application/dtmf-relay", b"Signal=Z\r\n"), None);
-        assert_eq!(dtmf_from_info("text/plain", b"5"), None);
-        assert_eq!(dtmf_from_info("application/dtmf-relay", b"\xff"), None);
+/// What the session hears, from what the controller says.
+fn call_notice(call: CallRef, notice: Notice) -> CallNotice {
+    match notice {
+        Notice::Incoming { from, display_name } => CallNotice::Incoming {
+            call,
+            from,
+            display_name,
+        },
+        Notice::State(status) => CallNotice::State { call, status },
+        Notice::Error { code, reason } => CallNotice::Error {
+            call: Some(call),
+            code,
+            reason,
+        },
+        Notice::Dtmf { digit, method } => CallNotice::Dtmf {
+            call,
+            digit,
+            method: method.into(),
+        },
     }
 }

@@ -473,3 +473,91 @@ async fn baresip_answers_our_call_and_calls_us() {
     assert!(status.success(), "baresip's call was established");
     lab.settled().await;
 }
+
+/// Sends `method` and reads until its reply: the reply, and the notifications seen
+/// meanwhile.
+async fn request_watching(b: &mut Browser, method: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let frame = json!({"jsonrpc": "2.0", "id": 9000, "method": method, "params": {}});
+    b.send_text(&frame.to_string()).await;
+    let mut seen = Vec::new();
+    loop {
+        let v = b.next(WAIT).await.expect("a reply");
+        if v.get("id") == Some(&json!(9000)) {
+            return (v, seen);
+        }
+        seen.push(v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_hold_is_answered_with_the_refusal_and_the_call_goes_on() {
+    let lab = CallLab::start(38);
+    let mut uas = lab.uas("uas_refuse_reinvite", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let_the_ack_through().await;
+    // the reply waits for the far end: an error carrying its refusal
+    let (r, seen) = request_watching(&mut b, "hold").await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the change (488)"),
+        "{r}"
+    );
+    if !seen.iter().any(|n| n["method"] == "callErrorOccurred") {
+        b.wait_for("callErrorOccurred", |p| p["code"] == 488, WAIT).await;
+    }
+    assert!(
+        !seen.iter().any(|n| n["method"] == "callStateChanged"),
+        "no state change for a refused hold: {seen:?}"
+    );
+    // the call is as it was: hold may be asked again (refused again), and it hangs up
+    let r = b.request("hangUp", json!({})).await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_that_meets_glare_is_sent_again_after_the_back_off() {
+    let lab = CallLab::start(39);
+    let mut uas = lab.uas("uas_glare", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let_the_ack_through().await;
+    let t0 = std::time::Instant::now();
+    let (r, seen) = request_watching(&mut b, "hold").await;
+    assert_eq!(r["result"], json!({}), "{r} {seen:?}");
+    // we placed the call, so we chose the Call-ID: 2.1 to 4 s (RFC 3261 §14.1)
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(2100), "answered after {waited:?}");
+    assert!(
+        !seen.iter().any(|n| n["method"] == "callErrorOccurred"),
+        "glare is not an error: {seen:?}"
+    );
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    assert!(uas.messages().contains("491 Request Pending"));
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_challenged_by_the_far_end_is_sent_again_with_credentials() {
+    let lab = CallLab::start(40);
+    let mut uas = lab.uas("uas_challenge_bye", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let_the_ack_through().await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    assert!(uas.messages().contains("Proxy-Authorization: Digest"));
+    lab.settled().await;
+}

@@ -155,12 +155,21 @@ enum Timer {
     NoAnswer,
     /// A CANCEL got no final response for the INVITE: give up on it.
     CancelGiveUp,
+    /// Our re-INVITE met the far end's (491 Request Pending): send it again now.
+    ReinviteRetry,
 }
 
 /// How long a CANCELled INVITE may take to end (64*T1).
 const CANCEL_GIVE_UP: Duration = Duration::from_secs(32);
 /// How many challenges in a row an INVITE answers.
 const MAX_CHALLENGES: u32 = 2;
+/// How many challenges the requests within one dialog answer in all (BYE, INFO,
+/// re-INVITE): a far end that keeps challenging gets no more.
+const MAX_DIALOG_CHALLENGES: u32 = 8;
+/// How many times a re-INVITE is sent again after 491 Request Pending.
+const MAX_GLARE_RETRIES: u32 = 3;
+/// In-dialog requests remembered for answering a challenge to them.
+const MAX_REMEMBERED_REQUESTS: usize = 16;
 
 #[derive(Debug)]
 pub struct Call {
@@ -192,6 +201,12 @@ pub struct Call {
     /// Our re-INVITE in flight (hold, resume): its transaction and CSeq.
     reinvite: Option<(Option<ClientKey>, u32)>,
     reinvite_answered: bool,
+    /// Times our current re-INVITE met glare (491) and was sent again.
+    glare_retries: u32,
+    /// Our in-dialog BYE and INFO requests awaiting a final response, to send again
+    /// with credentials if challenged.
+    dialog_requests: Vec<Request>,
+    dialog_challenges: u32,
     timer: Option<(Instant, Timer)>,
     requests: Vec<(Request, Target)>,
     responses: Vec<(ServerKey, Response)>,
@@ -224,6 +239,9 @@ impl Call {
             pending_offer: None,
             reinvite: None,
             reinvite_answered: false,
+            glare_retries: 0,
+            dialog_requests: Vec::new(),
+            dialog_challenges: 0,
             timer: None,
             requests: Vec::new(),
             responses: Vec::new(),
@@ -475,7 +493,75 @@ impl Call {
         if req.method != Method::Ack {
             self.pending += 1;
         }
+        if matches!(req.method, Method::Bye | Method::Info) && self.dialog.is_some() {
+            if self.dialog_requests.len() >= MAX_REMEMBERED_REQUESTS {
+                self.dialog_requests.remove(0);
+            }
+            self.dialog_requests.push(req.clone());
+        }
         self.requests.push((req, target));
+    }
+
+    /// A final response to our BYE or INFO: a challenge is answered with credentials
+    /// (RFC 3261 §22.2, a new CSeq in the dialog); anything else ends the request.
+    fn on_dialog_request_response(
+        &mut self,
+        key: &ClientKey,
+        resp: &Response,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
+        let sent = self
+            .dialog_requests
+            .iter()
+            .position(|r| branch_of(r).as_deref() == Some(key.branch.as_str()))
+            .map(|i| self.dialog_requests.remove(i));
+        if !matches!(resp.status, 401 | 407) || self.dialog_challenges >= MAX_DIALOG_CHALLENGES {
+            return;
+        }
+        let (Some(mut req), Some(d)) = (sent, self.dialog.as_mut()) else {
+            return;
+        };
+        // a fresh branch and the next CSeq, the rest as it was
+        let (fresh, target) = d.request(req.method.clone(), None, config, rng);
+        for name in ["Via", "CSeq"] {
+            if let Some(v) = fresh.headers.get(name) {
+                req.headers.set(name, v);
+            }
+        }
+        if self.authorize(&mut req, resp, rng) {
+            self.send(req, target);
+        }
+    }
+
+    /// Adds our answer to `resp`'s challenge to `req`. False when it cannot be answered.
+    fn authorize(&mut self, req: &mut Request, resp: &Response, rng: &mut fastrand::Rng) -> bool {
+        let (challenge_header, answer_header) = if resp.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Ok(challenge) = Challenge::pick(resp.headers.get_all(challenge_header)) else {
+            return false;
+        };
+        self.dialog_challenges += 1;
+        self.nc += 1;
+        let creds = Credentials {
+            username: self.account.auth_user.clone(),
+            password: self.account.password.clone(),
+        };
+        let auth = Authorization::answer(
+            &challenge,
+            &creds,
+            req.method.as_str(),
+            &req.uri.to_string(),
+            &random_token(rng, 16),
+            self.nc,
+        );
+        req.headers.remove("Authorization");
+        req.headers.remove("Proxy-Authorization");
+        req.headers.push(answer_header, auth.to_string());
+        true
     }
 
     /// A response to one of our requests.
@@ -494,12 +580,13 @@ impl Call {
                     .as_ref()
                     .is_some_and(|(k, _)| k.as_ref() == Some(key)) =>
             {
-                self.on_reinvite_response(resp, config, rng)
+                self.on_reinvite_response(now, resp, config, rng)
             }
             Method::Invite => self.on_invite_response(now, key, resp, config, rng),
             _ => {
                 if !resp.is_provisional() {
                     self.pending = self.pending.saturating_sub(1);
+                    self.on_dialog_request_response(key, resp, config, rng);
                 }
             }
         }
@@ -732,23 +819,15 @@ impl Call {
         if !matches!(self.phase, Phase::Confirmed) {
             return Err(CallError::WrongState("the call is not established"));
         }
-        if self.reinvite_in_flight() || self.pending_offer.is_some() {
+        if self.reinvite_in_flight() || self.reinvite_waiting() || self.pending_offer.is_some() {
             return Err(CallError::WrongState("another offer is in progress"));
         }
-        let contact = self.contact_uri(config);
-        let Some(d) = self.dialog.as_mut() else {
+        let previous = std::mem::replace(&mut self.local_sdp, sdp);
+        self.glare_retries = 0;
+        if !self.send_reinvite(config, rng, None) {
+            self.local_sdp = previous;
             return Err(CallError::WrongState("the call is not established"));
-        };
-        let (mut req, target) = d.request(Method::Invite, None, config, rng);
-        req.headers.push("Contact", format!("<{contact}>"));
-        req.headers.push("Allow", ALLOW);
-        req.headers.push("User-Agent", config.user_agent.clone());
-        req.headers.push("Content-Type", "application/sdp");
-        req.body = sdp.clone();
-        self.local_sdp = sdp;
-        self.reinvite = Some((None, d.local_seq));
-        self.reinvite_answered = false;
-        self.send(req, target);
+        }
         Ok(())
     }
 
@@ -756,9 +835,76 @@ impl Call {
         self.reinvite.is_some() && !self.reinvite_answered
     }
 
-    fn on_reinvite_response(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
+    /// Waiting to send our re-INVITE again after glare.
+    fn reinvite_waiting(&self) -> bool {
+        matches!(self.timer, Some((_, Timer::ReinviteRetry)))
+    }
+
+    /// RFC 3261 §14.1: 2.1 to 4 s when we chose the Call-ID (we placed the call), up
+    /// to 2 s otherwise, in 10 ms steps; so the two sides do not collide again.
+    fn glare_backoff(&self, rng: &mut fastrand::Rng) -> Duration {
+        let steps = if self.outgoing {
+            rng.u64(210..=400)
+        } else {
+            rng.u64(0..=200)
+        };
+        Duration::from_millis(steps * 10)
+    }
+
+    /// Sends our re-INVITE (again) with the current SDP: a new CSeq and branch, with our
+    /// answer to `challenge` when there is one. False when there is no dialog or the
+    /// challenge cannot be answered.
+    fn send_reinvite(
+        &mut self,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+        challenge: Option<&Response>,
+    ) -> bool {
+        let contact = self.contact_uri(config);
+        let Some(d) = self.dialog.as_mut() else {
+            return false;
+        };
+        let (mut req, target) = d.request(Method::Invite, None, config, rng);
+        let seq = d.local_seq;
+        req.headers.push("Contact", format!("<{contact}>"));
+        req.headers.push("Allow", ALLOW);
+        req.headers.push("User-Agent", config.user_agent.clone());
+        req.headers.push("Content-Type", "application/sdp");
+        req.body = self.local_sdp.clone();
+        if let Some(resp) = challenge
+            && !self.authorize(&mut req, resp, rng)
+        {
+            return false;
+        }
+        self.reinvite = Some((None, seq));
+        self.reinvite_answered = false;
+        self.send(req, target);
+        true
+    }
+
+    fn on_reinvite_response(
+        &mut self,
+        now: Instant,
+        resp: &Response,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
         let Some((_, seq)) = self.reinvite else { return };
         match resp.status {
+            491 if !self.reinvite_answered && self.glare_retries < MAX_GLARE_RETRIES => {
+                // glare: both sides offered at once; try again after the back-off
+                self.reinvite_answered = true;
+                self.pending = self.pending.saturating_sub(1);
+                self.glare_retries += 1;
+                self.timer = Some((now + self.glare_backoff(rng), Timer::ReinviteRetry));
+            }
+            401 | 407 if !self.reinvite_answered && self.dialog_challenges < MAX_DIALOG_CHALLENGES => {
+                self.reinvite_answered = true;
+                self.pending = self.pending.saturating_sub(1);
+                if !self.send_reinvite(config, rng, Some(resp)) {
+                    self.events.push(CallEvent::ReinviteFailed { code: resp.status });
+                }
+            }
             100..=199 => {}
             200..=299 => {
                 if !self.reinvite_answered {
@@ -886,6 +1032,12 @@ impl Call {
             self.responses.push((key, resp));
             return;
         }
+        if self.reinvite_in_flight() {
+            // glare: our offer is out; the far end tries again after its back-off
+            let resp = self.plain_response(req, 491, "Request Pending", config);
+            self.responses.push((key, resp));
+            return;
+        }
         if let Some(d) = self.dialog.as_mut() {
             let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
             if d.remote_seq.is_some_and(|r| seq <= r) {
@@ -939,7 +1091,7 @@ impl Call {
     }
 
     /// Call timers.
-    pub fn handle_timeout(&mut self, now: Instant, config: &UaConfig) {
+    pub fn handle_timeout(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
         let Some((at, timer)) = self.timer else { return };
         if now < at {
             return;
@@ -961,6 +1113,15 @@ impl Call {
                 // the INVITE never ended after our CANCEL: forget it
                 self.pending = 0;
             }
+            Timer::ReinviteRetry if matches!(self.phase, Phase::Confirmed) => {
+                if self.pending_offer.is_some() {
+                    // answering their offer: ours goes once that is done
+                    self.timer = Some((now + Duration::from_millis(100), Timer::ReinviteRetry));
+                } else if !self.send_reinvite(config, rng, None) {
+                    self.events.push(CallEvent::ReinviteFailed { code: 491 });
+                }
+            }
+            Timer::ReinviteRetry => {}
         }
         self.maybe_end();
     }
@@ -1047,6 +1208,11 @@ impl Call {
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
         self.events.drain(..)
     }
+}
+
+/// The branch of a request's top Via.
+fn branch_of(req: &Request) -> Option<String> {
+    req.headers.top_via().ok()?.branch().map(str::to_owned)
 }
 
 /// Escapes a dialled number for the user part of a SIP URI (`#` must be `%23`).

@@ -801,7 +801,7 @@ impl UserAgent {
             .collect();
         for id in due {
             if let Some(c) = self.calls.get_mut(&id) {
-                c.handle_timeout(now, &self.config);
+                c.handle_timeout(now, &self.config, &mut self.rng);
             }
             self.flush_call(now, id);
         }

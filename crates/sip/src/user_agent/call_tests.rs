@@ -654,10 +654,10 @@ fn our_reinvite_and_info_travel_in_the_dialog() {
     // a refused one is reported
     lab.ua.reinvite(lab.now, call, b"v=0 again".to_vec()).unwrap();
     let re2 = lab.one_request();
-    lab.respond(&re2, 491, &[], b"");
+    lab.respond(&re2, 488, &[], b"");
     assert!(
         lab.call_events()
-            .contains(&CallEvent::ReinviteFailed { code: 491 })
+            .contains(&CallEvent::ReinviteFailed { code: 488 })
     );
     // INFO
     lab.ua
@@ -832,4 +832,178 @@ fn ten_thousand_live_transactions_keep_timeouts_exact() {
     assert_eq!(lab.ua.stats().server_transactions, 4096 - 2000);
     lab.advance(Duration::from_secs(1));
     assert_eq!(lab.ua.stats().server_transactions, 0);
+}
+
+/// The far end's in-dialog INVITE/ACK for a call it placed to us and we accepted:
+/// returns the call and our To tag.
+fn incoming_call_confirmed(lab: &mut Lab) -> (CallRef, String) {
+    lab.feed(Lab::far_request("INVITE", "i1", "in", 1, None, FAR_SDP).as_bytes());
+    let tag = lab.responses()[1].headers.to().unwrap().tag().unwrap().to_owned();
+    let call = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.accept_call(lab.now, call, OFFER.to_vec()).unwrap();
+    lab.feed(Lab::far_request("ACK", "a1", "in", 1, Some(&tag), b"").as_bytes());
+    lab.sent();
+    lab.events();
+    (call, tag)
+}
+
+const CHALLENGE: &str = "Digest realm=\"127.0.0.1\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5";
+
+fn branch(req: &Request) -> String {
+    req.headers.top_via().unwrap().branch().unwrap().to_owned()
+}
+
+#[test]
+fn glare_their_reinvite_crossing_ours_gets_491_and_ours_goes_again_within_2_s() {
+    let mut lab = Lab::new();
+    let (call, tag) = incoming_call_confirmed(&mut lab);
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let ours = lab.one_request();
+    // theirs crosses ours
+    lab.feed(Lab::far_request("INVITE", "i2", "in", 2, Some(&tag), FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 491]);
+    assert!(lab.call_events().is_empty(), "no offer to answer: it was refused");
+    // and ours meets theirs: 491 too
+    lab.respond(&ours, 491, &[], b"");
+    let acks = lab.requests();
+    assert!(acks.iter().all(|r| r.method == Method::Ack), "{acks:#?}");
+    assert!(lab.call_events().is_empty(), "not a failure yet");
+    // we did not choose the Call-ID: back off at most 2 s (RFC 3261 §14.1)
+    lab.advance(Duration::from_millis(2010));
+    let sent = lab.requests();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|r| branch(r) == branch(&sent[0])),
+        "{sent:#?}"
+    );
+    let again = sent[0].clone();
+    assert_eq!(again.method, Method::Invite);
+    assert_eq!(again.body, b"v=0 hold");
+    assert!(again.headers.cseq().unwrap().seq > ours.headers.cseq().unwrap().seq);
+    assert_ne!(branch(&again), branch(&ours));
+    lab.respond(&again, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    assert!(lab.call_events().contains(&CallEvent::RemoteSdp {
+        sdp: FAR_SDP.to_vec(),
+        early: false
+    }));
+}
+
+#[test]
+fn glare_on_a_call_we_placed_backs_off_2_1_to_4_s_and_gives_up_after_three_tries() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let mut re = lab.one_request();
+    for _ in 0..3 {
+        lab.respond(&re, 491, &[], b"");
+        lab.requests();
+        lab.advance(Duration::from_millis(2090));
+        assert!(lab.requests().is_empty(), "not before 2.1 s");
+        assert!(
+            lab.ua.reinvite(lab.now, call, b"other".to_vec()).is_err(),
+            "one offer at a time, also while backing off"
+        );
+        lab.advance(Duration::from_millis(1920));
+        // the new INVITE (and its retransmissions: one branch)
+        let sent = lab.requests();
+        assert!(
+            !sent.is_empty() && sent.iter().all(|r| branch(r) == branch(&sent[0])),
+            "{sent:#?}"
+        );
+        re = sent[0].clone();
+        assert_eq!(re.body, b"v=0 hold");
+    }
+    lab.respond(&re, 491, &[], b"");
+    assert!(
+        lab.call_events()
+            .contains(&CallEvent::ReinviteFailed { code: 491 })
+    );
+    lab.advance(Duration::from_secs(5));
+    assert!(lab.requests().iter().all(|r| r.method == Method::Ack));
+}
+
+#[test]
+fn a_bye_challenged_with_407_is_sent_again_with_credentials() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let bye = lab.one_request();
+    assert_eq!(bye.method, Method::Bye);
+    lab.respond(&bye, 407, &[("Proxy-Authenticate", CHALLENGE)], b"");
+    let again = lab.one_request();
+    assert_eq!(again.method, Method::Bye);
+    assert_eq!(
+        again.headers.cseq().unwrap().seq,
+        bye.headers.cseq().unwrap().seq + 1
+    );
+    assert_ne!(branch(&again), branch(&bye));
+    let auth = again.headers.get("Proxy-Authorization").expect("credentials");
+    assert!(
+        auth.contains("username=\"880\"") && auth.contains("nonce=\"n0nce\""),
+        "{auth}"
+    );
+    assert!(
+        !lab.call_events().contains(&CallEvent::Ended),
+        "not over while the BYE is unanswered"
+    );
+    lab.respond(&again, 200, &[], b"");
+    assert!(lab.call_events().contains(&CallEvent::Ended));
+}
+
+#[test]
+fn a_reinvite_and_an_info_challenged_with_401_are_sent_again_with_credentials() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let re = lab.one_request();
+    lab.respond(&re, 401, &[("WWW-Authenticate", CHALLENGE)], b"");
+    let again: Vec<Request> = lab
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::Invite)
+        .collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert!(again[0].headers.get("Authorization").is_some());
+    assert_eq!(again[0].body, b"v=0 hold");
+    lab.respond(
+        &again[0],
+        200,
+        &[("Contact", "<sip:1000@127.0.0.1:5070>")],
+        FAR_SDP,
+    );
+    assert!(lab.call_events().contains(&CallEvent::RemoteSdp {
+        sdp: FAR_SDP.to_vec(),
+        early: false
+    }));
+    lab.requests();
+    lab.ua
+        .send_info(lab.now, call, "application/dtmf-relay", b"Signal=1\r\n".to_vec())
+        .unwrap();
+    let info = lab.one_request();
+    lab.respond(&info, 401, &[("WWW-Authenticate", CHALLENGE)], b"");
+    let again = lab.one_request();
+    assert_eq!(
+        (again.method.clone(), again.body.as_slice()),
+        (Method::Info, &b"Signal=1\r\n"[..])
+    );
+    assert!(again.headers.get("Authorization").is_some());
+    // a far end that challenges without end gets no more answers
+    let mut last = again;
+    let mut sent = 0;
+    for _ in 0..20 {
+        lab.respond(&last, 401, &[("WWW-Authenticate", CHALLENGE)], b"");
+        match lab.requests().into_iter().find(|r| r.method == Method::Info) {
+            Some(r) => {
+                sent += 1;
+                last = r;
+            }
+            None => break,
+        }
+    }
+    assert!(sent < 8, "answered {sent} challenges");
 }
