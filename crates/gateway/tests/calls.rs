@@ -561,3 +561,41 @@ async fn a_bye_challenged_by_the_far_end_is_sent_again_with_credentials() {
     assert!(uas.messages().contains("Proxy-Authorization: Digest"));
     lab.settled().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offerless_invite_gets_our_offer_in_the_200_and_its_answer_from_the_ack() {
+    let lab = CallLab::start(41);
+    let (mut b, user) = lab.browser().await;
+    let mut uac = lab.uac(0, "uac_offerless", &user, &["-d", "1500"]);
+    b.wait_for("incomingCall", |_| true, WAIT).await;
+    assert_eq!(b.request("accept", json!({})).await["result"], json!({}));
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    let msgs = uac.messages();
+    assert!(
+        msgs.contains("a=rtpmap:0 PCMU/8000"),
+        "our offer in the 200: {msgs}"
+    );
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offerless_reinvite_gets_our_offer_and_its_answer_from_the_ack() {
+    let lab = CallLab::start(42);
+    let mut uas = lab.uas("uas_offerless_reinvite", "1001", &["-d", "500"]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let t0 = std::time::Instant::now();
+    // the re-INVITE comes after -d, and our 200 carries the offer
+    while uas.received("SIP/2.0 200") < 1 && t0.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(uas.received("SIP/2.0 200"), 1, "sipp: {}", uas.messages());
+    let_the_ack_through().await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    lab.settled().await;
+}
