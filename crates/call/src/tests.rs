@@ -557,3 +557,29 @@ fn a_media_timeout_hangs_up_with_its_reason() {
         })]
     );
 }
+
+#[test]
+fn an_update_during_early_media_moves_the_media_before_the_answer() {
+    let (mut call, _) = GatewayCall::outgoing("1001".into(), local());
+    call.on_sip_event(CallEvent::RemoteSdp {
+        sdp: far_sdp("10.0.0.1", 5000, "0 101", "sendrecv"),
+        early: true,
+    });
+    call.on_sip_event(status(CallState::EarlyMedia, Some(183)));
+    drain(&mut call);
+    call.on_sip_event(CallEvent::Offer {
+        sdp: Some(far_sdp("10.0.0.1", 5002, "0 101", "sendrecv")),
+    });
+    let out = drain(&mut call);
+    assert!(
+        matches!(sip_of(&out)[..], [SipAction::AnswerOffer(Ok(_))]),
+        "{out:?}"
+    );
+    let update = media_of(&out);
+    assert!(matches!(update[..], [MediaAction::Update(_)]), "{out:?}");
+    assert_eq!(leg(update[0]).remote_rtp, addr("10.0.0.1:5002"));
+    call.on_sip_event(status(CallState::InCall, Some(200)));
+    let out = drain(&mut call);
+    assert!(media_of(&out).is_empty());
+    assert_eq!(states_of(&out), [CallState::InCall]);
+}

@@ -599,3 +599,22 @@ async fn an_offerless_reinvite_gets_our_offer_and_its_answer_from_the_ack() {
     assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
     lab.settled().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_changes_the_media_before_and_after_the_answer() {
+    let lab = CallLab::start(43);
+    let mut uas = lab.uas("uas_update", "1001", &["-d", "500"]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "earlyMedia", WAIT).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    // three UPDATEs answered: the early offer, the refresh, the late offer
+    let t0 = std::time::Instant::now();
+    while uas.received("SIP/2.0 200") < 3 && t0.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    lab.settled().await;
+}

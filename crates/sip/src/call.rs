@@ -179,6 +179,9 @@ pub struct Call {
     account: Account,
     phase: Phase,
     dialog: Option<Dialog>,
+    /// The early dialog of our INVITE (from its first 18x with a To tag), until the
+    /// answer: the far end may send UPDATE in it.
+    early: Option<Dialog>,
     visible: Option<CallState>,
     /// Our current SDP (offer or answer), re-sent when the far end asks again.
     local_sdp: Vec<u8>,
@@ -223,6 +226,7 @@ impl Call {
             account,
             phase: if outgoing { Phase::Inviting } else { Phase::Offered },
             dialog: None,
+            early: None,
             visible: None,
             local_sdp: Vec::new(),
             invite,
@@ -354,7 +358,10 @@ impl Call {
 
     /// Is `req` an in-dialog request of this call?
     pub fn matches(&self, req: &Request) -> bool {
-        self.dialog.as_ref().is_some_and(|d| d.matches_request(req))
+        self.dialog
+            .as_ref()
+            .or(self.early.as_ref())
+            .is_some_and(|d| d.matches_request(req))
     }
 
     /// Is `key` (of a CANCEL) aimed at our ringing INVITE?
@@ -614,6 +621,9 @@ impl Call {
                 if self.cancel == Cancel::Wanted {
                     self.send_cancel(now, config);
                 }
+                if self.early.is_none() && resp.status > 100 {
+                    self.early = Dialog::for_uac(&self.invite, resp).ok();
+                }
                 if resp.status == 100 || !matches!(self.phase, Phase::Inviting) {
                     return;
                 }
@@ -687,7 +697,10 @@ impl Call {
         }
         self.phase = Phase::Confirmed;
         self.timer = None;
-        if !resp.body.is_empty() {
+        self.early = None;
+        // the same answer as in the 18x is no news (and an UPDATE may have changed the
+        // media since)
+        if !resp.body.is_empty() && self.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
             self.events.push(CallEvent::RemoteSdp {
                 sdp: resp.body.clone(),
                 early: false,
@@ -996,6 +1009,7 @@ impl Call {
                 }
             }
             (Method::Invite, Some(key)) => self.on_reinvite(now, key, req, config),
+            (Method::Update, Some(key)) => self.on_update(key, req, config),
             (Method::Info, Some(key)) => {
                 let ok = self.plain_response(req, 200, "OK", config);
                 self.responses.push((key, ok));
@@ -1055,6 +1069,63 @@ impl Call {
         self.events.push(CallEvent::Offer {
             sdp: (!req.body.is_empty()).then(|| req.body.clone()),
         });
+    }
+
+    /// UPDATE (RFC 3311) from the far end, in the early dialog of our INVITE or in the
+    /// confirmed one: a target refresh, and a new offer when it has a body.
+    fn on_update(&mut self, key: ServerKey, req: &Request, config: &UaConfig) {
+        let refuse = if matches!(self.phase, Phase::Closing) {
+            Some((481, "Call/Transaction Does Not Exist"))
+        } else if self.pending_offer.is_some() {
+            Some((500, "Server Internal Error"))
+        } else if !req.body.is_empty() && (self.reinvite_in_flight() || self.awaiting_answer()) {
+            // our offer is out: theirs crosses it (RFC 3311 §5.2)
+            Some((491, "Request Pending"))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = refuse {
+            let mut resp = self.plain_response(req, code, reason, config);
+            if code == 500 {
+                resp.headers.push("Retry-After", "1");
+            }
+            self.responses.push((key, resp));
+            return;
+        }
+        let confirmed = self.dialog.as_ref().is_some_and(|d| d.matches_request(req));
+        let dialog = if confirmed {
+            self.dialog.as_mut()
+        } else {
+            self.early.as_mut()
+        };
+        if let Some(d) = dialog {
+            let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+            if d.remote_seq.is_some_and(|r| seq <= r) {
+                let resp = self.plain_response(req, 500, "Server Internal Error", config);
+                self.responses.push((key, resp));
+                return;
+            }
+            d.remote_seq = Some(seq);
+            if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
+                d.remote_target = c.uri;
+            }
+        }
+        if req.body.is_empty() {
+            let mut ok = self.plain_response(req, 200, "OK", config);
+            ok.headers
+                .push("Contact", format!("<{}>", self.contact_uri(config)));
+            self.responses.push((key, ok));
+            return;
+        }
+        self.pending_offer = Some((key, req.clone()));
+        self.events.push(CallEvent::Offer {
+            sdp: Some(req.body.clone()),
+        });
+    }
+
+    /// Our INVITE's offer has no answer yet (none came in an 18x).
+    fn awaiting_answer(&self) -> bool {
+        matches!(self.phase, Phase::Inviting) && self.early_sdp_seen.is_none()
     }
 
     /// Answers the far end's re-INVITE with `Ok(sdp)`, or refuses it with a status

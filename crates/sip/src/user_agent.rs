@@ -20,7 +20,7 @@ use crate::transport::{Target, Transmit, Transport};
 use crate::trust::TrustedSource;
 
 /// Methods we implement, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 
 /// Static settings of the user agent.
 #[derive(Debug, Clone)]

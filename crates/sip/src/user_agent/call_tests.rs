@@ -1007,3 +1007,61 @@ fn a_reinvite_and_an_info_challenged_with_401_are_sent_again_with_credentials() 
     }
     assert!(sent < 8, "answered {sent} challenges");
 }
+
+#[test]
+fn update_is_answered_in_the_early_dialog_and_after_the_answer() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    let call_id = invite.headers.call_id().unwrap().to_owned();
+    let ours = invite.headers.from().unwrap().tag().unwrap().to_owned();
+    lab.respond(&invite, 183, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    lab.events();
+    // a new offer in the early dialog (RFC 3311)
+    let moved = b"v=0\r\no=- 2 3 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20002 RTP/AVP 0\r\n";
+    lab.feed(Lab::far_request("UPDATE", "u1", &call_id, 10, Some(&ours), moved).as_bytes());
+    assert_eq!(
+        lab.call_events(),
+        vec![CallEvent::Offer {
+            sdp: Some(moved.to_vec())
+        }]
+    );
+    lab.ua.answer_offer(lab.now, call, Ok(OFFER.to_vec())).unwrap();
+    let ok = lab.responses().remove(0);
+    assert_eq!((ok.status, ok.body.as_slice()), (200, OFFER));
+    assert!(ok.headers.get("Contact").is_some());
+    // the 200 repeats the 18x's answer: not news, the UPDATE's media stays
+    lab.respond(&invite, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    let events = lab.call_events();
+    assert!(
+        !events.iter().any(|e| matches!(e, CallEvent::RemoteSdp { .. })),
+        "{events:?}"
+    );
+    // UPDATE in the confirmed dialog; one without a body is just a target refresh
+    lab.feed(Lab::far_request("UPDATE", "u2", &call_id, 11, Some(&ours), b"").as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    assert!(lab.call_events().is_empty());
+    lab.feed(Lab::far_request("UPDATE", "u3", &call_id, 12, Some(&ours), moved).as_bytes());
+    assert!(matches!(lab.call_events()[..], [CallEvent::Offer { .. }]));
+    // a second offer while the first waits for our answer
+    lab.feed(Lab::far_request("UPDATE", "u4", &call_id, 13, Some(&ours), moved).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![500]);
+    lab.ua.answer_offer(lab.now, call, Ok(OFFER.to_vec())).unwrap();
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    // an old CSeq
+    lab.feed(Lab::far_request("UPDATE", "u5", &call_id, 12, Some(&ours), moved).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![500]);
+}
+
+#[test]
+fn an_update_offer_crossing_our_reinvite_gets_491() {
+    let mut lab = Lab::new();
+    let (call, tag) = incoming_call_confirmed(&mut lab);
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    lab.requests();
+    lab.feed(Lab::far_request("UPDATE", "u1", "in", 2, Some(&tag), FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![491]);
+}
