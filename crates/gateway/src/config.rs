@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sipline_media::sdp::Codec as MediaCodec;
 use sipline_sip::message::Uri;
+use sipline_sip::session_timer::SessionTimerConfig;
 use sipline_sip::transaction::Timers;
 use sipline_sip::{Account, Target, Transport, UaConfig};
 
@@ -254,6 +255,35 @@ pub struct CallsConfig {
     pub no_answer_timeout: f64,
     /// Calls at once on this node (both ways); 0: as many as the pool has lines.
     pub max_concurrent: usize,
+    /// Session timer interval asked for (RFC 4028), seconds; 0 turns session timers off.
+    pub session_expires: u32,
+    /// Shortest session timer interval accepted, seconds (a shorter one gets 422).
+    pub session_min_se: u32,
+}
+
+impl CallsConfig {
+    /// `calls.session_expires` and `calls.session_min_se`, checked.
+    fn session_timer(&self) -> Result<Option<SessionTimerConfig>, ConfigError> {
+        if self.session_expires == 0 {
+            return Ok(None);
+        }
+        if self.session_min_se == 0 {
+            return Err(ConfigError::new(
+                "calls.session_min_se",
+                "must be at least 1 second",
+            ));
+        }
+        if self.session_expires < self.session_min_se {
+            return Err(ConfigError::new(
+                "calls.session_expires",
+                "must be at least calls.session_min_se (or 0: off)",
+            ));
+        }
+        Ok(Some(SessionTimerConfig {
+            expires: self.session_expires,
+            min_se: self.session_min_se,
+        }))
+    }
 }
 
 impl Default for CallsConfig {
@@ -263,6 +293,8 @@ impl Default for CallsConfig {
             reject_code: 486,
             no_answer_timeout: 120.0,
             max_concurrent: 0,
+            session_expires: 1800,
+            session_min_se: 90,
         }
     }
 }
@@ -819,6 +851,7 @@ impl Config {
                 retry_max,
                 user_agent: self.sip.user_agent.clone(),
                 no_answer_timeout,
+                session_timer: self.calls.session_timer()?,
                 timers: Timers::default(),
                 protection,
             },

@@ -29,6 +29,11 @@ impl CallLab {
 
     /// `extra_sip` and `extra_http` go into those sections.
     fn start_with_sections(n: u16, extra_sip: &str, extra_http: &str) -> CallLab {
+        CallLab::start_with_config(n, extra_sip, extra_http, "")
+    }
+
+    /// As above, and `more` (whole sections) at the end of the file.
+    fn start_with_config(n: u16, extra_sip: &str, extra_http: &str, more: &str) -> CallLab {
         let slot = Slot::new(n);
         let pbx = Pbx::start(slot.pbx);
         let rtp = 40000 + n * 20;
@@ -38,7 +43,8 @@ impl CallLab {
             + &format!(
                 "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
                 rtp + 19
-            );
+            )
+            + more;
         let sipline = Sipline::start(&config);
         CallLab { slot, pbx, sipline }
     }
@@ -615,6 +621,49 @@ async fn update_changes_the_media_before_and_after_the_answer() {
     }
     b.request("hangUp", json!({})).await;
     wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timer_we_refresh_when_the_far_end_makes_us_the_refresher() {
+    let lab = CallLab::start(54);
+    let mut uas = lab.uas("uas_timer_caller_refreshes", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    // a 4 s session: refreshes at 2 s and 4 s
+    let t0 = std::time::Instant::now();
+    while uas.received("UPDATE") < 2 && t0.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let_the_ack_through().await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timer_a_session_the_far_end_stops_refreshing_ends_with_bye() {
+    // the far end asks for 6 s: accept it
+    let lab = CallLab::start_with_config(55, "", "", "\n[calls]\nsession_min_se = 2\n");
+    let mut uas = lab.uas("uas_timer_callee_refreshes", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    // refreshed at 2 s (6 s more), then nothing: over 4 s after the refresh
+    let over = b
+        .wait_for(
+            "callStateChanged",
+            |p| p["state"] == "completed",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(
+        over["reason"].as_str().unwrap_or("").contains("session expired"),
+        "{over}"
+    );
     assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
     lab.settled().await;
 }

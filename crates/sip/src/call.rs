@@ -13,6 +13,7 @@ use crate::auth::{Authorization, Challenge, Credentials};
 use crate::dialog::Dialog;
 use crate::message::{Method, NameAddr, Request, Response, Uri};
 use crate::registration::display_addr;
+use crate::session_timer::{self, Refresher, Session, UasDecision};
 use crate::transaction::{ClientKey, ServerKey};
 use crate::transport::Target;
 use crate::user_agent::{ALLOW, Account, UaConfig, random_token};
@@ -210,6 +211,15 @@ pub struct Call {
     /// with credentials if challenged.
     dialog_requests: Vec<Request>,
     dialog_challenges: u32,
+    /// The session timer agreed (RFC 4028), and when it next fires: our refresh is
+    /// due, or the far end's is overdue.
+    session: Option<(Session, Instant)>,
+    /// Our refresh is out (a second firing then means the session expired).
+    refresh_sent: bool,
+    /// 422 answers followed for our INVITE.
+    too_small: u32,
+    /// The far end accepts UPDATE (its Allow said so): refreshes go as UPDATE.
+    peer_allows_update: bool,
     timer: Option<(Instant, Timer)>,
     requests: Vec<(Request, Target)>,
     responses: Vec<(ServerKey, Response)>,
@@ -246,6 +256,10 @@ impl Call {
             glare_retries: 0,
             dialog_requests: Vec::new(),
             dialog_challenges: 0,
+            session: None,
+            refresh_sent: false,
+            too_small: 0,
+            peer_allows_update: false,
             timer: None,
             requests: Vec::new(),
             responses: Vec::new(),
@@ -283,6 +297,11 @@ impl Call {
             .push("CSeq", format!("{} INVITE", rng.u32(1..10_000)));
         invite.headers.push("Contact", format!("<{contact}>"));
         invite.headers.push("Allow", ALLOW);
+        if let Some(timer) = &config.session_timer {
+            invite.headers.push("Supported", "timer");
+            invite.headers.push("Session-Expires", timer.expires.to_string());
+            invite.headers.push("Min-SE", timer.min_se.to_string());
+        }
         invite.headers.push("User-Agent", config.user_agent.clone());
         invite.headers.push("Content-Type", "application/sdp");
         invite.body = offer.clone();
@@ -317,7 +336,9 @@ impl Call {
             .and_then(|f| f.display.clone())
             .filter(|d| !d.is_empty());
         let offer = (!invite.body.is_empty()).then(|| invite.body.clone());
+        let peer_allows_update = allows_update(&invite.headers);
         let mut call = Call::base(id, line, false, account.clone(), invite);
+        call.peer_allows_update = peer_allows_update;
         call.local_tag = random_token(rng, 12);
         call.invite_server = Some(key.clone());
         call.timer = Some((now + config.no_answer_timeout, Timer::NoAnswer));
@@ -372,7 +393,7 @@ impl Call {
     }
 
     /// Accepts an incoming call with our SDP (an answer, or an offer if theirs had none).
-    pub fn accept(&mut self, sdp: Vec<u8>, config: &UaConfig) -> Result<(), CallError> {
+    pub fn accept(&mut self, now: Instant, sdp: Vec<u8>, config: &UaConfig) -> Result<(), CallError> {
         if !matches!(self.phase, Phase::Offered) || self.outgoing {
             return Err(CallError::WrongState("no incoming call is ringing"));
         }
@@ -381,7 +402,9 @@ impl Call {
             .clone()
             .ok_or(CallError::WrongState("no INVITE"))?;
         self.local_sdp = sdp;
-        let ok = self.response(200, "OK", config);
+        let mut ok = self.response(200, "OK", config);
+        let invite = self.invite.clone();
+        self.agree_as_uas(now, &invite, &mut ok, config);
         let dialog = Dialog::for_uas(&self.invite, &self.local_tag, 1)
             .map_err(|_| CallError::WrongState("bad INVITE"))?;
         self.dialog = Some(dialog);
@@ -487,6 +510,7 @@ impl Call {
     }
 
     fn send_bye(&mut self, config: &UaConfig, rng: &mut fastrand::Rng) {
+        self.session = None;
         if let Some(d) = self.dialog.as_mut() {
             let (mut bye, target) = d.request(Method::Bye, None, config, rng);
             bye.headers.push("User-Agent", config.user_agent.clone());
@@ -500,7 +524,7 @@ impl Call {
         if req.method != Method::Ack {
             self.pending += 1;
         }
-        if matches!(req.method, Method::Bye | Method::Info) && self.dialog.is_some() {
+        if matches!(req.method, Method::Bye | Method::Info | Method::Update) && self.dialog.is_some() {
             if self.dialog_requests.len() >= MAX_REMEMBERED_REQUESTS {
                 self.dialog_requests.remove(0);
             }
@@ -593,6 +617,9 @@ impl Call {
             _ => {
                 if !resp.is_provisional() {
                     self.pending = self.pending.saturating_sub(1);
+                    if key.method == Method::Update && resp.is_success() {
+                        self.on_refresh_answered(now, resp);
+                    }
                     self.on_dialog_request_response(key, resp, config, rng);
                 }
             }
@@ -642,7 +669,19 @@ impl Call {
                     self.set_status(CallState::Ringing, Some(resp.status), Some(resp.reason.clone()));
                 }
             }
-            200..=299 => self.on_invite_success(resp, config, rng),
+            200..=299 => self.on_invite_success(now, resp, config, rng),
+            422 if matches!(self.phase, Phase::Inviting) && self.too_small < MAX_CHALLENGES => {
+                // Session Interval Too Small: ask again with at least its Min-SE
+                self.pending = self.pending.saturating_sub(1);
+                self.too_small += 1;
+                match session_timer::min_se(resp) {
+                    Some(min) => self.resend_invite(config, rng, |invite| {
+                        invite.headers.set("Session-Expires", min.to_string());
+                        invite.headers.set("Min-SE", min.to_string());
+                    }),
+                    None => self.finish_invite(422, resp.reason.clone()),
+                }
+            }
             401 | 407 if matches!(self.phase, Phase::Inviting) && self.challenges < MAX_CHALLENGES => {
                 self.pending = self.pending.saturating_sub(1);
                 self.challenges += 1;
@@ -663,7 +702,13 @@ impl Call {
         }
     }
 
-    fn on_invite_success(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
+    fn on_invite_success(
+        &mut self,
+        now: Instant,
+        resp: &Response,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
         let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
         if let Some(d) = &self.dialog {
             if tag.as_deref() == Some(d.id.remote_tag.as_str()) {
@@ -698,6 +743,10 @@ impl Call {
         self.phase = Phase::Confirmed;
         self.timer = None;
         self.early = None;
+        self.peer_allows_update = allows_update(&resp.headers);
+        if config.session_timer.is_some() {
+            self.session = session_timer::uac_agreed(resp).map(|s| (s, s.deadline(now)));
+        }
         // the same answer as in the 18x is no news (and an UPDATE may have changed the
         // media since)
         if !resp.body.is_empty() && self.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
@@ -728,18 +777,6 @@ impl Call {
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) {
-        if matches!(self.phase, Phase::Closing) {
-            return;
-        }
-        let mut invite = self.invite.clone();
-        // new branch, next CSeq, same Call-ID and tags (RFC 3261 §22.2)
-        invite.headers.remove("Via");
-        let fresh = config.new_request(Method::Invite, invite.uri.clone(), rng);
-        if let Some(via) = fresh.headers.get("Via") {
-            invite.headers.push_front("Via", via);
-        }
-        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1).wrapping_add(1);
-        invite.headers.set("CSeq", format!("{seq} INVITE"));
         self.nc += 1;
         let creds = Credentials {
             username: self.account.auth_user.clone(),
@@ -749,7 +786,7 @@ impl Call {
             ch,
             &creds,
             "INVITE",
-            &invite.uri.to_string(),
+            &self.invite.uri.to_string(),
             &random_token(rng, 16),
             self.nc,
         );
@@ -758,9 +795,28 @@ impl Call {
         } else {
             "Authorization"
         };
-        invite.headers.remove("Authorization");
-        invite.headers.remove("Proxy-Authorization");
-        invite.headers.push(name, auth.to_string());
+        self.resend_invite(config, rng, |invite| {
+            invite.headers.remove("Authorization");
+            invite.headers.remove("Proxy-Authorization");
+            invite.headers.push(name, auth.to_string());
+        });
+    }
+
+    /// Sends our INVITE again after a 401/407/422: a new branch and the next CSeq, the
+    /// same Call-ID and tags (RFC 3261 §22.2), changed by `edit`.
+    fn resend_invite(&mut self, config: &UaConfig, rng: &mut fastrand::Rng, edit: impl FnOnce(&mut Request)) {
+        if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        let mut invite = self.invite.clone();
+        invite.headers.remove("Via");
+        let fresh = config.new_request(Method::Invite, invite.uri.clone(), rng);
+        if let Some(via) = fresh.headers.get("Via") {
+            invite.headers.push_front("Via", via);
+        }
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1).wrapping_add(1);
+        invite.headers.set("CSeq", format!("{seq} INVITE"));
+        edit(&mut invite);
         self.invite = invite.clone();
         self.invite_client = None;
         self.send(invite, config.next_hop());
@@ -881,6 +937,7 @@ impl Call {
         let seq = d.local_seq;
         req.headers.push("Contact", format!("<{contact}>"));
         req.headers.push("Allow", ALLOW);
+        self.ask_session_timer(&mut req, config);
         req.headers.push("User-Agent", config.user_agent.clone());
         req.headers.push("Content-Type", "application/sdp");
         req.body = self.local_sdp.clone();
@@ -923,6 +980,7 @@ impl Call {
                 if !self.reinvite_answered {
                     self.reinvite_answered = true;
                     self.pending = self.pending.saturating_sub(1);
+                    self.on_refresh_answered(now, resp);
                     if let Some(d) = self.dialog.as_mut() {
                         let (ack, target) = d.request(Method::Ack, Some(seq), config, rng);
                         self.last_ack = Some((ack, target));
@@ -1009,7 +1067,7 @@ impl Call {
                 }
             }
             (Method::Invite, Some(key)) => self.on_reinvite(now, key, req, config),
-            (Method::Update, Some(key)) => self.on_update(key, req, config),
+            (Method::Update, Some(key)) => self.on_update(now, key, req, config),
             (Method::Info, Some(key)) => {
                 let ok = self.plain_response(req, 200, "OK", config);
                 self.responses.push((key, ok));
@@ -1073,7 +1131,7 @@ impl Call {
 
     /// UPDATE (RFC 3311) from the far end, in the early dialog of our INVITE or in the
     /// confirmed one: a target refresh, and a new offer when it has a body.
-    fn on_update(&mut self, key: ServerKey, req: &Request, config: &UaConfig) {
+    fn on_update(&mut self, now: Instant, key: ServerKey, req: &Request, config: &UaConfig) {
         let refuse = if matches!(self.phase, Phase::Closing) {
             Some((481, "Call/Transaction Does Not Exist"))
         } else if self.pending_offer.is_some() {
@@ -1114,6 +1172,7 @@ impl Call {
             let mut ok = self.plain_response(req, 200, "OK", config);
             ok.headers
                 .push("Contact", format!("<{}>", self.contact_uri(config)));
+            self.agree_as_uas(now, req, &mut ok, config);
             self.responses.push((key, ok));
             return;
         }
@@ -1123,6 +1182,111 @@ impl Call {
         });
     }
 
+    /// As the UAS of `req` (their INVITE or refresh): agree to its session timer in
+    /// `ok` and arm ours. A refresh without Session-Expires turns the timer off.
+    fn agree_as_uas(&mut self, now: Instant, req: &Request, ok: &mut Response, config: &UaConfig) {
+        let Some(timer) = &config.session_timer else {
+            return;
+        };
+        match session_timer::uas_decide(req, timer) {
+            UasDecision::Agreed { session, refresher } => {
+                ok.headers.push("Session-Expires", session.header(refresher));
+                if refresher == Refresher::Uac {
+                    ok.headers.push("Require", "timer");
+                }
+                self.session = Some((session, session.deadline(now)));
+                self.refresh_sent = false;
+            }
+            // a 422 is answered before any of this; below our minimum here means a
+            // refresh that shrank it: keep the interval agreed, refreshed now
+            UasDecision::TooSmall { .. } => {
+                if let Some((session, _)) = self.session {
+                    self.session = Some((session, session.deadline(now)));
+                    self.refresh_sent = false;
+                }
+            }
+            UasDecision::Off => self.session = None,
+        }
+    }
+
+    /// Our request (re-INVITE, UPDATE) refreshes the session when there is a timer.
+    fn ask_session_timer(&self, req: &mut Request, config: &UaConfig) {
+        let (Some(timer), Some((session, _))) = (&config.session_timer, &self.session) else {
+            return;
+        };
+        let refresher = if session.we_refresh {
+            Refresher::Uac
+        } else {
+            Refresher::Uas
+        };
+        req.headers.push("Supported", "timer");
+        req.headers.push("Session-Expires", session.header(refresher));
+        req.headers.push("Min-SE", timer.min_se.to_string());
+    }
+
+    /// A 2xx to our re-INVITE or UPDATE: what it agreed, from now.
+    fn on_refresh_answered(&mut self, now: Instant, resp: &Response) {
+        if self.session.is_none() {
+            return;
+        }
+        self.session = session_timer::uac_agreed(resp).map(|s| (s, s.deadline(now)));
+        self.refresh_sent = false;
+    }
+
+    /// The session timer fired: refresh it, or end a session the far end let expire.
+    fn on_session_timer(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
+        let Some((session, _)) = self.session else { return };
+        match self.phase {
+            Phase::Confirmed => {}
+            Phase::Answered => {
+                // no request may go before the ACK
+                self.session = Some((session, now + Duration::from_secs(1)));
+                return;
+            }
+            _ => {
+                self.session = None;
+                return;
+            }
+        }
+        if !session.we_refresh || self.refresh_sent {
+            self.session = None;
+            self.send_bye(config, rng);
+            let why = if session.we_refresh {
+                "session expired: our refresh was not answered"
+            } else {
+                "session expired: the far end did not refresh it"
+            };
+            self.set_status(CallState::Completed, Some(408), Some(why.into()));
+            return;
+        }
+        if self.reinvite_in_flight() || self.reinvite_waiting() || self.pending_offer.is_some() {
+            // an offer is being exchanged: it refreshes the session when it succeeds
+            self.session = Some((session, now + Duration::from_secs(1)));
+            return;
+        }
+        self.refresh_sent = true;
+        // if this refresh is not answered in time, the session is over
+        let give_up = Session {
+            we_refresh: false,
+            ..session
+        }
+        .deadline(now - Duration::from_secs(u64::from(session.interval) / 2));
+        self.session = Some((session, give_up.max(now + Duration::from_secs(1))));
+        if self.peer_allows_update {
+            let contact = self.contact_uri(config);
+            if let Some(d) = self.dialog.as_mut() {
+                let (mut req, target) = d.request(Method::Update, None, config, rng);
+                req.headers.push("Contact", format!("<{contact}>"));
+                self.ask_session_timer(&mut req, config);
+                req.headers.push("User-Agent", config.user_agent.clone());
+                self.send(req, target);
+            }
+        } else {
+            self.glare_retries = 0;
+            self.send_reinvite(config, rng, None);
+        }
+    }
+
     /// Our INVITE's offer has no answer yet (none came in an 18x).
     fn awaiting_answer(&self) -> bool {
         matches!(self.phase, Phase::Inviting) && self.early_sdp_seen.is_none()
@@ -1130,7 +1294,12 @@ impl Call {
 
     /// Answers the far end's re-INVITE with `Ok(sdp)`, or refuses it with a status
     /// (488 when the offer is unacceptable).
-    pub fn answer_offer(&mut self, answer: Result<Vec<u8>, u16>, config: &UaConfig) -> Result<(), CallError> {
+    pub fn answer_offer(
+        &mut self,
+        now: Instant,
+        answer: Result<Vec<u8>, u16>,
+        config: &UaConfig,
+    ) -> Result<(), CallError> {
         let (key, req) = self
             .pending_offer
             .take()
@@ -1144,6 +1313,7 @@ impl Call {
                 ok.headers.push("Allow", ALLOW);
                 ok.headers.push("Content-Type", "application/sdp");
                 ok.body = self.local_sdp.clone();
+                self.agree_as_uas(now, &req, &mut ok, config);
                 ok
             }
             Err(code) => self.plain_response(&req, code, "Not Acceptable Here", config),
@@ -1163,7 +1333,13 @@ impl Call {
 
     /// Call timers.
     pub fn handle_timeout(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
-        let Some((at, timer)) = self.timer else { return };
+        if self.session.is_some_and(|(_, at)| at <= now) {
+            self.on_session_timer(now, config, rng);
+        }
+        let Some((at, timer)) = self.timer else {
+            self.maybe_end();
+            return;
+        };
         if now < at {
             return;
         }
@@ -1198,7 +1374,11 @@ impl Call {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timer.map(|(at, _)| at)
+        let session = self.session.map(|(_, at)| at);
+        match (self.timer.map(|(at, _)| at), session) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn maybe_end(&mut self) {
@@ -1279,6 +1459,14 @@ impl Call {
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
         self.events.drain(..)
     }
+}
+
+/// Whether a message's Allow lists UPDATE.
+fn allows_update(headers: &crate::message::Headers) -> bool {
+    headers
+        .get_all("Allow")
+        .flat_map(|v| v.split(','))
+        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
 }
 
 /// The branch of a request's top Via.

@@ -73,6 +73,7 @@ pub fn user_agent(data: &[u8]) {
         retry_max: Duration::from_secs(60),
         user_agent: "fuzz".into(),
         no_answer_timeout: Duration::from_secs(120),
+        session_timer: Some(crate::session_timer::SessionTimerConfig::default()),
         timers: Timers::default(),
         protection: Protection::default(),
     };

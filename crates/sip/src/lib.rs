@@ -13,6 +13,7 @@ pub mod keepalive;
 pub mod message;
 pub mod rate;
 pub mod registration;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 pub mod trust;

@@ -15,6 +15,7 @@ use crate::keepalive::{Keepalive, Reachability, Transition};
 use crate::message::{Message, Method, Request, Response, Uri};
 use crate::rate::TokenBucket;
 use crate::registration::{LineStatus, Registration};
+use crate::session_timer;
 use crate::transaction::{Incoming, MAGIC_COOKIE, ServerKey, Timers, Transactions, TxEvent};
 use crate::transport::{Target, Transmit, Transport};
 use crate::trust::TrustedSource;
@@ -46,6 +47,9 @@ pub struct UaConfig {
     pub user_agent: String,
     /// How long a call may ring (either way) before it counts as not answered.
     pub no_answer_timeout: Duration,
+    /// Session timers (RFC 4028) asked for and accepted; `None`: we neither ask for
+    /// nor agree to them (a far end may still refresh).
+    pub session_timer: Option<crate::session_timer::SessionTimerConfig>,
     pub timers: Timers,
     pub protection: Protection,
 }
@@ -361,7 +365,7 @@ impl UserAgent {
     /// Answers a ringing incoming call with our SDP.
     pub fn accept_call(&mut self, now: Instant, call: CallRef, sdp: Vec<u8>) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
-        c.accept(sdp, &self.config)?;
+        c.accept(now, sdp, &self.config)?;
         self.flush_call(now, call);
         Ok(())
     }
@@ -415,7 +419,7 @@ impl UserAgent {
         answer: Result<Vec<u8>, u16>,
     ) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
-        c.answer_offer(answer, &self.config)?;
+        c.answer_offer(now, answer, &self.config)?;
         self.flush_call(now, call);
         Ok(())
     }
@@ -629,9 +633,17 @@ impl UserAgent {
         )))
     }
 
+    /// Whether we support the SIP extension `option-tag` (for Require and Supported).
+    fn supports(&self, option_tag: &str) -> bool {
+        option_tag.eq_ignore_ascii_case("timer") && self.config.session_timer.is_some()
+    }
+
     fn options_answer(&mut self, req: &Request) -> Response {
         let mut resp = self.response(req, 200, "OK");
         resp.headers.push("Allow", ALLOW);
+        if self.config.session_timer.is_some() {
+            resp.headers.push("Supported", "timer");
+        }
         resp.headers.push("Accept", "application/sdp");
         resp
     }
@@ -696,7 +708,7 @@ impl UserAgent {
             .get_all("Require")
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.is_empty() && !self.supports(t))
             .collect();
         if !required.is_empty() {
             let unsupported = required.join(", ");
@@ -706,6 +718,13 @@ impl UserAgent {
         }
         if req.method != Method::Invite {
             return None;
+        }
+        if let Some(timer) = &self.config.session_timer
+            && let session_timer::UasDecision::TooSmall { min_se } = session_timer::uas_decide(req, timer)
+        {
+            let mut resp = self.response(req, 422, "Session Interval Too Small");
+            resp.headers.push("Min-SE", min_se.to_string());
+            return Some(resp);
         }
         let media_type = |v: &str| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let sdp_body = req
@@ -1050,6 +1069,7 @@ pub(crate) fn test_config() -> UaConfig {
         retry_max: Duration::from_secs(300),
         user_agent: "sipline-test".into(),
         no_answer_timeout: Duration::from_secs(120),
+        session_timer: Some(crate::session_timer::SessionTimerConfig::default()),
         timers: Timers::default(),
         protection: Protection::default(),
     }

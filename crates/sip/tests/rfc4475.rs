@@ -453,6 +453,7 @@ fn config() -> UaConfig {
         retry_max: Duration::from_secs(300),
         user_agent: "sipline-rfc4475".into(),
         no_answer_timeout: Duration::from_secs(120),
+        session_timer: Some(sipline_sip::session_timer::SessionTimerConfig::default()),
         timers: Timers::default(),
         protection: Protection::default(),
     }

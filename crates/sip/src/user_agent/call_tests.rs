@@ -1065,3 +1065,168 @@ fn an_update_offer_crossing_our_reinvite_gets_491() {
     lab.feed(Lab::far_request("UPDATE", "u1", "in", 2, Some(&tag), FAR_SDP).as_bytes());
     assert_eq!(status_of(&lab.responses()), vec![491]);
 }
+
+/// Places a call answered with `Session-Expires: se` and `allow` as the far end's Allow.
+fn call_answered_with_timer(lab: &mut Lab, se: &str, allow: &str) -> (CallRef, Request) {
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    assert_eq!(invite.headers.get("Supported"), Some("timer"));
+    assert_eq!(invite.headers.get("Session-Expires"), Some("1800"));
+    lab.respond(
+        &invite,
+        200,
+        &[
+            ("Contact", "<sip:1000@127.0.0.1:5070>"),
+            ("Session-Expires", se),
+            ("Require", "timer"),
+            ("Allow", allow),
+        ],
+        FAR_SDP,
+    );
+    lab.requests();
+    lab.events();
+    (call, invite)
+}
+
+#[test]
+fn as_refresher_we_refresh_at_half_the_interval_with_update_or_reinvite() {
+    let mut lab = Lab::new();
+    call_answered_with_timer(&mut lab, "120;refresher=uac", "INVITE, ACK, BYE, CANCEL, UPDATE");
+    lab.advance(Duration::from_secs(59));
+    assert!(lab.requests().is_empty(), "not before half the interval");
+    lab.advance(Duration::from_secs(1));
+    let refresh = lab.one_request();
+    assert_eq!(refresh.method, Method::Update);
+    assert_eq!(refresh.headers.get("Session-Expires"), Some("120;refresher=uac"));
+    assert!(refresh.body.is_empty());
+    lab.respond(&refresh, 200, &[("Session-Expires", "120;refresher=uac")], b"");
+    lab.advance(Duration::from_secs(60));
+    assert_eq!(
+        lab.one_request().method,
+        Method::Update,
+        "again, 60 s after the last"
+    );
+    // a far end without UPDATE is refreshed with a re-INVITE carrying our SDP
+    let mut lab = Lab::new();
+    call_answered_with_timer(&mut lab, "120;refresher=uac", "INVITE, ACK, BYE, CANCEL");
+    lab.advance(Duration::from_secs(60));
+    let refresh = lab.one_request();
+    assert_eq!(refresh.method, Method::Invite);
+    assert_eq!(refresh.body, OFFER);
+    assert_eq!(refresh.headers.get("Session-Expires"), Some("120;refresher=uac"));
+}
+
+#[test]
+fn an_unanswered_refresh_ends_the_call() {
+    let mut lab = Lab::new();
+    call_answered_with_timer(&mut lab, "120;refresher=uac", "UPDATE");
+    lab.advance(Duration::from_secs(60));
+    let refresh = lab.one_request();
+    assert_eq!(refresh.method, Method::Update);
+    // the UPDATE times out (Timer F) and nothing else refreshes: over before 120 s
+    lab.advance(Duration::from_secs(40));
+    let sent = lab.requests();
+    assert!(sent.iter().any(|r| r.method == Method::Bye), "{sent:#?}");
+    assert!(lab.states().contains(&CallState::Completed));
+}
+
+#[test]
+fn when_the_far_end_refreshes_we_watch_and_end_a_session_it_let_expire() {
+    let mut lab = Lab::new();
+    let (_, invite) = call_answered_with_timer(&mut lab, "120;refresher=uas", "UPDATE");
+    let call_id = invite.headers.call_id().unwrap().to_owned();
+    let ours = invite.headers.from().unwrap().tag().unwrap().to_owned();
+    lab.advance(Duration::from_secs(50));
+    assert!(lab.requests().is_empty(), "they refresh, not us");
+    // their refresh: we answer with the timer and start counting again
+    let mut update = Lab::far_request("UPDATE", "r1", &call_id, 5, Some(&ours), b"");
+    update = update.replace(
+        "Content-Length: 0",
+        "Session-Expires: 120;refresher=uac\r\nContent-Length: 0",
+    );
+    lab.feed(update.as_bytes());
+    let ok = lab.responses().remove(0);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uac"));
+    lab.advance(Duration::from_secs(87));
+    assert!(lab.requests().is_empty(), "120 s less 32 s after their refresh");
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(lab.one_request().method, Method::Bye);
+    let states = lab.states();
+    assert_eq!(states, vec![CallState::Completed]);
+}
+
+#[test]
+fn a_422_makes_us_ask_again_with_its_min_se() {
+    let mut lab = Lab::new();
+    lab.ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    lab.respond(&invite, 422, &[("Min-SE", "3600")], b"");
+    let again: Vec<Request> = lab
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::Invite)
+        .collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0].headers.get("Session-Expires"), Some("3600"));
+    assert_eq!(again[0].headers.get("Min-SE"), Some("3600"));
+    assert_eq!(
+        again[0].headers.cseq().unwrap().seq,
+        invite.headers.cseq().unwrap().seq + 1
+    );
+    assert!(!lab.states().iter().any(|s| s.is_final()));
+}
+
+#[test]
+fn as_uas_we_refuse_short_intervals_and_agree_to_the_callers_timer() {
+    let mut lab = Lab::new();
+    let short = Lab::far_request("INVITE", "s1", "short", 1, None, FAR_SDP)
+        .replace("Content-Type", "Session-Expires: 60\r\nContent-Type");
+    lab.feed(short.as_bytes());
+    let resps = lab.responses();
+    assert_eq!(status_of(&resps), vec![100, 422]);
+    assert_eq!(resps[1].headers.get("Min-SE"), Some("90"));
+    assert!(lab.events().is_empty(), "nothing rang");
+
+    let invite = Lab::far_request("INVITE", "s2", "timed", 1, None, FAR_SDP).replace(
+        "Content-Type",
+        "Session-Expires: 120\r\nSupported: timer\r\nContent-Type",
+    );
+    lab.feed(invite.as_bytes());
+    let tag = lab.responses()[1].headers.to().unwrap().tag().unwrap().to_owned();
+    let call = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.accept_call(lab.now, call, OFFER.to_vec()).unwrap();
+    let ok = lab.responses().remove(0);
+    assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uac"));
+    assert_eq!(ok.headers.get("Require"), Some("timer"));
+    lab.feed(Lab::far_request("ACK", "a2", "timed", 1, Some(&tag), b"").as_bytes());
+    lab.events();
+    lab.advance(Duration::from_secs(89));
+    let sent = lab.requests();
+    assert!(
+        sent.iter().any(|r| r.method == Method::Bye),
+        "the caller never refreshed: {sent:#?}"
+    );
+}
+
+#[test]
+fn require_timer_is_served_and_unknown_extensions_still_get_420() {
+    let mut lab = Lab::new();
+    let invite = Lab::far_request("INVITE", "q1", "req", 1, None, FAR_SDP).replace(
+        "Content-Type",
+        "Require: timer\r\nSession-Expires: 1800\r\nContent-Type",
+    );
+    lab.feed(invite.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 180]);
+    let other = Lab::far_request("INVITE", "q2", "req2", 1, None, FAR_SDP)
+        .replace("Content-Type", "Require: timer, foo\r\nContent-Type");
+    lab.feed(other.as_bytes());
+    let resps = lab.responses();
+    assert_eq!(status_of(&resps), vec![100, 420]);
+    assert_eq!(resps[1].headers.get("Unsupported"), Some("foo"));
+}
