@@ -667,3 +667,34 @@ async fn session_timer_a_session_the_far_end_stops_refreshing_ends_with_bye() {
     assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
     lab.settled().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_early_media_is_pracked_then_answered() {
+    let lab = CallLab::start(56);
+    let mut uas = lab.uas("uas_100rel_early_media", "1001", &["-d", "500"]);
+    let (mut b, _) = lab.browser().await;
+    call(&mut b, "1001").await;
+    wait_call_state(&mut b, "earlyMedia", WAIT).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let_the_ack_through().await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.errors());
+    assert_eq!(uas.received("PRACK "), 1, "one PRACK: {}", uas.messages());
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_requiring_100rel_gets_a_reliable_180() {
+    let lab = CallLab::start(57);
+    let (mut b, user) = lab.browser().await;
+    let mut uac = lab.uac(0, "uac_require_100rel", &user, &["-d", "1000"]);
+    b.wait_for("incomingCall", |_| true, WAIT).await;
+    // ring a little: the 180 is PRACKed meanwhile
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(b.request("accept", json!({})).await["result"], json!({}));
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    lab.settled().await;
+}

@@ -220,6 +220,12 @@ pub struct Call {
     too_small: u32,
     /// The far end accepts UPDATE (its Allow said so): refreshes go as UPDATE.
     peer_allows_update: bool,
+    /// As caller: the RSeq of the last reliable provisional response we PRACKed.
+    last_rseq: Option<u32>,
+    /// As callee: our reliable 180 (the caller requires 100rel), until PRACKed.
+    reliable: Option<Reliable>,
+    /// As callee: the RSeq the caller PRACKed (a retransmitted PRACK is answered 200).
+    acked_rseq: Option<u32>,
     timer: Option<(Instant, Timer)>,
     requests: Vec<(Request, Target)>,
     responses: Vec<(ServerKey, Response)>,
@@ -260,6 +266,9 @@ impl Call {
             refresh_sent: false,
             too_small: 0,
             peer_allows_update: false,
+            last_rseq: None,
+            reliable: None,
+            acked_rseq: None,
             timer: None,
             requests: Vec::new(),
             responses: Vec::new(),
@@ -297,10 +306,13 @@ impl Call {
             .push("CSeq", format!("{} INVITE", rng.u32(1..10_000)));
         invite.headers.push("Contact", format!("<{contact}>"));
         invite.headers.push("Allow", ALLOW);
-        if let Some(timer) = &config.session_timer {
-            invite.headers.push("Supported", "timer");
-            invite.headers.push("Session-Expires", timer.expires.to_string());
-            invite.headers.push("Min-SE", timer.min_se.to_string());
+        match &config.session_timer {
+            Some(timer) => {
+                invite.headers.push("Supported", "100rel, timer");
+                invite.headers.push("Session-Expires", timer.expires.to_string());
+                invite.headers.push("Min-SE", timer.min_se.to_string());
+            }
+            None => invite.headers.push("Supported", "100rel"),
         }
         invite.headers.push("User-Agent", config.user_agent.clone());
         invite.headers.push("Content-Type", "application/sdp");
@@ -342,7 +354,15 @@ impl Call {
         call.local_tag = random_token(rng, 12);
         call.invite_server = Some(key.clone());
         call.timer = Some((now + config.no_answer_timeout, Timer::NoAnswer));
-        let ringing = call.response(180, "Ringing", config);
+        let mut ringing = call.response(180, "Ringing", config);
+        if requires(&call.invite.headers, "100rel") {
+            // RFC 3262: the caller requires our provisional responses to be reliable
+            let rseq = rng.u32(1..1 << 30);
+            ringing.headers.push("Require", "100rel");
+            ringing.headers.push("RSeq", rseq.to_string());
+            call.reliable = Some(Reliable::new(now, rseq, key.clone(), ringing.clone()));
+        }
+        call.early = Dialog::for_uas(&call.invite, &call.local_tag, 0).ok();
         call.responses.push((key, ringing));
         call.events.push(CallEvent::Incoming {
             from: caller,
@@ -408,6 +428,8 @@ impl Call {
         let dialog = Dialog::for_uas(&self.invite, &self.local_tag, 1)
             .map_err(|_| CallError::WrongState("bad INVITE"))?;
         self.dialog = Some(dialog);
+        self.early = None;
+        self.reliable = None;
         self.responses.push((key, ok));
         self.phase = Phase::Answered;
         self.timer = None;
@@ -651,6 +673,21 @@ impl Call {
                 if self.early.is_none() && resp.status > 100 {
                     self.early = Dialog::for_uac(&self.invite, resp).ok();
                 }
+                if resp.status > 100 && requires(&resp.headers, "100rel") {
+                    let Some(rseq) = resp
+                        .headers
+                        .get("RSeq")
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                    else {
+                        return;
+                    };
+                    if self.last_rseq.is_some_and(|last| rseq <= last) {
+                        // a retransmission: PRACKed already, nothing new in it
+                        return;
+                    }
+                    self.last_rseq = Some(rseq);
+                    self.send_prack(rseq, config, rng);
+                }
                 if resp.status == 100 || !matches!(self.phase, Phase::Inviting) {
                     return;
                 }
@@ -728,6 +765,10 @@ impl Call {
             return;
         };
         let seq = self.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        if let Some(early) = &self.early {
+            // PRACKs and UPDATEs already used CSeq numbers in the early dialog
+            dialog.local_seq = dialog.local_seq.max(early.local_seq);
+        }
         let (ack, target) = dialog.request(Method::Ack, Some(seq), config, rng);
         self.last_ack = Some((ack.clone(), target));
         self.requests.push((ack, target));
@@ -1068,6 +1109,7 @@ impl Call {
             }
             (Method::Invite, Some(key)) => self.on_reinvite(now, key, req, config),
             (Method::Update, Some(key)) => self.on_update(now, key, req, config),
+            (Method::Prack, Some(key)) => self.on_prack(key, req, config),
             (Method::Info, Some(key)) => {
                 let ok = self.plain_response(req, 200, "OK", config);
                 self.responses.push((key, ok));
@@ -1134,7 +1176,11 @@ impl Call {
     fn on_update(&mut self, now: Instant, key: ServerKey, req: &Request, config: &UaConfig) {
         let refuse = if matches!(self.phase, Phase::Closing) {
             Some((481, "Call/Transaction Does Not Exist"))
-        } else if self.pending_offer.is_some() {
+        } else if self.pending_offer.is_some()
+            || (matches!(self.phase, Phase::Offered) && !req.body.is_empty())
+        {
+            // an offer of theirs is still unanswered (a re-INVITE's, or the ringing
+            // INVITE's, answered only in our 200): RFC 3311 §5.2
             Some((500, "Server Internal Error"))
         } else if !req.body.is_empty() && (self.reinvite_in_flight() || self.awaiting_answer()) {
             // our offer is out: theirs crosses it (RFC 3311 §5.2)
@@ -1287,6 +1333,35 @@ impl Call {
         }
     }
 
+    /// PRACK (RFC 3262) for the reliable provisional response `rseq`, in the early dialog.
+    fn send_prack(&mut self, rseq: u32, config: &UaConfig, rng: &mut fastrand::Rng) {
+        let invite_seq = self.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let Some(early) = self.early.as_mut() else { return };
+        let (mut prack, target) = early.request(Method::Prack, None, config, rng);
+        prack.headers.push("RAck", format!("{rseq} {invite_seq} INVITE"));
+        prack.headers.push("User-Agent", config.user_agent.clone());
+        self.send(prack, target);
+    }
+
+    /// The caller's PRACK for our reliable 180: stop sending it.
+    fn on_prack(&mut self, key: ServerKey, req: &Request, config: &UaConfig) {
+        let rack = req
+            .headers
+            .get("RAck")
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        let ours = self.reliable.as_ref().map(|r| r.rseq).or(self.acked_rseq);
+        let (code, reason) = if rack.is_some() && rack == ours {
+            if self.reliable.take().is_some() {
+                self.acked_rseq = rack;
+            }
+            (200, "OK")
+        } else {
+            (481, "Call/Transaction Does Not Exist")
+        };
+        let resp = self.plain_response(req, code, reason, config);
+        self.responses.push((key, resp));
+    }
+
     /// Our INVITE's offer has no answer yet (none came in an 18x).
     fn awaiting_answer(&self) -> bool {
         matches!(self.phase, Phase::Inviting) && self.early_sdp_seen.is_none()
@@ -1336,6 +1411,9 @@ impl Call {
         if self.session.is_some_and(|(_, at)| at <= now) {
             self.on_session_timer(now, config, rng);
         }
+        if self.reliable.as_ref().is_some_and(|r| r.next <= now) {
+            self.on_reliable_timer(now, config);
+        }
         let Some((at, timer)) = self.timer else {
             self.maybe_end();
             return;
@@ -1374,11 +1452,35 @@ impl Call {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let session = self.session.map(|(_, at)| at);
-        match (self.timer.map(|(at, _)| at), session) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.timer.map(|(at, _)| at),
+            self.session.map(|(_, at)| at),
+            self.reliable.as_ref().map(|r| r.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Sends our reliable 180 again, or refuses the INVITE when it was never PRACKed.
+    fn on_reliable_timer(&mut self, now: Instant, config: &UaConfig) {
+        let Some(r) = self.reliable.as_mut() else { return };
+        if now >= r.give_up {
+            self.reliable = None;
+            if matches!(self.phase, Phase::Offered) {
+                self.reject(504, "Server Time-out", config);
+                self.set_status(
+                    CallState::Failed,
+                    Some(504),
+                    Some("no PRACK from the caller".into()),
+                );
+            }
+            return;
         }
+        r.interval = (r.interval * 2).min(Duration::from_secs(4));
+        r.next = (now + r.interval).min(r.give_up);
+        let again = (r.key.clone(), r.response.clone());
+        self.responses.push(again);
     }
 
     fn maybe_end(&mut self) {
@@ -1459,6 +1561,41 @@ impl Call {
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
         self.events.drain(..)
     }
+}
+
+/// A reliable provisional response of ours (RFC 3262 §3): sent again at T1, 2*T1…
+/// until PRACKed; after 64*T1 without one, the INVITE is refused.
+#[derive(Debug)]
+struct Reliable {
+    rseq: u32,
+    key: ServerKey,
+    response: Response,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+impl Reliable {
+    const T1: Duration = Duration::from_millis(500);
+
+    fn new(now: Instant, rseq: u32, key: ServerKey, response: Response) -> Reliable {
+        Reliable {
+            rseq,
+            key,
+            response,
+            next: now + Self::T1,
+            interval: Self::T1,
+            give_up: now + Self::T1 * 64,
+        }
+    }
+}
+
+/// Whether a message's Require lists `option_tag`.
+fn requires(headers: &crate::message::Headers, option_tag: &str) -> bool {
+    headers
+        .get_all("Require")
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option_tag))
 }
 
 /// Whether a message's Allow lists UPDATE.

@@ -21,7 +21,7 @@ use crate::transport::{Target, Transmit, Transport};
 use crate::trust::TrustedSource;
 
 /// Methods we implement, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
 
 /// Static settings of the user agent.
 #[derive(Debug, Clone)]
@@ -635,15 +635,21 @@ impl UserAgent {
 
     /// Whether we support the SIP extension `option-tag` (for Require and Supported).
     fn supports(&self, option_tag: &str) -> bool {
-        option_tag.eq_ignore_ascii_case("timer") && self.config.session_timer.is_some()
+        option_tag.eq_ignore_ascii_case("100rel")
+            || (option_tag.eq_ignore_ascii_case("timer") && self.config.session_timer.is_some())
     }
 
     fn options_answer(&mut self, req: &Request) -> Response {
         let mut resp = self.response(req, 200, "OK");
         resp.headers.push("Allow", ALLOW);
-        if self.config.session_timer.is_some() {
-            resp.headers.push("Supported", "timer");
-        }
+        resp.headers.push(
+            "Supported",
+            if self.config.session_timer.is_some() {
+                "100rel, timer"
+            } else {
+                "100rel"
+            },
+        );
         resp.headers.push("Accept", "application/sdp");
         resp
     }

@@ -663,6 +663,11 @@ impl Sipp {
         std::fs::read_to_string(self.out.path().join(format!("{}.msgs", self.name))).unwrap_or_default()
     }
 
+    /// What sipp reported as unexpected or failed (-trace_err).
+    pub fn errors(&self) -> String {
+        std::fs::read_to_string(self.out.path().join(format!("{}.errors", self.name))).unwrap_or_default()
+    }
+
     /// How many messages sipp received whose first line starts with `start_line`
     /// (e.g. "BYE ", "SIP/2.0 487").
     pub fn received(&self, start_line: &str) -> usize {

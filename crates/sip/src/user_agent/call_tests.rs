@@ -1073,7 +1073,7 @@ fn call_answered_with_timer(lab: &mut Lab, se: &str, allow: &str) -> (CallRef, R
         .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
         .unwrap();
     let invite = lab.one_request();
-    assert_eq!(invite.headers.get("Supported"), Some("timer"));
+    assert_eq!(invite.headers.get("Supported"), Some("100rel, timer"));
     assert_eq!(invite.headers.get("Session-Expires"), Some("1800"));
     lab.respond(
         &invite,
@@ -1229,4 +1229,111 @@ fn require_timer_is_served_and_unknown_extensions_still_get_420() {
     let resps = lab.responses();
     assert_eq!(status_of(&resps), vec![100, 420]);
     assert_eq!(resps[1].headers.get("Unsupported"), Some("foo"));
+}
+
+#[test]
+fn as_caller_reliable_provisional_responses_are_pracked_once() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    assert!(invite.headers.get("Supported").unwrap().contains("100rel"));
+    let reliable = [
+        ("Contact", "<sip:1000@127.0.0.1:5070>"),
+        ("Record-Route", "<sip:127.0.0.1:5060;lr>"),
+        ("Require", "100rel"),
+        ("RSeq", "7"),
+    ];
+    lab.respond(&invite, 183, &reliable, FAR_SDP);
+    let prack = lab.one_request();
+    assert_eq!(prack.method, Method::Prack);
+    assert_eq!(
+        prack.uri.to_string(),
+        "sip:1000@127.0.0.1:5070",
+        "to the early dialog's target"
+    );
+    let invite_seq = invite.headers.cseq().unwrap().seq;
+    assert_eq!(
+        prack.headers.get("RAck"),
+        Some(format!("7 {invite_seq} INVITE").as_str())
+    );
+    assert!(lab.call_events().contains(&CallEvent::RemoteSdp {
+        sdp: FAR_SDP.to_vec(),
+        early: true
+    }));
+    // a retransmission (our PRACK crossed it) is neither PRACKed nor reported again
+    lab.respond(&invite, 183, &reliable, FAR_SDP);
+    assert!(lab.requests().is_empty());
+    assert!(lab.call_events().is_empty());
+    lab.respond(&prack, 200, &[], b"");
+    lab.respond(&invite, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    lab.requests();
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let bye = lab.one_request();
+    assert!(
+        bye.headers.cseq().unwrap().seq > prack.headers.cseq().unwrap().seq,
+        "CSeq goes on from the early dialog's PRACK"
+    );
+}
+
+fn invite_requiring_100rel(branch: &str, call_id: &str) -> String {
+    Lab::far_request("INVITE", branch, call_id, 1, None, FAR_SDP).replace(
+        "Content-Type",
+        "Supported: 100rel\r\nRequire: 100rel\r\nContent-Type",
+    )
+}
+
+#[test]
+fn as_callee_our_180_is_reliable_when_the_caller_requires_it() {
+    let mut lab = Lab::new();
+    lab.feed(invite_requiring_100rel("r1", "rel").as_bytes());
+    let resps = lab.responses();
+    assert_eq!(status_of(&resps), vec![100, 180]);
+    let ringing = &resps[1];
+    assert_eq!(ringing.headers.get("Require"), Some("100rel"));
+    let rseq: u32 = ringing.headers.get("RSeq").unwrap().parse().unwrap();
+    let tag = ringing.headers.to().unwrap().tag().unwrap().to_owned();
+    assert!(matches!(lab.call_events()[0], CallEvent::Incoming { .. }));
+    // sent again until PRACKed
+    lab.advance(Duration::from_millis(500));
+    assert_eq!(status_of(&lab.responses()), vec![180]);
+    lab.advance(Duration::from_millis(1000));
+    assert_eq!(status_of(&lab.responses()), vec![180]);
+    let prack = Lab::far_request("PRACK", "p1", "rel", 2, Some(&tag), b"").replace(
+        "Content-Length",
+        &format!("RAck: {rseq} 1 INVITE\r\nContent-Length"),
+    );
+    lab.feed(prack.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    lab.advance(Duration::from_secs(5));
+    assert!(lab.responses().is_empty(), "no more 180s");
+    // a PRACK for something we never sent
+    let wrong = Lab::far_request("PRACK", "p2", "rel", 3, Some(&tag), b"").replace(
+        "Content-Length",
+        &format!("RAck: {} 1 INVITE\r\nContent-Length", rseq + 1),
+    );
+    lab.feed(wrong.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![481]);
+    let call = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.accept_call(lab.now, call, OFFER.to_vec()).unwrap();
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+}
+
+#[test]
+fn as_callee_a_reliable_180_never_pracked_fails_the_call_after_64_t1() {
+    let mut lab = Lab::new();
+    lab.feed(invite_requiring_100rel("r1", "norack").as_bytes());
+    lab.responses();
+    lab.events();
+    lab.advance(Duration::from_secs(33));
+    let resps = lab.responses();
+    assert!(
+        resps.iter().filter(|r| r.status == 180).count() >= 6,
+        "{:?}",
+        status_of(&resps)
+    );
+    assert_eq!(resps.last().unwrap().status, 504);
+    assert!(lab.states().contains(&CallState::Failed));
 }
