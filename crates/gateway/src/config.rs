@@ -581,63 +581,50 @@ impl Config {
     /// Checks everything and resolves addresses. `env` looks up environment
     /// variables (a parameter so tests need not touch the process environment).
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        // [http]
-        let mut tokens: Vec<String> = self.http.tokens.clone();
-        if let Some(extra) = env(ENV_TOKENS) {
-            tokens.extend(
-                extra
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-        if tokens.iter().any(|t| t.len() < 16) {
-            return Err(ConfigError::new(
-                "http.tokens",
-                "every token must be at least 16 characters",
-            ));
-        }
-        let ws_ping_interval = secs("http.ws_ping_interval", self.http.ws_ping_interval, false)?;
-        let ws_idle_timeout = secs("http.ws_idle_timeout", self.http.ws_idle_timeout, false)?;
-        if ws_idle_timeout <= ws_ping_interval {
-            return Err(ConfigError::new(
-                "http.ws_idle_timeout",
-                "must be longer than http.ws_ping_interval",
-            ));
-        }
+        let (ws_ping_interval, ws_idle_timeout) = self.http.ws_timing()?;
         let (http_limits, session_limits) = self.http.limits()?;
+        let (ua, sip_tcp) = self.user_agent()?;
+        let domain = self.pool.domain(&ua.registrar_uri)?;
+        let (media_timeouts, media_ip) = (self.media.timeouts()?, self.media_ip(&ua.advertise_host)?);
+        Ok(Settings {
+            tls: self.http.tls()?,
+            pbx: self.embedded_pbx(&ua.registrar_uri)?,
+            http_listen: self.http.listen,
+            tokens: self.http.tokens(&env)?,
+            ws_ping_interval,
+            ws_idle_timeout,
+            http_limits,
+            session_limits,
+            sip_listen: self.sip.listen,
+            sip_tcp,
+            accounts: self.pool.accounts(&domain, &env)?,
+            ua,
+            admission_wait: secs("pool.admission_wait", self.pool.admission_wait, true)?,
+            dial_pattern: self.calls.dial_pattern()?,
+            reject_code: self.calls.reject_code()?,
+            max_calls: (self.calls.max_concurrent > 0).then_some(self.calls.max_concurrent),
+            drain_timeout: secs("http.drain_timeout", self.http.drain_timeout, true)?,
+            rtp_ports: parse_port_range(&self.media.rtp_ports)
+                .map_err(|p| ConfigError::new("media.rtp_ports", p))?,
+            media_ip,
+            symmetric_rtp: self.media.symmetric_rtp,
+            media_timeouts,
+            sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
+            browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
+        })
+    }
 
-        // [sip]
+    /// `[sip]` (with the embedded PBX's constraints) and `[calls]`' timers: what the
+    /// SIP user agent runs with, and the limits of SIP over TCP.
+    fn user_agent(&self) -> Result<(UaConfig, crate::sip_transport::TcpLimits), ConfigError> {
         let transport = Transport::parse(&self.sip.transport).ok_or_else(|| {
             ConfigError::new(
                 "sip.transport",
                 format!("{:?} is not \"udp\" or \"tcp\"", self.sip.transport),
             )
         })?;
-        let advertise_host = match &self.sip.advertise {
-            Some(a) => {
-                let a = a.trim();
-                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == ':' && !a.starts_with('['))
-                {
-                    return Err(ConfigError::new(
-                        "sip.advertise",
-                        format!("{a:?} is not a host name or address"),
-                    ));
-                }
-                a.to_owned()
-            }
-            None if self.sip.listen.ip().is_unspecified() => {
-                return Err(ConfigError::new(
-                    "sip.advertise",
-                    "required when sip.listen is a wildcard address (which address should peers use?)",
-                ));
-            }
-            None => host_text(self.sip.listen.ip()),
-        };
         // no registrar: the embedded PBX is the registrar
-        let embedded = self.sip.registrar.is_none();
-        if embedded {
+        if self.sip.registrar.is_none() {
             if !self.pbx.listen.ip().is_loopback() {
                 return Err(ConfigError::new(
                     "pbx.listen",
@@ -667,7 +654,6 @@ impl Config {
             ));
         }
         let keepalive_interval = secs("sip.keepalive_interval", self.sip.keepalive_interval, true)?;
-        let keepalive_timeout = secs("sip.keepalive_timeout", self.sip.keepalive_timeout, false)?;
         let retry_min = secs("sip.retry_min", self.sip.retry_min, false)?;
         let retry_max = secs("sip.retry_max", self.sip.retry_max, false)?;
         if retry_max < retry_min {
@@ -680,41 +666,168 @@ impl Config {
             return Err(ConfigError::new("sip.user_agent", "must be one non-empty line"));
         }
         let (protection, sip_tcp) = self.sip.protection()?;
+        let ua = UaConfig {
+            transport,
+            advertise_host: self.sip.advertise_host()?,
+            advertise_port: self.sip.listen.port(),
+            registrar_uri,
+            registrar,
+            outbound_proxy,
+            expires: self.sip.expires,
+            keepalive_interval: (!keepalive_interval.is_zero()).then_some(keepalive_interval),
+            keepalive_timeout: secs("sip.keepalive_timeout", self.sip.keepalive_timeout, false)?,
+            retry_min,
+            retry_max,
+            user_agent: self.sip.user_agent.clone(),
+            no_answer_timeout: secs("calls.no_answer_timeout", self.calls.no_answer_timeout, false)?,
+            session_timer: self.calls.session_timer()?,
+            timers: Timers::default(),
+            protection,
+        };
+        Ok((ua, sip_tcp))
+    }
 
-        // [pool]
-        let domain = match &self.pool.domain {
-            Some(d) => {
-                let d = d.trim();
-                if d.is_empty() || d.contains(|c: char| c.is_whitespace() || "<>@;\"".contains(c)) {
+    /// The embedded PBX, when no registrar is configured.
+    fn embedded_pbx(&self, registrar_uri: &Uri) -> Result<Option<EmbeddedPbx>, ConfigError> {
+        if self.sip.registrar.is_some() {
+            return Ok(None);
+        }
+        let mut users = Vec::new();
+        for (i, a) in self.pbx.users.iter().enumerate() {
+            let password = a
+                .password
+                .clone()
+                .ok_or_else(|| ConfigError::new(&format!("pbx.users[{i}].password"), "missing"))?;
+            users.push((a.user.trim().to_owned(), password));
+        }
+        Ok(Some(EmbeddedPbx {
+            listen: self.pbx.listen,
+            domain: domain_for_pbx(&self.pool.domain, registrar_uri),
+            users,
+            extensions: self.pbx.extensions,
+        }))
+    }
+
+    /// The address written into SDP: the advertised host if it is an address, else
+    /// the SIP listening address.
+    fn media_ip(&self, advertise_host: &str) -> Result<IpAddr, ConfigError> {
+        match advertise_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => Ok(ip),
+            Err(_) if !self.sip.listen.ip().is_unspecified() => Ok(self.sip.listen.ip()),
+            Err(_) => Err(ConfigError::new(
+                "sip.advertise",
+                "must be an IP address when sip.listen is a wildcard (it goes into SDP)",
+            )),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The API tokens, from the file and `SIPLINE_HTTP_TOKENS`.
+    fn tokens(&self, env: &impl Fn(&str) -> Option<String>) -> Result<Vec<String>, ConfigError> {
+        let mut tokens: Vec<String> = self.tokens.clone();
+        if let Some(extra) = env(ENV_TOKENS) {
+            tokens.extend(
+                extra
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        if tokens.iter().any(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "http.tokens",
+                "every token must be at least 16 characters",
+            ));
+        }
+        Ok(tokens)
+    }
+
+    /// WebSocket ping interval and idle timeout.
+    fn ws_timing(&self) -> Result<(Duration, Duration), ConfigError> {
+        let ping = secs("http.ws_ping_interval", self.ws_ping_interval, false)?;
+        let idle = secs("http.ws_idle_timeout", self.ws_idle_timeout, false)?;
+        if idle <= ping {
+            return Err(ConfigError::new(
+                "http.ws_idle_timeout",
+                "must be longer than http.ws_ping_interval",
+            ));
+        }
+        Ok((ping, idle))
+    }
+
+    /// HTTPS certificate and key, both or neither, readable.
+    fn tls(&self) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                for (key, path) in [("http.tls_cert", c), ("http.tls_key", k)] {
+                    if std::fs::metadata(path).is_err() {
+                        return Err(ConfigError::new(key, format!("cannot read {}", path.display())));
+                    }
+                }
+                Ok(Some((c.clone(), k.clone())))
+            }
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::new("http.tls_key", "missing (tls_cert is set)")),
+            (None, Some(_)) => Err(ConfigError::new("http.tls_cert", "missing (tls_key is set)")),
+        }
+    }
+}
+
+impl SipConfig {
+    /// The host written into Via and Contact.
+    fn advertise_host(&self) -> Result<String, ConfigError> {
+        match &self.advertise {
+            Some(a) => {
+                let a = a.trim();
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == ':' && !a.starts_with('['))
+                {
                     return Err(ConfigError::new(
-                        "pool.domain",
-                        format!("{d:?} is not a SIP domain"),
+                        "sip.advertise",
+                        format!("{a:?} is not a host name or address"),
                     ));
                 }
-                d.to_owned()
+                Ok(a.to_owned())
             }
-            None => registrar_uri.host.clone(),
+            None if self.listen.ip().is_unspecified() => Err(ConfigError::new(
+                "sip.advertise",
+                "required when sip.listen is a wildcard address (which address should peers use?)",
+            )),
+            None => Ok(host_text(self.listen.ip())),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The accounts' SIP domain: configured, or the registrar's host.
+    fn domain(&self, registrar_uri: &Uri) -> Result<String, ConfigError> {
+        let Some(d) = &self.domain else {
+            return Ok(registrar_uri.host.clone());
         };
-        let pbx = if embedded {
-            let mut users = Vec::new();
-            for (i, a) in self.pbx.users.iter().enumerate() {
-                let password = a
-                    .password
-                    .clone()
-                    .ok_or_else(|| ConfigError::new(&format!("pbx.users[{i}].password"), "missing"))?;
-                users.push((a.user.trim().to_owned(), password));
-            }
-            Some(EmbeddedPbx {
-                listen: self.pbx.listen,
-                domain: domain_for_pbx(&self.pool.domain, &registrar_uri),
-                users,
-                extensions: self.pbx.extensions,
-            })
-        } else {
-            None
-        };
+        let d = d.trim();
+        if d.is_empty() || d.contains(|c: char| c.is_whitespace() || "<>@;\"".contains(c)) {
+            return Err(ConfigError::new(
+                "pool.domain",
+                format!("{d:?} is not a SIP domain"),
+            ));
+        }
+        Ok(d.to_owned())
+    }
+
+    /// Every account of the pool: the range, then the listed ones (passwords from the
+    /// environment first), each user once.
+    fn accounts(
+        &self,
+        domain: &str,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Account>, ConfigError> {
         let mut accounts = Vec::new();
-        if let Some(r) = &self.pool.range {
+        if let Some(r) = &self.range {
             if r.from > r.to {
                 return Err(ConfigError::new("pool.range", "from must not be greater than to"));
             }
@@ -728,43 +841,12 @@ impl Config {
                     password: user.clone(),
                     user,
                     display_name: None,
-                    domain: domain.clone(),
+                    domain: domain.to_owned(),
                 });
             }
         }
-        for (i, a) in self.pool.accounts.iter().enumerate() {
-            let key = |k: &str| format!("pool.accounts[{i}].{k}");
-            let user = a.user.trim();
-            if user.is_empty()
-                || !user
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c))
-            {
-                return Err(ConfigError::new(
-                    &key("user"),
-                    format!("{user:?} is not a valid SIP user name"),
-                ));
-            }
-            let password = env(&env_password_var(user))
-                .or_else(|| a.password.clone())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        &key("password"),
-                        format!("missing (set it here or in {})", env_password_var(user)),
-                    )
-                })?;
-            if let Some(d) = &a.display_name
-                && d.contains(['\r', '\n'])
-            {
-                return Err(ConfigError::new(&key("display_name"), "must be one line"));
-            }
-            accounts.push(Account {
-                user: user.to_owned(),
-                auth_user: a.auth_user.clone().unwrap_or_else(|| user.to_owned()),
-                password,
-                display_name: a.display_name.clone().filter(|d| !d.is_empty()),
-                domain: domain.clone(),
-            });
+        for (i, a) in self.accounts.iter().enumerate() {
+            accounts.push(a.resolve(i, domain, env)?);
         }
         if accounts.is_empty() {
             return Err(ConfigError::new(
@@ -781,96 +863,79 @@ impl Config {
                 ));
             }
         }
+        Ok(accounts)
+    }
+}
 
-        // [calls]
-        // Always anchored as a whole: "^1000|9.*$" must mean 1000 or 9…, never "9 anywhere".
-        let anchored = format!("^(?:{})$", self.calls.dial_pattern);
-        let dial_pattern = regex::Regex::new(&anchored)
-            .map_err(|e| ConfigError::new("calls.dial_pattern", format!("not a regular expression: {e}")))?;
-        if !(400..=699).contains(&self.calls.reject_code) {
+impl AccountConfig {
+    /// `pool.accounts[i]`, checked.
+    fn resolve(
+        &self,
+        i: usize,
+        domain: &str,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Account, ConfigError> {
+        let key = |k: &str| format!("pool.accounts[{i}].{k}");
+        let user = self.user.trim();
+        if user.is_empty()
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c))
+        {
+            return Err(ConfigError::new(
+                &key("user"),
+                format!("{user:?} is not a valid SIP user name"),
+            ));
+        }
+        let password = env(&env_password_var(user))
+            .or_else(|| self.password.clone())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    &key("password"),
+                    format!("missing (set it here or in {})", env_password_var(user)),
+                )
+            })?;
+        if let Some(d) = &self.display_name
+            && d.contains(['\r', '\n'])
+        {
+            return Err(ConfigError::new(&key("display_name"), "must be one line"));
+        }
+        Ok(Account {
+            user: user.to_owned(),
+            auth_user: self.auth_user.clone().unwrap_or_else(|| user.to_owned()),
+            password,
+            display_name: self.display_name.clone().filter(|d| !d.is_empty()),
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+impl CallsConfig {
+    /// The dial pattern, always anchored as a whole: "^1000|9.*$" must mean 1000 or
+    /// 9…, never "9 anywhere".
+    fn dial_pattern(&self) -> Result<regex::Regex, ConfigError> {
+        let anchored = format!("^(?:{})$", self.dial_pattern);
+        regex::Regex::new(&anchored)
+            .map_err(|e| ConfigError::new("calls.dial_pattern", format!("not a regular expression: {e}")))
+    }
+
+    fn reject_code(&self) -> Result<u16, ConfigError> {
+        if !(400..=699).contains(&self.reject_code) {
             return Err(ConfigError::new(
                 "calls.reject_code",
                 "must be a SIP status between 400 and 699",
             ));
         }
-        let no_answer_timeout = secs("calls.no_answer_timeout", self.calls.no_answer_timeout, false)?;
+        Ok(self.reject_code)
+    }
+}
 
-        // [media]
-        let rtp_ports =
-            parse_port_range(&self.media.rtp_ports).map_err(|p| ConfigError::new("media.rtp_ports", p))?;
-        let media_ip = match advertise_host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
-            Ok(ip) => ip,
-            Err(_) if !self.sip.listen.ip().is_unspecified() => self.sip.listen.ip(),
-            Err(_) => {
-                return Err(ConfigError::new(
-                    "sip.advertise",
-                    "must be an IP address when sip.listen is a wildcard (it goes into SDP)",
-                ));
-            }
-        };
-
-        let tls = match (&self.http.tls_cert, &self.http.tls_key) {
-            (Some(c), Some(k)) => {
-                for (key, path) in [("http.tls_cert", c), ("http.tls_key", k)] {
-                    if std::fs::metadata(path).is_err() {
-                        return Err(ConfigError::new(key, format!("cannot read {}", path.display())));
-                    }
-                }
-                Some((c.clone(), k.clone()))
-            }
-            (None, None) => None,
-            (Some(_), None) => return Err(ConfigError::new("http.tls_key", "missing (tls_cert is set)")),
-            (None, Some(_)) => return Err(ConfigError::new("http.tls_cert", "missing (tls_key is set)")),
-        };
-        Ok(Settings {
-            tls,
-            pbx,
-            http_listen: self.http.listen,
-            tokens,
-            ws_ping_interval,
-            ws_idle_timeout,
-            http_limits,
-            session_limits,
-            sip_listen: self.sip.listen,
-            sip_tcp,
-            ua: UaConfig {
-                transport,
-                advertise_host,
-                advertise_port: self.sip.listen.port(),
-                registrar_uri,
-                registrar,
-                outbound_proxy,
-                expires: self.sip.expires,
-                keepalive_interval: (!keepalive_interval.is_zero()).then_some(keepalive_interval),
-                keepalive_timeout,
-                retry_min,
-                retry_max,
-                user_agent: self.sip.user_agent.clone(),
-                no_answer_timeout,
-                session_timer: self.calls.session_timer()?,
-                timers: Timers::default(),
-                protection,
-            },
-            accounts,
-            admission_wait: secs("pool.admission_wait", self.pool.admission_wait, true)?,
-            dial_pattern,
-            reject_code: self.calls.reject_code,
-            max_calls: (self.calls.max_concurrent > 0).then_some(self.calls.max_concurrent),
-            drain_timeout: secs("http.drain_timeout", self.http.drain_timeout, true)?,
-            rtp_ports,
-            media_ip,
-            symmetric_rtp: self.media.symmetric_rtp,
-            media_timeouts: sipline_media::watchdog::Timeouts {
-                active: Some(secs("media.timeout", self.media.timeout, true)?).filter(|d| !d.is_zero()),
-                held: Some(secs("media.hold_timeout", self.media.hold_timeout, true)?)
-                    .filter(|d| !d.is_zero()),
-            },
-            sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
-            browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
+impl MediaConfig {
+    /// How long a call's media may be silent, active and on hold (0: never ends it).
+    fn timeouts(&self) -> Result<sipline_media::watchdog::Timeouts, ConfigError> {
+        Ok(sipline_media::watchdog::Timeouts {
+            active: Some(secs("media.timeout", self.timeout, true)?).filter(|d| !d.is_zero()),
+            held: Some(secs("media.hold_timeout", self.hold_timeout, true)?).filter(|d| !d.is_zero()),
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod services;
 pub mod session;
 pub mod session_guard;
 pub mod sip_driver;
+pub mod sip_handle;
 pub mod sip_transport;
 
 use std::io;

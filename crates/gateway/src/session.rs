@@ -121,18 +121,58 @@ fn text(s: String) -> Message {
     Message::Text(s.into())
 }
 
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
 /// Runs one browser session to its end.
 pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     let conn = gw.next_conn.fetch_add(1, Ordering::Relaxed);
     let _count = SessionCount::new(&gw.sessions);
     tracing::info!(conn, %peer, "browser connected");
-    let (mut sink, mut stream) = socket.split();
+    let (mut sink, stream) = socket.split();
+    let Some((place, mut lease)) = admit(&gw, &mut sink, conn, peer).await else {
+        return;
+    };
+    let account = lease.account().clone();
+    tracing::info!(conn, user = %account.user, "account leased");
+    say_hello(&gw, &mut sink, &account).await;
+    // the browser's media leg, negotiated as soon as it sends its offer
+    let (media_tx, media_events) = mpsc::unbounded_channel();
+    let media = start_media(&gw, conn, media_tx);
+    let Ok((line, events)) = gw.sip.add_line(account.clone(), media.clone()).await else {
+        tracing::error!(conn, "SIP task gone");
+        return;
+    };
+    let mut session = Session::new(Arc::clone(&gw), conn, account, line, media, sink, stream);
+    let mut events = events;
+    let why = session.serve(&mut events, media_events).await;
+    let removed = session.removed;
+    let user = session.account.user.clone();
+    tracing::info!(conn, %user, reason = %why, "browser disconnected");
+    session.close().await;
+    drop(place);
+    // Unregister, and free the account only once the PBX has forgotten the binding;
+    // a newcomer may wait for it meanwhile.
+    lease.releasing();
+    if !removed {
+        unregister(&gw, line, &mut events, conn, &user).await;
+    }
+    drop(lease);
+    tracing::info!(conn, %user, "account released");
+}
 
+/// A place among the sessions and an account, or the browser told why not (and None).
+async fn admit(
+    gw: &Gateway,
+    sink: &mut Sink,
+    conn: u64,
+    peer: SocketAddr,
+) -> Option<(crate::per_ip::Place, crate::pool::Lease)> {
     if gw.is_draining() {
         counters::inc(Counter::Draining);
         tracing::info!(conn, "draining: not admitted");
-        close_with(&mut sink, CLOSE_SERVICE_RESTART, "draining: connect again").await;
-        return;
+        close_with(sink, CLOSE_SERVICE_RESTART, "draining: connect again").await;
+        return None;
     }
     let place = match gw.session_places.take(peer.ip()) {
         Ok(place) => place,
@@ -143,19 +183,21 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             };
             counters::inc(counter);
             peer_warn!(Kind::Browser, conn, %peer, "{reason}: connection limit");
-            refuse_admission(&mut sink, reason).await;
-            return;
+            refuse_admission(sink, reason).await;
+            return None;
         }
     };
-    let Some(mut lease) = gw.pool.lease_or_wait(gw.settings.admission_wait).await else {
+    let Some(lease) = gw.pool.lease_or_wait(gw.settings.admission_wait).await else {
         tracing::info!(conn, "no free account: connection limit");
-        refuse_admission(&mut sink, "connection limit").await;
+        refuse_admission(sink, "connection limit").await;
         tracing::info!(conn, "browser disconnected (connection limit)");
-        return;
+        return None;
     };
-    let account = lease.account().clone();
-    tracing::info!(conn, user = %account.user, "account leased");
+    Some((place, lease))
+}
 
+/// `registrationStateChanged` (accepted) and `sipUserNameReceived`.
+async fn say_hello(gw: &Gateway, sink: &mut Sink, account: &sipline_sip::Account) {
     let hello = [
         Notification::RegistrationStateChanged {
             state: RegistrationState::Accepted,
@@ -171,10 +213,12 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
             break;
         }
     }
+}
 
-    // the browser's media leg, negotiated as soon as it sends its offer
-    let (media_tx, mut media_events) = mpsc::unbounded_channel();
-    let media = match gw.rtp.allocate() {
+/// The session's media task on its own port (None, and calls without audio, when no
+/// port is free).
+fn start_media(gw: &Gateway, conn: u64, events: mpsc::UnboundedSender<MediaEvent>) -> Option<MediaHandle> {
+    match gw.rtp.allocate() {
         Ok(ports) => Some(media_session::spawn(
             gw.settings.media_ip,
             ports,
@@ -183,269 +227,378 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
                 codecs: gw.settings.browser_codecs.clone(),
                 timeouts: gw.settings.media_timeouts,
             },
-            media_tx,
+            events,
         )),
         Err(e) => {
             tracing::warn!(conn, error = %e, "no port for the browser's media: calls without audio");
             None
         }
-    };
-    let Ok((line, mut events)) = gw.sip.add_line(account.clone(), media.clone()).await else {
-        tracing::error!(conn, "SIP task gone");
-        return;
-    };
-    let mut answered_at: Option<(sipline_sip::CallRef, Instant)> = None;
-    let mut status: Option<LineStatus> = None;
-    let ping_every = gw.settings.ws_ping_interval;
-    let idle = gw.settings.ws_idle_timeout;
-    let mut next_ping = Instant::now() + ping_every;
-    let mut silent_until = Instant::now() + idle;
-    let mut removed = false;
-    let mut guard = SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now());
-    let ends_at = guard.ends_at().map(Instant::from_std);
-    // the session's time is up (or the node drains), and it closes as soon as no call runs
-    let mut time_up = false;
-    let mut draining = gw.draining.subscribe();
-    let mut leaving: Option<(u16, &'static str)> = None;
-    let mut must_leave = false;
-    let mut close: Option<(u16, &'static str)> = None;
-    let mut later = futures_util::stream::FuturesUnordered::<LaterReply>::new();
+    }
+}
 
-    let why = loop {
+/// Asks the SIP task to remove the line and waits (bounded) until it is unregistered.
+async fn unregister(
+    gw: &Gateway,
+    line: sipline_sip::LineId,
+    events: &mut mpsc::UnboundedReceiver<LineEvent>,
+    conn: u64,
+    user: &str,
+) {
+    gw.sip.remove_line(line);
+    let deadline = Instant::now() + UNREGISTER_GRACE;
+    loop {
         tokio::select! {
-            frame = stream.next() => {
-                let msg = match frame {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) if is_too_big(&e) => {
-                        counters::inc(Counter::FrameTooBig);
-                        peer_warn!(Kind::Browser, conn, "frame over the API's limit: closing");
-                        close = Some((CLOSE_MESSAGE_TOO_BIG, "frame too big: at most 64 KiB"));
-                        break "sent a frame over the limit".to_owned();
-                    }
-                    Some(Err(e)) => break format!("connection error: {e}"),
-                    None => break "connection lost".to_owned(),
-                };
-                silent_until = Instant::now() + idle;
-                let reply = match msg {
-                    Message::Text(t) => match guard.on_request(std::time::Instant::now()) {
-                        Verdict::Serve => {
-                            let line = LineContext {
-                                gw: &gw,
-                                line,
-                                account: &account,
-                                status: status.as_ref(),
-                                media: media.as_ref(),
-                            };
-                            match handle_text(t.as_str(), &line, &mut guard).await {
-                                Reply::Now(reply) => reply,
-                                Reply::Later(reply) => {
-                                    later.push(reply);
-                                    None
-                                }
-                            }
-                        }
-                        Verdict::Refuse(error) => Some(error_json(&request_id(t.as_str()), &error)),
-                        Verdict::Close(code, reason) => {
-                            peer_warn!(Kind::Browser, conn, user = %account.user, "{reason}: closing");
-                            close = Some((code, reason));
-                            break reason.to_owned();
-                        }
-                    },
-                    Message::Binary(_) => Some(error_json(
-                        &Value::Null,
-                        &RpcError::new(codes::INVALID_REQUEST, "Invalid Request: binary frames are not supported"),
-                    )),
-                    Message::Close(_) => break "closed by browser".to_owned(),
-                    Message::Ping(_) | Message::Pong(_) => None,
-                };
-                if let Some(r) = reply
-                    && sink.send(text(r)).await.is_err()
-                {
-                    break "send failed".to_owned();
-                }
-            }
-            Some(reply) = later.next(), if !later.is_empty() => {
-                if let Some(r) = reply
-                    && sink.send(text(r)).await.is_err()
-                {
-                    break "send failed".to_owned();
-                }
-            }
             ev = events.recv() => match ev {
-                Some(LineEvent::Call(notice)) => {
-                    if let CallNotice::State { call, status } = &notice
-                        && status.state == sipline_sip::CallState::InCall
-                    {
-                        answered_at = Some((*call, Instant::now()));
-                    }
-                    let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
-                    if sink.send(text(call_notification(notice).to_json())).await.is_err() {
-                        break "send failed".to_owned();
-                    }
-                    if over && let Some((code, reason)) = leaving {
-                        close = Some((code, reason));
-                        break reason.to_owned();
+                Some(LineEvent::Removed) | None => break,
+                Some(LineEvent::Status(_) | LineEvent::Call(_)) => {}
+            },
+            _ = sleep_until(deadline) => {
+                tracing::warn!(conn, %user, "line did not unregister in time");
+                break;
+            }
+        }
+    }
+}
+
+/// Whether the session goes on after an input.
+enum Flow {
+    Go,
+    /// Over, for this reason (logged).
+    Stop(String),
+}
+
+/// One admitted browser: its socket, its line and what it may still do.
+struct Session {
+    gw: Arc<Gateway>,
+    conn: u64,
+    account: sipline_sip::Account,
+    line: sipline_sip::LineId,
+    media: Option<MediaHandle>,
+    sink: Sink,
+    stream: Stream,
+    guard: SessionGuard,
+    status: Option<LineStatus>,
+    /// The current call and when it was answered (to log the first audio's delay).
+    answered_at: Option<(sipline_sip::CallRef, Instant)>,
+    /// Replies waiting for the far end (`hold`).
+    later: futures_util::stream::FuturesUnordered<LaterReply>,
+    /// Told to go (session length, draining): now if no call runs, else when it ends.
+    leaving: Option<(u16, &'static str)>,
+    /// The close frame to send, if the session ends with one.
+    close: Option<(u16, &'static str)>,
+    /// The SIP task already removed the line.
+    removed: bool,
+}
+
+impl Session {
+    fn new(
+        gw: Arc<Gateway>,
+        conn: u64,
+        account: sipline_sip::Account,
+        line: sipline_sip::LineId,
+        media: Option<MediaHandle>,
+        sink: Sink,
+        stream: Stream,
+    ) -> Session {
+        let guard = SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now());
+        Session {
+            gw,
+            conn,
+            account,
+            line,
+            media,
+            sink,
+            stream,
+            guard,
+            status: None,
+            answered_at: None,
+            later: futures_util::stream::FuturesUnordered::new(),
+            leaving: None,
+            close: None,
+            removed: false,
+        }
+    }
+
+    /// Serves the browser until the session ends; returns why.
+    async fn serve(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<LineEvent>,
+        mut media_events: mpsc::UnboundedReceiver<MediaEvent>,
+    ) -> String {
+        let ping_every = self.gw.settings.ws_ping_interval;
+        let idle = self.gw.settings.ws_idle_timeout;
+        let mut next_ping = Instant::now() + ping_every;
+        let mut silent_until = Instant::now() + idle;
+        let ends_at = self.guard.ends_at().map(Instant::from_std);
+        let mut time_up = false;
+        let mut draining = self.gw.draining.subscribe();
+        loop {
+            let mut must_leave = false;
+            let flow = tokio::select! {
+                frame = self.stream.next() => {
+                    silent_until = Instant::now() + idle;
+                    self.on_frame(frame).await
+                }
+                Some(reply) = self.later.next(), if !self.later.is_empty() => match reply {
+                    Some(r) => self.send(r).await,
+                    None => Flow::Go,
+                },
+                ev = events.recv() => self.on_line_event(ev).await,
+                Some(ev) = media_events.recv() => self.on_media_event(ev).await,
+                _ = sleep_until(next_ping) => {
+                    next_ping = Instant::now() + ping_every;
+                    match self.sink.send(Message::Ping(Default::default())).await {
+                        Ok(()) => Flow::Go,
+                        Err(_) => Flow::Stop("ping failed".to_owned()),
                     }
                 }
-                Some(LineEvent::Status(s)) => {
-                    let n = Notification::PhoneLineStateChanged {
-                        state: s.state.into(),
-                        code: s.code,
-                        reason: s.reason.clone(),
-                    };
-                    status = Some(s);
-                    if sink.send(text(n.to_json())).await.is_err() {
-                        break "send failed".to_owned();
-                    }
+                _ = sleep_until(silent_until) => Flow::Stop(format!("silent for {} s (no pong)", idle.as_secs_f64())),
+                _ = sleep_until(ends_at.unwrap_or_else(Instant::now)), if ends_at.is_some() && !time_up => {
+                    time_up = true;
+                    counters::inc(Counter::SessionLength);
+                    self.leaving.get_or_insert((CLOSE_GOING_AWAY, "session length limit reached"));
+                    must_leave = true;
+                    Flow::Go
                 }
-                Some(LineEvent::Removed) | None => {
-                    removed = true;
-                    break "line removed".to_owned();
+                Ok(()) = draining.changed() => {
+                    if *draining.borrow() {
+                        self.leaving.get_or_insert((CLOSE_SERVICE_RESTART, "draining: connect again"));
+                        must_leave = true;
+                    }
+                    Flow::Go
+                }
+            };
+            if let Flow::Stop(why) = flow {
+                return why;
+            }
+            if must_leave && let Some(why) = self.leave_if_idle().await {
+                return why;
+            }
+        }
+    }
+
+    /// Told to go: now if no call runs (the reason), else when it ends.
+    async fn leave_if_idle(&mut self) -> Option<String> {
+        let (code, reason) = self.leaving?;
+        if matches!(self.gw.sip.call_info(self.line).await, Ok(None) | Err(_)) {
+            self.close = Some((code, reason));
+            return Some(reason.to_owned());
+        }
+        tracing::info!(conn = self.conn, user = %self.account.user, reason, "closing when the call ends");
+        None
+    }
+
+    async fn send(&mut self, frame: String) -> Flow {
+        match self.sink.send(text(frame)).await {
+            Ok(()) => Flow::Go,
+            Err(_) => Flow::Stop("send failed".to_owned()),
+        }
+    }
+
+    async fn notify(&mut self, n: Notification) -> Flow {
+        self.send(n.to_json()).await
+    }
+
+    /// A frame from the browser (or the end of its connection).
+    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Flow {
+        let msg = match frame {
+            Some(Ok(m)) => m,
+            Some(Err(e)) if is_too_big(&e) => {
+                counters::inc(Counter::FrameTooBig);
+                peer_warn!(
+                    Kind::Browser,
+                    conn = self.conn,
+                    "frame over the API's limit: closing"
+                );
+                self.close = Some((CLOSE_MESSAGE_TOO_BIG, "frame too big: at most 64 KiB"));
+                return Flow::Stop("sent a frame over the limit".to_owned());
+            }
+            Some(Err(e)) => return Flow::Stop(format!("connection error: {e}")),
+            None => return Flow::Stop("connection lost".to_owned()),
+        };
+        let reply = match msg {
+            Message::Text(t) => match self.guard.on_request(std::time::Instant::now()) {
+                Verdict::Serve => self.serve_request(t.as_str()).await,
+                Verdict::Refuse(error) => Some(error_json(&request_id(t.as_str()), &error)),
+                Verdict::Close(code, reason) => {
+                    peer_warn!(Kind::Browser, conn = self.conn, user = %self.account.user, "{reason}: closing");
+                    self.close = Some((code, reason));
+                    return Flow::Stop(reason.to_owned());
                 }
             },
-            Some(ev) = media_events.recv() => {
-                let n = match ev {
-                    MediaEvent::Dtmf { call, digit, from: Side::Sip, .. } => Some(Notification::DtmfReceived {
-                        call_id: call_id(call),
-                        digit: digit.to_string(),
-                        method: DtmfMethod::Rfc4733,
-                    }),
-                    MediaEvent::Dtmf { digit, needs_info, .. } => {
-                        if needs_info {
-                            gw.sip.info_dtmf(line, digit);
-                        }
-                        None
-                    }
-                    MediaEvent::Stats(stats) => {
-                        let CallStats { call, browser, browser_codec, sip, sip_codec } = *stats;
-                        Some(Notification::CallStats {
-                            call_id: call_id(call),
-                            browser: leg_stats(browser, browser_codec),
-                            sip: leg_stats(sip, sip_codec),
-                        })
-                    }
-                    MediaEvent::FirstAudio { call, far_end_at } => {
-                        if let Some((c, at)) = answered_at
-                            && c == call
-                        {
-                            // how long the far end took to send, and what sipline added
-                            let far_end = far_end_at.saturating_duration_since(at.into_std());
-                            tracing::info!(
-                                conn,
-                                %call,
-                                ms = at.elapsed().as_secs_f64() * 1000.0,
-                                far_end_ms = far_end.as_secs_f64() * 1000.0,
-                                "first audio to the browser after the answer"
-                            );
-                        }
-                        None
-                    }
-                    MediaEvent::MediaTimeout { call, reason } => {
-                        tracing::info!(conn, user = %account.user, %call, %reason, "ending the call");
-                        gw.sip.end_call(line, reason);
-                        None
-                    }
-                    MediaEvent::Connected => {
-                        tracing::info!(conn, "browser media connected");
-                        None
-                    }
-                    MediaEvent::Disconnected => {
-                        tracing::info!(conn, "browser media disconnected");
-                        None
-                    }
-                };
-                if let Some(n) = n
-                    && sink.send(text(n.to_json())).await.is_err()
-                {
-                    break "send failed".to_owned();
-                }
-            }
-            _ = sleep_until(next_ping) => {
-                next_ping = Instant::now() + ping_every;
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break "ping failed".to_owned();
-                }
-            }
-            _ = sleep_until(silent_until) => {
-                break format!("silent for {} s (no pong)", idle.as_secs_f64());
-            }
-            _ = sleep_until(ends_at.unwrap_or_else(Instant::now)), if ends_at.is_some() && !time_up => {
-                time_up = true;
-                counters::inc(Counter::SessionLength);
-                leaving.get_or_insert((CLOSE_GOING_AWAY, "session length limit reached"));
-                must_leave = true;
-            }
-            Ok(()) = draining.changed() => {
-                if *draining.borrow() {
-                    leaving.get_or_insert((CLOSE_SERVICE_RESTART, "draining: connect again"));
-                    must_leave = true;
-                }
-            }
-        }
-        // told to go: now if no call runs, else when it ends (above)
-        if std::mem::take(&mut must_leave)
-            && let Some((code, reason)) = leaving
-        {
-            if matches!(gw.sip.call_info(line).await, Ok(None) | Err(_)) {
-                close = Some((code, reason));
-                break reason.to_owned();
-            }
-            tracing::info!(conn, user = %account.user, reason, "closing when the call ends");
-        }
-    };
-    tracing::info!(conn, user = %account.user, reason = %why, "browser disconnected");
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
+            Message::Binary(_) => Some(error_json(
+                &Value::Null,
+                &RpcError::new(
+                    codes::INVALID_REQUEST,
+                    "Invalid Request: binary frames are not supported",
+                ),
+            )),
+            Message::Close(_) => return Flow::Stop("closed by browser".to_owned()),
+            Message::Ping(_) | Message::Pong(_) => None,
         };
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
-        // Read (and drop) what the browser still sends until its own close: closing a
-        // socket with unread data resets it, and the browser would lose our last frames.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-            while let Some(Ok(m)) = stream.next().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        match reply {
+            Some(r) => self.send(r).await,
+            None => Flow::Go,
+        }
     }
-    // completes the closing handshake when the browser started one
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
-    drop(sink);
-    drop(stream);
-    drop(place);
 
-    // Unregister, and free the account only once the PBX has forgotten the binding;
-    // a newcomer may wait for it meanwhile.
-    lease.releasing();
-    if !removed {
-        gw.sip.remove_line(line);
-        let deadline = Instant::now() + UNREGISTER_GRACE;
-        loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(LineEvent::Removed) | None => break,
-                    Some(LineEvent::Status(_) | LineEvent::Call(_)) => {}
-                },
-                _ = sleep_until(deadline) => {
-                    tracing::warn!(conn, user = %account.user, "line did not unregister in time");
-                    break;
-                }
+    /// One JSON-RPC request: its reply now, or later (queued) when it waits for the far end.
+    async fn serve_request(&mut self, frame: &str) -> Option<String> {
+        let ctx = LineContext {
+            gw: &self.gw,
+            line: self.line,
+            account: &self.account,
+            status: self.status.as_ref(),
+            media: self.media.as_ref(),
+        };
+        match handle_text(frame, &ctx, &mut self.guard).await {
+            Reply::Now(reply) => reply,
+            Reply::Later(reply) => {
+                self.later.push(reply);
+                None
             }
         }
     }
-    drop(lease);
-    tracing::info!(conn, user = %account.user, "account released");
+
+    /// What the SIP task says of the line and its calls.
+    async fn on_line_event(&mut self, ev: Option<LineEvent>) -> Flow {
+        match ev {
+            Some(LineEvent::Call(notice)) => {
+                if let CallNotice::State { call, status } = &notice
+                    && status.state == sipline_sip::CallState::InCall
+                {
+                    self.answered_at = Some((*call, Instant::now()));
+                }
+                let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
+                if let Flow::Stop(why) = self.notify(call_notification(notice)).await {
+                    return Flow::Stop(why);
+                }
+                match self.leaving {
+                    Some((code, reason)) if over => {
+                        self.close = Some((code, reason));
+                        Flow::Stop(reason.to_owned())
+                    }
+                    _ => Flow::Go,
+                }
+            }
+            Some(LineEvent::Status(s)) => {
+                let n = Notification::PhoneLineStateChanged {
+                    state: s.state.into(),
+                    code: s.code,
+                    reason: s.reason.clone(),
+                };
+                self.status = Some(s);
+                self.notify(n).await
+            }
+            Some(LineEvent::Removed) | None => {
+                self.removed = true;
+                Flow::Stop("line removed".to_owned())
+            }
+        }
+    }
+
+    /// What the media task says: DTMF, statistics, timeouts, connection changes.
+    async fn on_media_event(&mut self, ev: MediaEvent) -> Flow {
+        let (conn, line) = (self.conn, self.line);
+        let n = match ev {
+            MediaEvent::Dtmf {
+                call,
+                digit,
+                from: Side::Sip,
+                ..
+            } => Some(Notification::DtmfReceived {
+                call_id: call_id(call),
+                digit: digit.to_string(),
+                method: DtmfMethod::Rfc4733,
+            }),
+            MediaEvent::Dtmf {
+                digit, needs_info, ..
+            } => {
+                if needs_info {
+                    self.gw.sip.info_dtmf(line, digit);
+                }
+                None
+            }
+            MediaEvent::Stats(stats) => {
+                let CallStats {
+                    call,
+                    browser,
+                    browser_codec,
+                    sip,
+                    sip_codec,
+                } = *stats;
+                Some(Notification::CallStats {
+                    call_id: call_id(call),
+                    browser: leg_stats(browser, browser_codec),
+                    sip: leg_stats(sip, sip_codec),
+                })
+            }
+            MediaEvent::FirstAudio { call, far_end_at } => {
+                if let Some((c, at)) = self.answered_at
+                    && c == call
+                {
+                    // how long the far end took to send, and what sipline added
+                    let far_end = far_end_at.saturating_duration_since(at.into_std());
+                    tracing::info!(
+                        conn,
+                        %call,
+                        ms = at.elapsed().as_secs_f64() * 1000.0,
+                        far_end_ms = far_end.as_secs_f64() * 1000.0,
+                        "first audio to the browser after the answer"
+                    );
+                }
+                None
+            }
+            MediaEvent::MediaTimeout { call, reason } => {
+                tracing::info!(conn, user = %self.account.user, %call, %reason, "ending the call");
+                self.gw.sip.end_call(line, reason);
+                None
+            }
+            MediaEvent::Connected => {
+                tracing::info!(conn, "browser media connected");
+                None
+            }
+            MediaEvent::Disconnected => {
+                tracing::info!(conn, "browser media disconnected");
+                None
+            }
+        };
+        match n {
+            Some(n) => self.notify(n).await,
+            None => Flow::Go,
+        }
+    }
+
+    /// Sends the close frame (if any) and lets the browser finish the handshake.
+    async fn close(mut self) {
+        if let Some((code, reason)) = self.close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+            // Read (and drop) what the browser still sends until its own close: closing a
+            // socket with unread data resets it, and the browser would lose our last frames.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while let Some(Ok(m)) = self.stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        // completes the closing handshake when the browser started one
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.sink.close()).await;
+    }
 }
 
 /// Tells a browser it was not admitted (`connectionLimit`) and closes with 1013.
-async fn refuse_admission(sink: &mut SplitSink<WebSocket, Message>, reason: &str) {
+async fn refuse_admission(sink: &mut Sink, reason: &str) {
     let n = Notification::RegistrationStateChanged {
         state: RegistrationState::ConnectionLimit,
     };
@@ -453,7 +606,7 @@ async fn refuse_admission(sink: &mut SplitSink<WebSocket, Message>, reason: &str
     close_with(sink, CLOSE_TRY_AGAIN_LATER, reason).await;
 }
 
-async fn close_with(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code,

@@ -5,8 +5,8 @@
 //! and routes events to the session that owns each line. Every decision about a call
 //! is the controller's (crates/call); this module is I/O and dispatch.
 //!
-//! Sessions talk to it through a cloneable [`SipHandle`]; nothing else touches SIP
-//! state, so there are no locks around it.
+//! Sessions talk to it through a cloneable [`SipHandle`] (`sip_handle`); nothing else
+//! touches SIP state, so there are no locks around it.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,236 +16,17 @@ use std::time::{Duration, Instant};
 
 use sipline_call::{CallControlError, GatewayCall, MediaAction, Notice, Output, SipAction};
 use sipline_media::sdp::LocalMedia;
-use sipline_sip::{
-    Account, CallError, CallEvent, CallRef, CallState, CallStatus, Event, LineId, LineStatus, UaConfig,
-    UaStats, UserAgent,
-};
+use sipline_sip::{CallError, CallEvent, CallRef, Event, LineId, UaConfig, UserAgent};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::DtmfMethod;
 use crate::counters::{self, Counter};
 use crate::media::{ParkedPorts, RtpPortPool};
 use crate::media_session::{MediaCommand, MediaHandle};
 use crate::peer_log::Kind;
 use crate::peer_warn;
+use crate::sip_handle::Command;
+pub use crate::sip_handle::{CallInfo, CallNotice, DriverStats, LineEvent, SipGone, SipHandle};
 use crate::sip_transport::{Received, SipTransport, TcpLimits};
-
-/// What a session hears about its line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineEvent {
-    Status(LineStatus),
-    Call(CallNotice),
-    /// The line is unregistered and gone: its account may be released.
-    Removed,
-}
-
-/// What a session hears about its line's calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallNotice {
-    Incoming {
-        call: CallRef,
-        from: String,
-        display_name: Option<String>,
-    },
-    State {
-        call: CallRef,
-        status: CallStatus,
-    },
-    Error {
-        call: Option<CallRef>,
-        code: Option<u16>,
-        reason: String,
-    },
-    /// A key press from the far end (SIP INFO; RFC 4733 ones come from the media session).
-    Dtmf {
-        call: CallRef,
-        digit: char,
-        method: DtmfMethod,
-    },
-}
-
-/// A call as the session may ask about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallInfo {
-    pub call: CallRef,
-    pub peer: String,
-    pub incoming: bool,
-    pub state: CallState,
-}
-
-/// Counts for `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DriverStats {
-    pub ua: UaStats,
-    pub rtp_ports_in_use: usize,
-}
-
-enum Command {
-    AddLine {
-        account: Account,
-        events: mpsc::UnboundedSender<LineEvent>,
-        media: Option<MediaHandle>,
-        reply: oneshot::Sender<LineId>,
-    },
-    RemoveLine(LineId),
-    PlaceCall {
-        line: LineId,
-        number: String,
-        reply: oneshot::Sender<Result<CallRef, CallControlError>>,
-    },
-    Accept {
-        line: LineId,
-        reply: oneshot::Sender<Result<(), CallControlError>>,
-    },
-    HangUp {
-        line: LineId,
-        code: u16,
-        /// What the browser is told, when not the usual.
-        why: Option<String>,
-        reply: oneshot::Sender<Result<(), CallControlError>>,
-    },
-    CallInfo {
-        line: LineId,
-        reply: oneshot::Sender<Option<CallInfo>>,
-    },
-    Dtmf {
-        line: LineId,
-        digits: String,
-        reply: oneshot::Sender<Result<(), CallControlError>>,
-    },
-    /// A key press the browser sent itself, for a far end that needs it as INFO.
-    InfoDtmf {
-        line: LineId,
-        digit: char,
-    },
-    Hold {
-        line: LineId,
-        on: bool,
-        reply: oneshot::Sender<Result<(), CallControlError>>,
-    },
-    Stats(oneshot::Sender<DriverStats>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// A handle on the SIP task.
-#[derive(Clone)]
-pub struct SipHandle {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-/// The SIP task is gone (only during shutdown).
-#[derive(Debug)]
-pub struct SipGone;
-
-impl std::fmt::Display for SipGone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the gateway is shutting down")
-    }
-}
-
-impl SipHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SipGone> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).map_err(|_| SipGone)?;
-        rx.await.map_err(|_| SipGone)
-    }
-
-    /// Starts registering `account`; its events arrive on the returned receiver. Calls
-    /// on the line bridge their media through `media` when there is one.
-    pub async fn add_line(
-        &self,
-        account: Account,
-        media: Option<MediaHandle>,
-    ) -> Result<(LineId, mpsc::UnboundedReceiver<LineEvent>), SipGone> {
-        let (events, rx) = mpsc::unbounded_channel();
-        let id = self
-            .ask(|reply| Command::AddLine {
-                account,
-                events,
-                media,
-                reply,
-            })
-            .await?;
-        Ok((id, rx))
-    }
-
-    pub async fn dtmf(&self, line: LineId, digits: String) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::Dtmf { line, digits, reply }).await
-    }
-
-    pub fn info_dtmf(&self, line: LineId, digit: char) {
-        let _ = self.commands.send(Command::InfoDtmf { line, digit });
-    }
-
-    /// Puts the far end on hold (`on`) or takes it off. The command leaves at once; the
-    /// returned future resolves when the far end has answered (or refused).
-    pub fn hold(
-        &self,
-        line: LineId,
-        on: bool,
-    ) -> impl Future<Output = Result<Result<(), CallControlError>, SipGone>> + Send + 'static {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.commands.send(Command::Hold { line, on, reply }).is_ok();
-        async move {
-            if !sent {
-                return Err(SipGone);
-            }
-            rx.await.map_err(|_| SipGone)
-        }
-    }
-
-    /// Unregisters a line (ending its call first); [`LineEvent::Removed`] follows.
-    pub fn remove_line(&self, line: LineId) {
-        let _ = self.commands.send(Command::RemoveLine(line));
-    }
-
-    pub async fn place_call(
-        &self,
-        line: LineId,
-        number: String,
-    ) -> Result<Result<CallRef, CallControlError>, SipGone> {
-        self.ask(|reply| Command::PlaceCall { line, number, reply }).await
-    }
-
-    pub async fn accept(&self, line: LineId) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::Accept { line, reply }).await
-    }
-
-    pub async fn hang_up(&self, line: LineId, code: u16) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::HangUp {
-            line,
-            code,
-            why: None,
-            reply,
-        })
-        .await
-    }
-
-    /// Ends the line's call for a reason of the gateway's own (a media timeout), which
-    /// the browser is told in the call's final state.
-    pub fn end_call(&self, line: LineId, why: String) {
-        let (reply, _) = oneshot::channel();
-        let _ = self.commands.send(Command::HangUp {
-            line,
-            code: 480,
-            why: Some(why),
-            reply,
-        });
-    }
-
-    pub async fn call_info(&self, line: LineId) -> Result<Option<CallInfo>, SipGone> {
-        self.ask(|reply| Command::CallInfo { line, reply }).await
-    }
-
-    pub async fn stats(&self) -> Result<DriverStats, SipGone> {
-        self.ask(Command::Stats).await
-    }
-
-    /// Unregisters every line (bounded in time) and stops the task.
-    pub async fn shutdown(&self) {
-        let _ = self.ask(Command::Shutdown).await;
-    }
-}
 
 /// Binds the SIP sockets and starts the SIP task.
 pub async fn start(

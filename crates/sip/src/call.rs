@@ -392,6 +392,11 @@ impl Call {
         self.dialog.as_ref()
     }
 
+    /// Our tag in the call's dialogs (From of our INVITE, To of our answers).
+    pub fn local_tag(&self) -> &str {
+        &self.local_tag
+    }
+
     /// The server transaction of the INVITE we received.
     pub fn invite_server_key(&self) -> Option<ServerKey> {
         self.invite_server.clone()

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod call;
+pub mod deadlines;
 pub mod dialog;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,11 +6,12 @@
 //! [`UserAgent::poll_event`] and [`UserAgent::poll_timeout`] say what to send, what
 //! happened and when to call again.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::call::{Call, CallError, CallEvent, CallRef};
+use crate::deadlines::Deadlines;
 use crate::keepalive::{Keepalive, Reachability, Transition};
 use crate::message::{Message, Method, Request, Response, Uri};
 use crate::rate::TokenBucket;
@@ -255,6 +256,22 @@ pub struct UserAgent {
     counters: UaCounters,
     next_line: u64,
     next_call: u64,
+    /// When each line and call next needs the clock.
+    timers: Deadlines<Timed>,
+    /// Calls by our tag (From of our INVITEs, To of our answers): in-dialog requests
+    /// find their call without a scan.
+    by_local_tag: HashMap<String, CallRef>,
+    /// Incoming calls by the branch of their INVITE: CANCELs and ACK timeouts.
+    by_invite_branch: HashMap<String, CallRef>,
+    /// Lines by the user part of their Contact: new INVITEs.
+    by_user: HashMap<String, LineId>,
+}
+
+/// What has a deadline in the user agent (besides transactions and the keepalive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Timed {
+    Line(LineId),
+    Call(CallRef),
 }
 
 impl UserAgent {
@@ -278,6 +295,10 @@ impl UserAgent {
             counters: UaCounters::default(),
             next_line: 1,
             next_call: 1,
+            timers: Deadlines::default(),
+            by_local_tag: HashMap::new(),
+            by_invite_branch: HashMap::new(),
+            by_user: HashMap::new(),
         }
     }
 
@@ -291,6 +312,9 @@ impl UserAgent {
         self.next_line += 1;
         let mut registration = Registration::new(account, &self.config, &mut self.rng);
         registration.start(now, &self.config, &mut self.rng);
+        if let Some(user) = &registration.contact().user {
+            self.by_user.insert(user.clone(), id);
+        }
         self.lines.insert(
             id,
             Line {
@@ -354,7 +378,7 @@ impl UserAgent {
             &mut self.rng,
         )?;
         self.next_call += 1;
-        self.calls.insert(id, call);
+        self.insert_call(id, call);
         if let Some(l) = self.lines.get_mut(&line) {
             l.call = Some(id);
         }
@@ -656,14 +680,39 @@ impl UserAgent {
 
     /// The call whose INVITE a CANCEL with this key cancels.
     fn cancel_target(&self, key: &ServerKey) -> Option<CallRef> {
-        self.calls
-            .iter()
-            .find(|(_, c)| c.is_cancel_target(key))
-            .map(|(id, _)| *id)
+        let id = *self.by_invite_branch.get(&key.branch)?;
+        self.calls.get(&id)?.is_cancel_target(key).then_some(id)
     }
 
     fn call_in_dialog(&self, req: &Request) -> Option<CallRef> {
-        self.calls.iter().find(|(_, c)| c.matches(req)).map(|(id, _)| *id)
+        let to = req.headers.to().ok()?;
+        let id = *self.by_local_tag.get(to.tag()?)?;
+        self.calls.get(&id)?.matches(req).then_some(id)
+    }
+
+    /// Adds a call and indexes it.
+    fn insert_call(&mut self, id: CallRef, call: Call) {
+        self.by_local_tag.insert(call.local_tag().to_owned(), id);
+        if let Some(key) = call.invite_server_key() {
+            self.by_invite_branch.insert(key.branch, id);
+        }
+        self.calls.insert(id, call);
+    }
+
+    /// Forgets a call, its indexes and its timer.
+    fn remove_call(&mut self, id: CallRef) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        if self.by_local_tag.get(call.local_tag()) == Some(&id) {
+            self.by_local_tag.remove(call.local_tag());
+        }
+        if let Some(key) = call.invite_server_key()
+            && self.by_invite_branch.get(&key.branch) == Some(&id)
+        {
+            self.by_invite_branch.remove(&key.branch);
+        }
+        self.timers.set(Timed::Call(id), None);
     }
 
     fn call_request(&mut self, now: Instant, id: CallRef, key: ServerKey, req: &Request) {
@@ -675,11 +724,17 @@ impl UserAgent {
 
     /// A new INVITE: ring the line its Request-URI names (our Contact), or refuse.
     fn incoming_invite(&mut self, now: Instant, key: ServerKey, req: Request) {
-        let line = self
-            .lines
-            .iter()
-            .find(|(_, l)| l.registration.contact().user == req.uri.user && !l.registration.is_stopping())
-            .map(|(id, _)| *id);
+        let line = req
+            .uri
+            .user
+            .as_ref()
+            .and_then(|user| self.by_user.get(user))
+            .copied()
+            .filter(|id| {
+                self.lines.get(id).is_some_and(|l| {
+                    l.registration.contact().user == req.uri.user && !l.registration.is_stopping()
+                })
+            });
         let Some(line) = line else {
             self.reply(now, &key, &req, 404, "Not Found");
             return;
@@ -698,7 +753,7 @@ impl UserAgent {
         let id = CallRef(self.next_call);
         self.next_call += 1;
         let call = Call::incoming(now, id, line, &account, key, req, &self.config, &mut self.rng);
-        self.calls.insert(id, call);
+        self.insert_call(id, call);
         if let Some(l) = self.lines.get_mut(&line) {
             l.call = Some(id);
         }
@@ -805,30 +860,25 @@ impl UserAgent {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
         let reachable = self.registrar_reachable();
-        let due: Vec<LineId> = self
-            .lines
-            .iter()
-            .filter(|(_, l)| l.registration.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(l) = self.lines.get_mut(&id) {
-                l.registration
-                    .handle_timeout(now, &self.config, &mut self.rng, reachable);
+        // lines first, then calls, as they fall due
+        let mut due = self.timers.due(now);
+        due.sort_unstable();
+        for timed in due {
+            match timed {
+                Timed::Line(id) => {
+                    if let Some(l) = self.lines.get_mut(&id) {
+                        l.registration
+                            .handle_timeout(now, &self.config, &mut self.rng, reachable);
+                    }
+                    self.flush_line(now, id);
+                }
+                Timed::Call(id) => {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.handle_timeout(now, &self.config, &mut self.rng);
+                    }
+                    self.flush_call(now, id);
+                }
             }
-            self.flush_line(now, id);
-        }
-        let due: Vec<CallRef> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(c) = self.calls.get_mut(&id) {
-                c.handle_timeout(now, &self.config, &mut self.rng);
-            }
-            self.flush_call(now, id);
         }
         if let Some(k) = &mut self.keepalive {
             let t = k.handle_timeout(now);
@@ -923,11 +973,9 @@ impl UserAgent {
                     }
                 },
                 TxEvent::AckTimeout { key } => {
-                    let id = self
-                        .calls
-                        .iter()
-                        .find(|(_, c)| c.invite_server_key().as_ref() == Some(&key))
-                        .map(|(id, _)| *id);
+                    let id = self.by_invite_branch.get(&key.branch).copied().filter(|id| {
+                        self.calls.get(id).and_then(Call::invite_server_key).as_ref() == Some(&key)
+                    });
                     if let Some(id) = id {
                         if let Some(c) = self.calls.get_mut(&id) {
                             c.on_ack_timeout(&key, &self.config, &mut self.rng);
@@ -957,9 +1005,18 @@ impl UserAgent {
             self.events.push_back(Event::Line { line: id, status });
         }
         if done {
-            self.lines.remove(&id);
+            if let Some(line) = self.lines.remove(&id)
+                && let Some(user) = &line.registration.contact().user
+                && self.by_user.get(user) == Some(&id)
+            {
+                self.by_user.remove(user);
+            }
+            self.timers.set(Timed::Line(id), None);
             self.transactions.forget_owner(|o| *o == Owner::Line(id));
             self.events.push_back(Event::LineRemoved { line: id });
+        } else {
+            let next = self.lines.get(&id).and_then(|l| l.registration.poll_timeout());
+            self.timers.set(Timed::Line(id), next);
         }
     }
 
@@ -999,8 +1056,11 @@ impl UserAgent {
             });
         }
         if ended {
-            self.calls.remove(&id);
+            self.remove_call(id);
             self.transactions.forget_owner(|o| *o == Owner::Call(id));
+        } else {
+            let next = self.calls.get(&id).and_then(Call::poll_timeout);
+            self.timers.set(Timed::Call(id), next);
         }
         if over
             && let Some(l) = self.lines.get_mut(&line)
@@ -1025,16 +1085,9 @@ impl UserAgent {
 
     /// When to call [`UserAgent::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let lines = self
-            .lines
-            .values()
-            .filter_map(|l| l.registration.poll_timeout())
-            .min();
-        let calls = self.calls.values().filter_map(Call::poll_timeout).min();
         [
             self.transactions.poll_timeout(),
-            lines,
-            calls,
+            self.timers.next(),
             self.keepalive.as_ref().map(Keepalive::poll_timeout),
         ]
         .into_iter()
