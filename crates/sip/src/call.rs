@@ -1,11 +1,16 @@
 //! One phone call on a line (the original example's `Call`), either direction: the
-//! INVITE exchange (with digest challenges, provisional responses, early media,
-//! CANCEL both ways, ACK for 2xx), the confirmed dialog (BYE both ways, re-INVITEs
-//! and INFO from the far end), and the state the browser sees.
+//! INVITE exchange, the confirmed dialog (BYE both ways, INFO, re-INVITE and UPDATE
+//! both ways), and the state the browser sees.
 //!
 //! SDP is opaque here: the call carries bytes between the far end and whoever owns
 //! media (the gateway), which supplies offers and answers. Like the registration, a
 //! call builds messages and reacts to outcomes; the user agent moves them.
+//!
+//! This module holds the call's state (its phase, with what only that phase has, and
+//! one struct per concern) and its life as callee and in the dialog; each extension
+//! has its own module: `invite` (our INVITE as caller, CANCEL, PRACK), `offers`
+//! (re-INVITE/UPDATE both ways, glare), `challenge` (401/407 in the dialog),
+//! `refresh` (session timers), `reliable` (our reliable 180).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +22,15 @@ use crate::session_timer::{self, Refresher, Session, UasDecision};
 use crate::transaction::{ClientKey, ServerKey};
 use crate::transport::Target;
 use crate::user_agent::{ALLOW, Account, UaConfig, random_token};
+
+mod challenge;
+mod invite;
+mod offers;
+mod refresh;
+mod reliable;
+
+use refresh::SessionClock;
+use reliable::{Reliability, Reliable};
 
 /// Identifies a call within the user agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,8 +143,9 @@ impl std::fmt::Display for CallError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Cancel {
+    #[default]
     No,
     /// Wanted, but no provisional response yet (RFC 3261 §9.1: wait for one).
     Wanted,
@@ -141,8 +156,10 @@ enum Cancel {
 enum Phase {
     /// Our INVITE is out.
     Inviting,
-    /// Their INVITE is ringing here.
-    Offered,
+    /// Their INVITE is ringing here (our 180 reliable when they require it).
+    Offered {
+        reliable: Reliability,
+    },
     /// We sent 2xx, waiting for the ACK.
     Answered,
     Confirmed,
@@ -179,58 +196,86 @@ pub struct Call {
     pub outgoing: bool,
     account: Account,
     phase: Phase,
+    /// The confirmed dialog, once answered.
     dialog: Option<Dialog>,
-    /// The early dialog of our INVITE (from its first 18x with a To tag), until the
-    /// answer: the far end may send UPDATE in it.
+    /// The early dialog (from our INVITE's first 18x with a To tag, or our 180 to
+    /// theirs), until the answer: UPDATE and PRACK arrive in it.
     early: Option<Dialog>,
     visible: Option<CallState>,
     /// Our current SDP (offer or answer), re-sent when the far end asks again.
     local_sdp: Vec<u8>,
     /// The INVITE: ours (outgoing), or theirs (incoming).
     invite: Request,
-    invite_client: Option<ClientKey>,
+    /// The server transaction of their INVITE (incoming calls).
     invite_server: Option<ServerKey>,
     local_tag: String,
-    provisional: bool,
-    early_sdp_seen: Option<Vec<u8>>,
-    cancel: Cancel,
-    challenges: u32,
-    nc: u32,
-    /// Client transactions of this call still running.
-    pending: usize,
-    /// The last ACK for a 2xx, re-sent when the 2xx is retransmitted.
-    last_ack: Option<(Request, Target)>,
-    /// A re-INVITE waiting for [`Call::answer_offer`].
-    pending_offer: Option<(ServerKey, Request)>,
-    /// Our re-INVITE in flight (hold, resume): its transaction and CSeq.
-    reinvite: Option<(Option<ClientKey>, u32)>,
-    reinvite_answered: bool,
-    /// Times our current re-INVITE met glare (491) and was sent again.
-    glare_retries: u32,
-    /// Our in-dialog BYE and INFO requests awaiting a final response, to send again
-    /// with credentials if challenged.
-    dialog_requests: Vec<Request>,
-    dialog_challenges: u32,
-    /// The session timer agreed (RFC 4028), and when it next fires: our refresh is
-    /// due, or the far end's is overdue.
-    session: Option<(Session, Instant)>,
-    /// Our refresh is out (a second firing then means the session expired).
-    refresh_sent: bool,
-    /// 422 answers followed for our INVITE.
-    too_small: u32,
+    /// Our INVITE's progress (outgoing calls).
+    uac: Invitation,
+    /// Offers after the first: ours (re-INVITE) and theirs (re-INVITE, UPDATE).
+    offers: Offers,
+    /// Answering challenges to our requests.
+    auth: Challenges,
+    /// The session timer (RFC 4028), when one was agreed.
+    refresh: Option<SessionClock>,
     /// The far end accepts UPDATE (its Allow said so): refreshes go as UPDATE.
     peer_allows_update: bool,
-    /// As caller: the RSeq of the last reliable provisional response we PRACKed.
-    last_rseq: Option<u32>,
-    /// As callee: our reliable 180 (the caller requires 100rel), until PRACKed.
-    reliable: Option<Reliable>,
-    /// As callee: the RSeq the caller PRACKed (a retransmitted PRACK is answered 200).
-    acked_rseq: Option<u32>,
+    /// Our client transactions still waiting for a final response (the call is not
+    /// over while any is).
+    outstanding: Vec<ClientKey>,
     timer: Option<(Instant, Timer)>,
+    out: Outbox,
+    ended: bool,
+}
+
+/// Our INVITE, from sending it to its final response.
+#[derive(Debug, Default)]
+struct Invitation {
+    /// Its transaction (a new one after each challenge).
+    client: Option<ClientKey>,
+    /// A provisional response came (a CANCEL may go).
+    provisional: bool,
+    /// The SDP of the last 18x, so a repeat is not news.
+    early_sdp_seen: Option<Vec<u8>>,
+    cancel: Cancel,
+    /// 401/407 answered so far.
+    challenges: u32,
+    /// 422 answered so far.
+    too_small: u32,
+    /// The RSeq of the last reliable provisional response we PRACKed.
+    last_rseq: Option<u32>,
+}
+
+/// Offer/answer after the call's first exchange.
+#[derive(Debug, Default)]
+struct Offers {
+    /// Their offer (re-INVITE or UPDATE) waiting for [`Call::answer_offer`].
+    theirs: Option<(ServerKey, Request)>,
+    /// Our re-INVITE in flight (hold, resume, refresh): its transaction and CSeq.
+    ours: Option<(Option<ClientKey>, u32)>,
+    /// Our re-INVITE has its final response.
+    ours_answered: bool,
+    /// Times our current re-INVITE met glare (491) and was sent again.
+    glare_retries: u32,
+    /// The last ACK for a 2xx, re-sent when the 2xx is retransmitted.
+    last_ack: Option<(Request, Target)>,
+}
+
+/// What answering challenges needs: the nonce count, and our in-dialog requests
+/// (BYE, INFO, UPDATE) awaiting a final response, to send again with credentials.
+#[derive(Debug, Default)]
+struct Challenges {
+    nc: u32,
+    requests: Vec<Request>,
+    /// Challenges to in-dialog requests answered so far.
+    answered: u32,
+}
+
+/// What the call has for its owner to carry out.
+#[derive(Debug, Default)]
+struct Outbox {
     requests: Vec<(Request, Target)>,
     responses: Vec<(ServerKey, Response)>,
     events: Vec<CallEvent>,
-    ended: bool,
 }
 
 impl Call {
@@ -240,39 +285,28 @@ impl Call {
             line,
             outgoing,
             account,
-            phase: if outgoing { Phase::Inviting } else { Phase::Offered },
+            phase: if outgoing {
+                Phase::Inviting
+            } else {
+                Phase::Offered {
+                    reliable: Reliability::default(),
+                }
+            },
             dialog: None,
             early: None,
             visible: None,
             local_sdp: Vec::new(),
             invite,
-            invite_client: None,
             invite_server: None,
             local_tag: String::new(),
-            provisional: false,
-            early_sdp_seen: None,
-            cancel: Cancel::No,
-            challenges: 0,
-            nc: 0,
-            pending: 0,
-            last_ack: None,
-            pending_offer: None,
-            reinvite: None,
-            reinvite_answered: false,
-            glare_retries: 0,
-            dialog_requests: Vec::new(),
-            dialog_challenges: 0,
-            session: None,
-            refresh_sent: false,
-            too_small: 0,
+            uac: Invitation::default(),
+            offers: Offers::default(),
+            auth: Challenges::default(),
+            refresh: None,
             peer_allows_update: false,
-            last_rseq: None,
-            reliable: None,
-            acked_rseq: None,
+            outstanding: Vec::new(),
             timer: None,
-            requests: Vec::new(),
-            responses: Vec::new(),
-            events: Vec::new(),
+            out: Outbox::default(),
             ended: false,
         }
     }
@@ -360,11 +394,13 @@ impl Call {
             let rseq = rng.u32(1..1 << 30);
             ringing.headers.push("Require", "100rel");
             ringing.headers.push("RSeq", rseq.to_string());
-            call.reliable = Some(Reliable::new(now, rseq, key.clone(), ringing.clone()));
+            if let Phase::Offered { reliable } = &mut call.phase {
+                reliable.pending = Some(Box::new(Reliable::new(now, rseq, key.clone(), ringing.clone())));
+            }
         }
         call.early = Dialog::for_uas(&call.invite, &call.local_tag, 0).ok();
-        call.responses.push((key, ringing));
-        call.events.push(CallEvent::Incoming {
+        call.out.responses.push((key, ringing));
+        call.out.events.push(CallEvent::Incoming {
             from: caller,
             display_name,
             offer,
@@ -419,7 +455,7 @@ impl Call {
 
     /// Accepts an incoming call with our SDP (an answer, or an offer if theirs had none).
     pub fn accept(&mut self, now: Instant, sdp: Vec<u8>, config: &UaConfig) -> Result<(), CallError> {
-        if !matches!(self.phase, Phase::Offered) || self.outgoing {
+        if !matches!(self.phase, Phase::Offered { .. }) || self.outgoing {
             return Err(CallError::WrongState("no incoming call is ringing"));
         }
         let key = self
@@ -434,8 +470,7 @@ impl Call {
             .map_err(|_| CallError::WrongState("bad INVITE"))?;
         self.dialog = Some(dialog);
         self.early = None;
-        self.reliable = None;
-        self.responses.push((key, ok));
+        self.out.responses.push((key, ok));
         self.phase = Phase::Answered;
         self.timer = None;
         self.set_status(CallState::InCall, Some(200), None);
@@ -469,7 +504,7 @@ impl Call {
                 let why = why.unwrap_or_else(|| "cancelled by caller".into());
                 self.set_status(CallState::Cancelled, None, Some(why));
             }
-            Phase::Offered => {
+            Phase::Offered { .. } => {
                 let (code, reason) = match reject_code {
                     603 => (603, "Decline"),
                     486 => (486, "Busy Here"),
@@ -495,49 +530,14 @@ impl Call {
     fn reject(&mut self, code: u16, reason: &str, config: &UaConfig) {
         if let Some(key) = self.invite_server.clone() {
             let resp = self.response(code, reason, config);
-            self.responses.push((key, resp));
+            self.out.responses.push((key, resp));
         }
         self.phase = Phase::Closing;
         self.timer = None;
     }
 
-    fn request_cancel(&mut self, now: Instant, config: &UaConfig) {
-        if self.cancel != Cancel::No {
-            return;
-        }
-        if self.provisional {
-            self.send_cancel(now, config);
-        } else {
-            self.cancel = Cancel::Wanted;
-        }
-        self.phase = Phase::Closing;
-    }
-
-    fn send_cancel(&mut self, now: Instant, config: &UaConfig) {
-        let mut cancel = Request::new(Method::Cancel, self.invite.uri.clone());
-        if let Some(via) = self.invite.headers.values("Via").first() {
-            cancel.headers.push("Via", *via);
-        }
-        cancel.headers.push("Max-Forwards", "70");
-        for name in ["From", "To", "Call-ID"] {
-            if let Some(v) = self.invite.headers.get(name) {
-                cancel.headers.push(name, v);
-            }
-        }
-        if let Ok(cseq) = self.invite.headers.cseq() {
-            cancel.headers.push("CSeq", format!("{} CANCEL", cseq.seq));
-        }
-        for r in self.invite.headers.get_all("Route") {
-            cancel.headers.push("Route", r);
-        }
-        cancel.headers.push("User-Agent", config.user_agent.clone());
-        self.cancel = Cancel::Sent;
-        self.timer = Some((now + CANCEL_GIVE_UP, Timer::CancelGiveUp));
-        self.send(cancel, config.next_hop());
-    }
-
     fn send_bye(&mut self, config: &UaConfig, rng: &mut fastrand::Rng) {
-        self.session = None;
+        self.refresh = None;
         if let Some(d) = self.dialog.as_mut() {
             let (mut bye, target) = d.request(Method::Bye, None, config, rng);
             bye.headers.push("User-Agent", config.user_agent.clone());
@@ -548,78 +548,13 @@ impl Call {
     }
 
     fn send(&mut self, req: Request, target: Target) {
-        if req.method != Method::Ack {
-            self.pending += 1;
-        }
         if matches!(req.method, Method::Bye | Method::Info | Method::Update) && self.dialog.is_some() {
-            if self.dialog_requests.len() >= MAX_REMEMBERED_REQUESTS {
-                self.dialog_requests.remove(0);
+            if self.auth.requests.len() >= MAX_REMEMBERED_REQUESTS {
+                self.auth.requests.remove(0);
             }
-            self.dialog_requests.push(req.clone());
+            self.auth.requests.push(req.clone());
         }
-        self.requests.push((req, target));
-    }
-
-    /// A final response to our BYE or INFO: a challenge is answered with credentials
-    /// (RFC 3261 §22.2, a new CSeq in the dialog); anything else ends the request.
-    fn on_dialog_request_response(
-        &mut self,
-        key: &ClientKey,
-        resp: &Response,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) {
-        let sent = self
-            .dialog_requests
-            .iter()
-            .position(|r| branch_of(r).as_deref() == Some(key.branch.as_str()))
-            .map(|i| self.dialog_requests.remove(i));
-        if !matches!(resp.status, 401 | 407) || self.dialog_challenges >= MAX_DIALOG_CHALLENGES {
-            return;
-        }
-        let (Some(mut req), Some(d)) = (sent, self.dialog.as_mut()) else {
-            return;
-        };
-        // a fresh branch and the next CSeq, the rest as it was
-        let (fresh, target) = d.request(req.method.clone(), None, config, rng);
-        for name in ["Via", "CSeq"] {
-            if let Some(v) = fresh.headers.get(name) {
-                req.headers.set(name, v);
-            }
-        }
-        if self.authorize(&mut req, resp, rng) {
-            self.send(req, target);
-        }
-    }
-
-    /// Adds our answer to `resp`'s challenge to `req`. False when it cannot be answered.
-    fn authorize(&mut self, req: &mut Request, resp: &Response, rng: &mut fastrand::Rng) -> bool {
-        let (challenge_header, answer_header) = if resp.status == 401 {
-            ("WWW-Authenticate", "Authorization")
-        } else {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        };
-        let Ok(challenge) = Challenge::pick(resp.headers.get_all(challenge_header)) else {
-            return false;
-        };
-        self.dialog_challenges += 1;
-        self.nc += 1;
-        let creds = Credentials {
-            username: self.account.auth_user.clone(),
-            password: self.account.password.clone(),
-        };
-        let auth = Authorization::answer(
-            &challenge,
-            &creds,
-            req.method.as_str(),
-            &req.uri.to_string(),
-            &random_token(rng, 16),
-            self.nc,
-        );
-        req.headers.remove("Authorization");
-        req.headers.remove("Proxy-Authorization");
-        req.headers.push(answer_header, auth.to_string());
-        true
+        self.out.requests.push((req, target));
     }
 
     /// A response to one of our requests.
@@ -631,10 +566,14 @@ impl Call {
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) {
+        if !resp.is_provisional() {
+            self.outstanding.retain(|k| k != key);
+        }
         match key.method {
             Method::Invite
                 if self
-                    .reinvite
+                    .offers
+                    .ours
                     .as_ref()
                     .is_some_and(|(k, _)| k.as_ref() == Some(key)) =>
             {
@@ -643,7 +582,6 @@ impl Call {
             Method::Invite => self.on_invite_response(now, key, resp, config, rng),
             _ => {
                 if !resp.is_provisional() {
-                    self.pending = self.pending.saturating_sub(1);
                     if key.method == Method::Update && resp.is_success() {
                         self.on_refresh_answered(now, resp);
                     }
@@ -654,403 +592,36 @@ impl Call {
         self.maybe_end();
     }
 
-    fn on_invite_response(
-        &mut self,
-        now: Instant,
-        key: &ClientKey,
-        resp: &Response,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) {
-        if self.invite_client.as_ref() != Some(key) {
-            // a response for an INVITE we already replaced (after a challenge)
-            if resp.is_success() {
-                self.ack_and_bye_stray(resp, config, rng);
-            }
-            return;
-        }
-        match resp.status {
-            100..=199 => {
-                self.provisional = true;
-                if self.cancel == Cancel::Wanted {
-                    self.send_cancel(now, config);
-                }
-                if self.early.is_none() && resp.status > 100 {
-                    self.early = Dialog::for_uac(&self.invite, resp).ok();
-                }
-                if resp.status > 100 && requires(&resp.headers, "100rel") {
-                    let Some(rseq) = resp
-                        .headers
-                        .get("RSeq")
-                        .and_then(|v| v.trim().parse::<u32>().ok())
-                    else {
-                        return;
-                    };
-                    if self.last_rseq.is_some_and(|last| rseq <= last) {
-                        // a retransmission: PRACKed already, nothing new in it
-                        return;
-                    }
-                    self.last_rseq = Some(rseq);
-                    self.send_prack(rseq, config, rng);
-                }
-                if resp.status == 100 || !matches!(self.phase, Phase::Inviting) {
-                    return;
-                }
-                if !resp.body.is_empty() && self.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
-                    self.early_sdp_seen = Some(resp.body.clone());
-                    self.events.push(CallEvent::RemoteSdp {
-                        sdp: resp.body.clone(),
-                        early: true,
-                    });
-                    self.set_status(
-                        CallState::EarlyMedia,
-                        Some(resp.status),
-                        Some(resp.reason.clone()),
-                    );
-                } else if self.visible == Some(CallState::Dialing) {
-                    self.set_status(CallState::Ringing, Some(resp.status), Some(resp.reason.clone()));
-                }
-            }
-            200..=299 => self.on_invite_success(now, resp, config, rng),
-            422 if matches!(self.phase, Phase::Inviting) && self.too_small < MAX_CHALLENGES => {
-                // Session Interval Too Small: ask again with at least its Min-SE
-                self.pending = self.pending.saturating_sub(1);
-                self.too_small += 1;
-                match session_timer::min_se(resp) {
-                    Some(min) => self.resend_invite(config, rng, |invite| {
-                        invite.headers.set("Session-Expires", min.to_string());
-                        invite.headers.set("Min-SE", min.to_string());
-                    }),
-                    None => self.finish_invite(422, resp.reason.clone()),
-                }
-            }
-            401 | 407 if matches!(self.phase, Phase::Inviting) && self.challenges < MAX_CHALLENGES => {
-                self.pending = self.pending.saturating_sub(1);
-                self.challenges += 1;
-                let header = if resp.status == 401 {
-                    "WWW-Authenticate"
-                } else {
-                    "Proxy-Authenticate"
-                };
-                match Challenge::pick(resp.headers.get_all(header)) {
-                    Ok(ch) => self.reinvite_with_credentials(&ch, resp.status == 407, config, rng),
-                    Err(e) => self.finish_invite(resp.status, e.to_string()),
-                }
-            }
-            code => {
-                self.pending = self.pending.saturating_sub(1);
-                self.finish_invite(code, resp.reason.clone());
-            }
-        }
-    }
-
-    fn on_invite_success(
-        &mut self,
-        now: Instant,
-        resp: &Response,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) {
-        let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
-        if let Some(d) = &self.dialog {
-            if tag.as_deref() == Some(d.id.remote_tag.as_str()) {
-                // retransmitted 2xx: our ACK got lost
-                if let Some((ack, target)) = self.last_ack.clone() {
-                    self.requests.push((ack, target));
-                }
-            } else {
-                self.ack_and_bye_stray(resp, config, rng);
-            }
-            return;
-        }
-        self.pending = self.pending.saturating_sub(1);
-        let Ok(mut dialog) = Dialog::for_uac(&self.invite, resp) else {
-            // a 2xx we cannot build a dialog from: nothing sane to do but fail
-            self.finish_invite(500, "unusable 2xx response".into());
-            return;
-        };
-        let seq = self.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
-        if let Some(early) = &self.early {
-            // PRACKs and UPDATEs already used CSeq numbers in the early dialog
-            dialog.local_seq = dialog.local_seq.max(early.local_seq);
-        }
-        let (ack, target) = dialog.request(Method::Ack, Some(seq), config, rng);
-        self.last_ack = Some((ack.clone(), target));
-        self.requests.push((ack, target));
-        self.dialog = Some(dialog);
-        if self.cancel == Cancel::Wanted {
-            self.cancel = Cancel::Sent;
-        }
-        if matches!(self.phase, Phase::Closing) {
-            // answered after we gave up (CANCEL race, no-answer timeout): end it
-            self.send_bye(config, rng);
-            return;
-        }
-        self.phase = Phase::Confirmed;
-        self.timer = None;
-        self.early = None;
-        self.peer_allows_update = allows_update(&resp.headers);
-        if config.session_timer.is_some() {
-            self.session = session_timer::uac_agreed(resp).map(|s| (s, s.deadline(now)));
-        }
-        // the same answer as in the 18x is no news (and an UPDATE may have changed the
-        // media since)
-        if !resp.body.is_empty() && self.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
-            self.events.push(CallEvent::RemoteSdp {
-                sdp: resp.body.clone(),
-                early: false,
-            });
-        }
-        self.set_status(CallState::InCall, Some(resp.status), Some(resp.reason.clone()));
-    }
-
-    /// A 2xx from a second fork (or for a replaced INVITE): ACK it and hang it up.
-    fn ack_and_bye_stray(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) {
-        let Ok(mut stray) = Dialog::for_uac(&self.invite, resp) else {
-            return;
-        };
-        let seq = resp.headers.cseq().map(|c| c.seq).unwrap_or(1);
-        let (ack, target) = stray.request(Method::Ack, Some(seq), config, rng);
-        self.requests.push((ack, target));
-        let (bye, target) = stray.request(Method::Bye, None, config, rng);
-        self.send(bye, target);
-    }
-
-    fn reinvite_with_credentials(
-        &mut self,
-        ch: &Challenge,
-        proxy: bool,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) {
-        self.nc += 1;
-        let creds = Credentials {
-            username: self.account.auth_user.clone(),
-            password: self.account.password.clone(),
-        };
-        let auth = Authorization::answer(
-            ch,
-            &creds,
-            "INVITE",
-            &self.invite.uri.to_string(),
-            &random_token(rng, 16),
-            self.nc,
-        );
-        let name = if proxy {
-            "Proxy-Authorization"
-        } else {
-            "Authorization"
-        };
-        self.resend_invite(config, rng, |invite| {
-            invite.headers.remove("Authorization");
-            invite.headers.remove("Proxy-Authorization");
-            invite.headers.push(name, auth.to_string());
-        });
-    }
-
-    /// Sends our INVITE again after a 401/407/422: a new branch and the next CSeq, the
-    /// same Call-ID and tags (RFC 3261 §22.2), changed by `edit`.
-    fn resend_invite(&mut self, config: &UaConfig, rng: &mut fastrand::Rng, edit: impl FnOnce(&mut Request)) {
-        if matches!(self.phase, Phase::Closing) {
-            return;
-        }
-        let mut invite = self.invite.clone();
-        invite.headers.remove("Via");
-        let fresh = config.new_request(Method::Invite, invite.uri.clone(), rng);
-        if let Some(via) = fresh.headers.get("Via") {
-            invite.headers.push_front("Via", via);
-        }
-        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1).wrapping_add(1);
-        invite.headers.set("CSeq", format!("{seq} INVITE"));
-        edit(&mut invite);
-        self.invite = invite.clone();
-        self.invite_client = None;
-        self.send(invite, config.next_hop());
-    }
-
-    /// The INVITE ended with a final response and no dialog: report why.
-    fn finish_invite(&mut self, code: u16, reason: String) {
-        let state = match code {
-            486 | 600 => CallState::Busy,
-            603 | 606 | 403 => CallState::Rejected,
-            487 => CallState::Cancelled,
-            408 | 480 => CallState::NoAnswer,
-            _ => CallState::Failed,
-        };
-        self.finish_invite_as(state, code, reason);
-    }
-
-    fn finish_invite_as(&mut self, state: CallState, code: u16, reason: String) {
-        self.timer = None;
-        let cancel_was_wanted = self.cancel == Cancel::Wanted;
-        if cancel_was_wanted {
-            // it ended before any provisional response: nothing left to cancel
-            self.cancel = Cancel::Sent;
-        }
-        let was_closing = matches!(self.phase, Phase::Closing);
-        self.phase = Phase::Closing;
-        if was_closing || cancel_was_wanted || self.cancel != Cancel::No {
-            // already reported (cancelled, no answer)
-            return;
-        }
-        self.set_status(state, Some(code), Some(reason));
-    }
-
     /// A client transaction of this call timed out (Timer B/F or transport error).
     pub fn on_timeout(&mut self, key: &ClientKey) {
-        self.pending = self.pending.saturating_sub(1);
+        self.outstanding.retain(|k| k != key);
         if self
-            .reinvite
+            .offers
+            .ours
             .as_ref()
             .is_some_and(|(k, _)| k.as_ref() == Some(key))
-            && !self.reinvite_answered
+            && !self.offers.ours_answered
         {
-            self.reinvite_answered = true;
-            self.events.push(CallEvent::ReinviteFailed { code: 408 });
+            self.offers.ours_answered = true;
+            self.out.events.push(CallEvent::ReinviteFailed { code: 408 });
         }
-        if key.method == Method::Invite && self.invite_client.as_ref() == Some(key) {
+        if key.method == Method::Invite && self.uac.client.as_ref() == Some(key) {
             // not even a provisional response: the far end is unreachable
             self.finish_invite_as(CallState::Failed, 408, "no response".into());
         }
         self.maybe_end();
     }
 
-    /// Records the key the transaction layer gave our INVITE (or re-INVITE).
-    pub fn set_invite_key(&mut self, key: ClientKey) {
-        match &mut self.reinvite {
-            Some((k @ None, _)) => *k = Some(key),
-            _ => self.invite_client = Some(key),
-        }
-    }
-
-    /// Sends a new offer in the dialog (hold, resume). The answer arrives as
-    /// [`CallEvent::RemoteSdp`], a refusal as [`CallEvent::ReinviteFailed`].
-    pub fn reinvite(
-        &mut self,
-        sdp: Vec<u8>,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) -> Result<(), CallError> {
-        if !matches!(self.phase, Phase::Confirmed) {
-            return Err(CallError::WrongState("the call is not established"));
-        }
-        if self.reinvite_in_flight() || self.reinvite_waiting() || self.pending_offer.is_some() {
-            return Err(CallError::WrongState("another offer is in progress"));
-        }
-        let previous = std::mem::replace(&mut self.local_sdp, sdp);
-        self.glare_retries = 0;
-        if !self.send_reinvite(config, rng, None) {
-            self.local_sdp = previous;
-            return Err(CallError::WrongState("the call is not established"));
-        }
-        Ok(())
-    }
-
-    fn reinvite_in_flight(&self) -> bool {
-        self.reinvite.is_some() && !self.reinvite_answered
-    }
-
-    /// Waiting to send our re-INVITE again after glare.
-    fn reinvite_waiting(&self) -> bool {
-        matches!(self.timer, Some((_, Timer::ReinviteRetry)))
-    }
-
-    /// RFC 3261 §14.1: 2.1 to 4 s when we chose the Call-ID (we placed the call), up
-    /// to 2 s otherwise, in 10 ms steps; so the two sides do not collide again.
-    fn glare_backoff(&self, rng: &mut fastrand::Rng) -> Duration {
-        let steps = if self.outgoing {
-            rng.u64(210..=400)
-        } else {
-            rng.u64(0..=200)
-        };
-        Duration::from_millis(steps * 10)
-    }
-
-    /// Sends our re-INVITE (again) with the current SDP: a new CSeq and branch, with our
-    /// answer to `challenge` when there is one. False when there is no dialog or the
-    /// challenge cannot be answered.
-    fn send_reinvite(
-        &mut self,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-        challenge: Option<&Response>,
-    ) -> bool {
-        let contact = self.contact_uri(config);
-        let Some(d) = self.dialog.as_mut() else {
-            return false;
-        };
-        let (mut req, target) = d.request(Method::Invite, None, config, rng);
-        let seq = d.local_seq;
-        req.headers.push("Contact", format!("<{contact}>"));
-        req.headers.push("Allow", ALLOW);
-        self.ask_session_timer(&mut req, config);
-        req.headers.push("User-Agent", config.user_agent.clone());
-        req.headers.push("Content-Type", "application/sdp");
-        req.body = self.local_sdp.clone();
-        if let Some(resp) = challenge
-            && !self.authorize(&mut req, resp, rng)
-        {
-            return false;
-        }
-        self.reinvite = Some((None, seq));
-        self.reinvite_answered = false;
-        self.send(req, target);
-        true
-    }
-
-    fn on_reinvite_response(
-        &mut self,
-        now: Instant,
-        resp: &Response,
-        config: &UaConfig,
-        rng: &mut fastrand::Rng,
-    ) {
-        let Some((_, seq)) = self.reinvite else { return };
-        match resp.status {
-            491 if !self.reinvite_answered && self.glare_retries < MAX_GLARE_RETRIES => {
-                // glare: both sides offered at once; try again after the back-off
-                self.reinvite_answered = true;
-                self.pending = self.pending.saturating_sub(1);
-                self.glare_retries += 1;
-                self.timer = Some((now + self.glare_backoff(rng), Timer::ReinviteRetry));
-            }
-            401 | 407 if !self.reinvite_answered && self.dialog_challenges < MAX_DIALOG_CHALLENGES => {
-                self.reinvite_answered = true;
-                self.pending = self.pending.saturating_sub(1);
-                if !self.send_reinvite(config, rng, Some(resp)) {
-                    self.events.push(CallEvent::ReinviteFailed { code: resp.status });
-                }
-            }
-            100..=199 => {}
-            200..=299 => {
-                if !self.reinvite_answered {
-                    self.reinvite_answered = true;
-                    self.pending = self.pending.saturating_sub(1);
-                    self.on_refresh_answered(now, resp);
-                    if let Some(d) = self.dialog.as_mut() {
-                        let (ack, target) = d.request(Method::Ack, Some(seq), config, rng);
-                        self.last_ack = Some((ack, target));
-                    }
-                    if !resp.body.is_empty() {
-                        self.events.push(CallEvent::RemoteSdp {
-                            sdp: resp.body.clone(),
-                            early: false,
-                        });
-                    }
-                }
-                // (re-)ACK: retransmitted 2xx means our ACK was lost
-                if let Some((ack, target)) = self.last_ack.clone() {
-                    self.requests.push((ack, target));
-                }
-            }
-            code => {
-                if !self.reinvite_answered {
-                    self.reinvite_answered = true;
-                    self.pending = self.pending.saturating_sub(1);
-                    self.events.push(CallEvent::ReinviteFailed { code });
-                }
+    /// The transaction layer sent one of our requests as transaction `key`: the call
+    /// waits for its final response (and knows its INVITE or re-INVITE by it).
+    pub fn sent(&mut self, key: ClientKey) {
+        if key.method == Method::Invite {
+            match &mut self.offers.ours {
+                Some((k @ None, _)) => *k = Some(key.clone()),
+                _ => self.uac.client = Some(key.clone()),
             }
         }
+        self.outstanding.push(key);
     }
 
     /// Sends an INFO in the dialog (DTMF when the far end has no telephone-event).
@@ -1084,7 +655,7 @@ impl Call {
                     self.phase = Phase::Confirmed;
                 }
                 if !req.body.is_empty() {
-                    self.events.push(CallEvent::RemoteSdp {
+                    self.out.events.push(CallEvent::RemoteSdp {
                         sdp: req.body.clone(),
                         early: false,
                     });
@@ -1093,8 +664,8 @@ impl Call {
             (Method::Cancel, Some(key)) => {
                 // 200 for the CANCEL, 487 for the INVITE (RFC 3261 §9.2)
                 let ok = self.plain_response(req, 200, "OK", config);
-                self.responses.push((key, ok));
-                if matches!(self.phase, Phase::Offered) {
+                self.out.responses.push((key, ok));
+                if matches!(self.phase, Phase::Offered { .. }) {
                     self.reject(487, "Request Terminated", config);
                     self.set_status(
                         CallState::Cancelled,
@@ -1105,7 +676,7 @@ impl Call {
             }
             (Method::Bye, Some(key)) => {
                 let ok = self.plain_response(req, 200, "OK", config);
-                self.responses.push((key, ok));
+                self.out.responses.push((key, ok));
                 if !matches!(self.phase, Phase::Closing) {
                     self.phase = Phase::Closing;
                     self.timer = None;
@@ -1117,8 +688,8 @@ impl Call {
             (Method::Prack, Some(key)) => self.on_prack(key, req, config),
             (Method::Info, Some(key)) => {
                 let ok = self.plain_response(req, 200, "OK", config);
-                self.responses.push((key, ok));
-                self.events.push(CallEvent::Info {
+                self.out.responses.push((key, ok));
+                self.out.events.push(CallEvent::Info {
                     content_type: req.headers.get("Content-Type").unwrap_or_default().to_owned(),
                     body: req.body.clone(),
                 });
@@ -1126,280 +697,16 @@ impl Call {
             (Method::Options, Some(key)) => {
                 let mut ok = self.plain_response(req, 200, "OK", config);
                 ok.headers.push("Allow", ALLOW);
-                self.responses.push((key, ok));
+                self.out.responses.push((key, ok));
             }
             (_, Some(key)) => {
                 let mut resp = self.plain_response(req, 405, "Method Not Allowed", config);
                 resp.headers.push("Allow", ALLOW);
-                self.responses.push((key, resp));
+                self.out.responses.push((key, resp));
             }
             (_, None) => {}
         }
         self.maybe_end();
-    }
-
-    fn on_reinvite(&mut self, _now: Instant, key: ServerKey, req: &Request, config: &UaConfig) {
-        let in_dialog = matches!(self.phase, Phase::Confirmed | Phase::Answered);
-        if !in_dialog {
-            let resp = self.plain_response(req, 481, "Call/Transaction Does Not Exist", config);
-            self.responses.push((key, resp));
-            return;
-        }
-        if self.pending_offer.is_some() {
-            let mut resp = self.plain_response(req, 500, "Server Internal Error", config);
-            resp.headers.push("Retry-After", "1");
-            self.responses.push((key, resp));
-            return;
-        }
-        if self.reinvite_in_flight() {
-            // glare: our offer is out; the far end tries again after its back-off
-            let resp = self.plain_response(req, 491, "Request Pending", config);
-            self.responses.push((key, resp));
-            return;
-        }
-        if let Some(d) = self.dialog.as_mut() {
-            let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
-            if d.remote_seq.is_some_and(|r| seq <= r) {
-                let resp = self.plain_response(req, 500, "Server Internal Error", config);
-                self.responses.push((key, resp));
-                return;
-            }
-            d.remote_seq = Some(seq);
-            // target refresh (RFC 3261 §12.2.2)
-            if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
-                d.remote_target = c.uri;
-            }
-        }
-        self.pending_offer = Some((key, req.clone()));
-        self.events.push(CallEvent::Offer {
-            sdp: (!req.body.is_empty()).then(|| req.body.clone()),
-        });
-    }
-
-    /// UPDATE (RFC 3311) from the far end, in the early dialog of our INVITE or in the
-    /// confirmed one: a target refresh, and a new offer when it has a body.
-    fn on_update(&mut self, now: Instant, key: ServerKey, req: &Request, config: &UaConfig) {
-        let refuse = if matches!(self.phase, Phase::Closing) {
-            Some((481, "Call/Transaction Does Not Exist"))
-        } else if self.pending_offer.is_some()
-            || (matches!(self.phase, Phase::Offered) && !req.body.is_empty())
-        {
-            // an offer of theirs is still unanswered (a re-INVITE's, or the ringing
-            // INVITE's, answered only in our 200): RFC 3311 §5.2
-            Some((500, "Server Internal Error"))
-        } else if !req.body.is_empty() && (self.reinvite_in_flight() || self.awaiting_answer()) {
-            // our offer is out: theirs crosses it (RFC 3311 §5.2)
-            Some((491, "Request Pending"))
-        } else {
-            None
-        };
-        if let Some((code, reason)) = refuse {
-            let mut resp = self.plain_response(req, code, reason, config);
-            if code == 500 {
-                resp.headers.push("Retry-After", "1");
-            }
-            self.responses.push((key, resp));
-            return;
-        }
-        let confirmed = self.dialog.as_ref().is_some_and(|d| d.matches_request(req));
-        let dialog = if confirmed {
-            self.dialog.as_mut()
-        } else {
-            self.early.as_mut()
-        };
-        if let Some(d) = dialog {
-            let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
-            if d.remote_seq.is_some_and(|r| seq <= r) {
-                let resp = self.plain_response(req, 500, "Server Internal Error", config);
-                self.responses.push((key, resp));
-                return;
-            }
-            d.remote_seq = Some(seq);
-            if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
-                d.remote_target = c.uri;
-            }
-        }
-        if req.body.is_empty() {
-            let mut ok = self.plain_response(req, 200, "OK", config);
-            ok.headers
-                .push("Contact", format!("<{}>", self.contact_uri(config)));
-            self.agree_as_uas(now, req, &mut ok, config);
-            self.responses.push((key, ok));
-            return;
-        }
-        self.pending_offer = Some((key, req.clone()));
-        self.events.push(CallEvent::Offer {
-            sdp: Some(req.body.clone()),
-        });
-    }
-
-    /// As the UAS of `req` (their INVITE or refresh): agree to its session timer in
-    /// `ok` and arm ours. A refresh without Session-Expires turns the timer off.
-    fn agree_as_uas(&mut self, now: Instant, req: &Request, ok: &mut Response, config: &UaConfig) {
-        let Some(timer) = &config.session_timer else {
-            return;
-        };
-        match session_timer::uas_decide(req, timer) {
-            UasDecision::Agreed { session, refresher } => {
-                ok.headers.push("Session-Expires", session.header(refresher));
-                if refresher == Refresher::Uac {
-                    ok.headers.push("Require", "timer");
-                }
-                self.session = Some((session, session.deadline(now)));
-                self.refresh_sent = false;
-            }
-            // a 422 is answered before any of this; below our minimum here means a
-            // refresh that shrank it: keep the interval agreed, refreshed now
-            UasDecision::TooSmall { .. } => {
-                if let Some((session, _)) = self.session {
-                    self.session = Some((session, session.deadline(now)));
-                    self.refresh_sent = false;
-                }
-            }
-            UasDecision::Off => self.session = None,
-        }
-    }
-
-    /// Our request (re-INVITE, UPDATE) refreshes the session when there is a timer.
-    fn ask_session_timer(&self, req: &mut Request, config: &UaConfig) {
-        let (Some(timer), Some((session, _))) = (&config.session_timer, &self.session) else {
-            return;
-        };
-        let refresher = if session.we_refresh {
-            Refresher::Uac
-        } else {
-            Refresher::Uas
-        };
-        req.headers.push("Supported", "timer");
-        req.headers.push("Session-Expires", session.header(refresher));
-        req.headers.push("Min-SE", timer.min_se.to_string());
-    }
-
-    /// A 2xx to our re-INVITE or UPDATE: what it agreed, from now.
-    fn on_refresh_answered(&mut self, now: Instant, resp: &Response) {
-        if self.session.is_none() {
-            return;
-        }
-        self.session = session_timer::uac_agreed(resp).map(|s| (s, s.deadline(now)));
-        self.refresh_sent = false;
-    }
-
-    /// The session timer fired: refresh it, or end a session the far end let expire.
-    fn on_session_timer(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
-        let Some((session, _)) = self.session else { return };
-        match self.phase {
-            Phase::Confirmed => {}
-            Phase::Answered => {
-                // no request may go before the ACK
-                self.session = Some((session, now + Duration::from_secs(1)));
-                return;
-            }
-            _ => {
-                self.session = None;
-                return;
-            }
-        }
-        if !session.we_refresh || self.refresh_sent {
-            self.session = None;
-            self.send_bye(config, rng);
-            let why = if session.we_refresh {
-                "session expired: our refresh was not answered"
-            } else {
-                "session expired: the far end did not refresh it"
-            };
-            self.set_status(CallState::Completed, Some(408), Some(why.into()));
-            return;
-        }
-        if self.reinvite_in_flight() || self.reinvite_waiting() || self.pending_offer.is_some() {
-            // an offer is being exchanged: it refreshes the session when it succeeds
-            self.session = Some((session, now + Duration::from_secs(1)));
-            return;
-        }
-        self.refresh_sent = true;
-        // if this refresh is not answered in time, the session is over
-        let give_up = Session {
-            we_refresh: false,
-            ..session
-        }
-        .deadline(now - Duration::from_secs(u64::from(session.interval) / 2));
-        self.session = Some((session, give_up.max(now + Duration::from_secs(1))));
-        if self.peer_allows_update {
-            let contact = self.contact_uri(config);
-            if let Some(d) = self.dialog.as_mut() {
-                let (mut req, target) = d.request(Method::Update, None, config, rng);
-                req.headers.push("Contact", format!("<{contact}>"));
-                self.ask_session_timer(&mut req, config);
-                req.headers.push("User-Agent", config.user_agent.clone());
-                self.send(req, target);
-            }
-        } else {
-            self.glare_retries = 0;
-            self.send_reinvite(config, rng, None);
-        }
-    }
-
-    /// PRACK (RFC 3262) for the reliable provisional response `rseq`, in the early dialog.
-    fn send_prack(&mut self, rseq: u32, config: &UaConfig, rng: &mut fastrand::Rng) {
-        let invite_seq = self.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
-        let Some(early) = self.early.as_mut() else { return };
-        let (mut prack, target) = early.request(Method::Prack, None, config, rng);
-        prack.headers.push("RAck", format!("{rseq} {invite_seq} INVITE"));
-        prack.headers.push("User-Agent", config.user_agent.clone());
-        self.send(prack, target);
-    }
-
-    /// The caller's PRACK for our reliable 180: stop sending it.
-    fn on_prack(&mut self, key: ServerKey, req: &Request, config: &UaConfig) {
-        let rack = req
-            .headers
-            .get("RAck")
-            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
-        let ours = self.reliable.as_ref().map(|r| r.rseq).or(self.acked_rseq);
-        let (code, reason) = if rack.is_some() && rack == ours {
-            if self.reliable.take().is_some() {
-                self.acked_rseq = rack;
-            }
-            (200, "OK")
-        } else {
-            (481, "Call/Transaction Does Not Exist")
-        };
-        let resp = self.plain_response(req, code, reason, config);
-        self.responses.push((key, resp));
-    }
-
-    /// Our INVITE's offer has no answer yet (none came in an 18x).
-    fn awaiting_answer(&self) -> bool {
-        matches!(self.phase, Phase::Inviting) && self.early_sdp_seen.is_none()
-    }
-
-    /// Answers the far end's re-INVITE with `Ok(sdp)`, or refuses it with a status
-    /// (488 when the offer is unacceptable).
-    pub fn answer_offer(
-        &mut self,
-        now: Instant,
-        answer: Result<Vec<u8>, u16>,
-        config: &UaConfig,
-    ) -> Result<(), CallError> {
-        let (key, req) = self
-            .pending_offer
-            .take()
-            .ok_or(CallError::WrongState("no offer to answer"))?;
-        let resp = match answer {
-            Ok(sdp) => {
-                self.local_sdp = sdp;
-                let mut ok = self.plain_response(&req, 200, "OK", config);
-                ok.headers
-                    .push("Contact", format!("<{}>", self.contact_uri(config)));
-                ok.headers.push("Allow", ALLOW);
-                ok.headers.push("Content-Type", "application/sdp");
-                ok.body = self.local_sdp.clone();
-                self.agree_as_uas(now, &req, &mut ok, config);
-                ok
-            }
-            Err(code) => self.plain_response(&req, code, "Not Acceptable Here", config),
-        };
-        self.responses.push((key, resp));
-        Ok(())
     }
 
     /// The 2xx we sent for their INVITE never got an ACK (RFC 3261 §13.3.1.4): end it.
@@ -1413,10 +720,10 @@ impl Call {
 
     /// Call timers.
     pub fn handle_timeout(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
-        if self.session.is_some_and(|(_, at)| at <= now) {
+        if self.refresh.is_some_and(|c| c.at <= now) {
             self.on_session_timer(now, config, rng);
         }
-        if self.reliable.as_ref().is_some_and(|r| r.next <= now) {
+        if self.reliable_next().is_some_and(|at| at <= now) {
             self.on_reliable_timer(now, config);
         }
         let Some((at, timer)) = self.timer else {
@@ -1433,7 +740,7 @@ impl Call {
                     self.request_cancel(now, config);
                     self.set_status(CallState::NoAnswer, Some(408), Some("no answer".into()));
                 }
-                Phase::Offered => {
+                Phase::Offered { .. } => {
                     self.reject(480, "Temporarily Unavailable", config);
                     self.set_status(CallState::NoAnswer, Some(480), Some("not answered".into()));
                 }
@@ -1441,14 +748,16 @@ impl Call {
             },
             Timer::CancelGiveUp => {
                 // the INVITE never ended after our CANCEL: forget it
-                self.pending = 0;
+                if let Some(invite) = &self.uac.client {
+                    self.outstanding.retain(|k| k != invite);
+                }
             }
             Timer::ReinviteRetry if matches!(self.phase, Phase::Confirmed) => {
-                if self.pending_offer.is_some() {
+                if self.offers.theirs.is_some() {
                     // answering their offer: ours goes once that is done
                     self.timer = Some((now + Duration::from_millis(100), Timer::ReinviteRetry));
                 } else if !self.send_reinvite(config, rng, None) {
-                    self.events.push(CallEvent::ReinviteFailed { code: 491 });
+                    self.out.events.push(CallEvent::ReinviteFailed { code: 491 });
                 }
             }
             Timer::ReinviteRetry => {}
@@ -1459,45 +768,25 @@ impl Call {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.timer.map(|(at, _)| at),
-            self.session.map(|(_, at)| at),
-            self.reliable.as_ref().map(|r| r.next),
+            self.refresh.map(|c| c.at),
+            self.reliable_next(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Sends our reliable 180 again, or refuses the INVITE when it was never PRACKed.
-    fn on_reliable_timer(&mut self, now: Instant, config: &UaConfig) {
-        let Some(r) = self.reliable.as_mut() else { return };
-        if now >= r.give_up {
-            self.reliable = None;
-            if matches!(self.phase, Phase::Offered) {
-                self.reject(504, "Server Time-out", config);
-                self.set_status(
-                    CallState::Failed,
-                    Some(504),
-                    Some("no PRACK from the caller".into()),
-                );
-            }
-            return;
-        }
-        r.interval = (r.interval * 2).min(Duration::from_secs(4));
-        r.next = (now + r.interval).min(r.give_up);
-        let again = (r.key.clone(), r.response.clone());
-        self.responses.push(again);
-    }
-
     fn maybe_end(&mut self) {
         if !self.ended
             && matches!(self.phase, Phase::Closing)
-            && self.pending == 0
-            && self.cancel != Cancel::Wanted
-            && self.pending_offer.is_none()
+            && self.outstanding.is_empty()
+            && self.out.requests.iter().all(|(r, _)| r.method == Method::Ack)
+            && self.uac.cancel != Cancel::Wanted
+            && self.offers.theirs.is_none()
         {
             self.ended = true;
             self.timer = None;
-            self.events.push(CallEvent::Ended);
+            self.out.events.push(CallEvent::Ended);
         }
     }
 
@@ -1506,7 +795,8 @@ impl Call {
             return;
         }
         self.visible = Some(state);
-        self.events
+        self.out
+            .events
             .push(CallEvent::Status(CallStatus { state, code, reason }));
     }
 
@@ -1556,42 +846,15 @@ impl Call {
     }
 
     pub fn drain_requests(&mut self) -> std::vec::Drain<'_, (Request, Target)> {
-        self.requests.drain(..)
+        self.out.requests.drain(..)
     }
 
     pub fn drain_responses(&mut self) -> std::vec::Drain<'_, (ServerKey, Response)> {
-        self.responses.drain(..)
+        self.out.responses.drain(..)
     }
 
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
-        self.events.drain(..)
-    }
-}
-
-/// A reliable provisional response of ours (RFC 3262 §3): sent again at T1, 2*T1…
-/// until PRACKed; after 64*T1 without one, the INVITE is refused.
-#[derive(Debug)]
-struct Reliable {
-    rseq: u32,
-    key: ServerKey,
-    response: Response,
-    next: Instant,
-    interval: Duration,
-    give_up: Instant,
-}
-
-impl Reliable {
-    const T1: Duration = Duration::from_millis(500);
-
-    fn new(now: Instant, rseq: u32, key: ServerKey, response: Response) -> Reliable {
-        Reliable {
-            rseq,
-            key,
-            response,
-            next: now + Self::T1,
-            interval: Self::T1,
-            give_up: now + Self::T1 * 64,
-        }
+        self.out.events.drain(..)
     }
 }
 

@@ -1035,13 +1035,11 @@ impl UserAgent {
             self.transactions.respond(now, &key, &resp);
         }
         for (req, target) in requests {
-            let is_invite = req.method == Method::Invite;
             let key = self.transactions.send_request(now, req, target, Owner::Call(id));
-            if is_invite
-                && let Some(key) = key
+            if let Some(key) = key
                 && let Some(c) = self.calls.get_mut(&id)
             {
-                c.set_invite_key(key);
+                c.sent(key);
             }
         }
         let mut over = ended;
