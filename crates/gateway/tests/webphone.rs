@@ -500,6 +500,25 @@ fn outgoing_call_from_the_keypad() {
     lab.pbx.wait_users(WAIT, |u| u == ["1001"]);
 }
 
+/// The far end refuses hold (488 to the re-INVITE): the page says so, stays "In call"
+/// and never shows "On hold" (sipline answers `hold` only once the far end has).
+#[test]
+fn a_refused_hold_never_shows_on_hold() {
+    if isolated("a_refused_hold_never_shows_on_hold") {
+        return;
+    }
+    let _one = one_browser_at_a_time();
+    let lab = Lab::start(65, 881);
+    let mut far = lab.uas("uas_refuse_reinvite", "1001", &[]);
+    let mut page = Script::start("hold.mjs", &lab, &[("CALLEE", "1001")]);
+    page.event("registered");
+    let refused = page.event("refused");
+    assert!(refused.contains("488"), "{refused}");
+    page.passes();
+    let msgs = sipp_passes(&mut far, "the far end (refused the hold, then BYE)");
+    assert!(msgs.contains("SIP/2.0 488"), "{msgs}");
+}
+
 /// A named caller rings the page: it shows the caller, Answer; the caller hangs up. A
 /// second call is declined with Escape alone.
 #[test]
