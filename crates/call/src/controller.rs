@@ -43,6 +43,10 @@ pub struct GatewayCall {
     negotiated: Option<NegotiatedMedia>,
     /// The media task has the call's RTP ports.
     attached: bool,
+    /// There is a media task to hand them to (a line may have none).
+    media_task: bool,
+    /// The SDP we last sent, to tell whether the next one changed (its version).
+    last_sdp: Option<String>,
     outputs: VecDeque<Output>,
 }
 
@@ -60,14 +64,24 @@ impl GatewayCall {
             local,
             negotiated: None,
             attached: false,
+            media_task: true,
+            last_sdp: None,
             outputs: VecDeque::new(),
         }
     }
 
     /// A call we place to `peer`: the call and the offer for its INVITE.
     pub fn outgoing(peer: String, local: LocalMedia) -> (GatewayCall, Vec<u8>) {
-        let offer = sdp::build_offer(&local).into_bytes();
-        (GatewayCall::new(peer, false, Phase::Calling, local), offer)
+        let mut call = GatewayCall::new(peer, false, Phase::Calling, local);
+        let offer = call.stamp(sdp::build_offer).into_bytes();
+        (call, offer)
+    }
+
+    /// For a line without a media task: media is negotiated but never attached (DTMF
+    /// then goes as INFO).
+    pub fn without_media_task(mut self) -> GatewayCall {
+        self.media_task = false;
+        self
     }
 
     /// An INVITE from `peer` with `offer` (None when it had no body). Tells the browser
@@ -129,11 +143,15 @@ impl GatewayCall {
             return Err(CallControlError::NotRinging);
         };
         let sdp = match offer.take() {
-            None => sdp::build_offer(&self.local),
+            None => self.stamp(sdp::build_offer),
             Some(offer) => match sdp::answer(&offer, &self.local) {
                 Ok(answer) => {
                     self.negotiated = Some(answer.media);
-                    answer.sdp
+                    self.stamp(|l| {
+                        sdp::answer(&offer, l)
+                            .map(|a| a.sdp)
+                            .unwrap_or(answer.sdp.clone())
+                    })
                 }
                 Err(e) => {
                     let why = format!("the caller's media is not acceptable: {e}");
@@ -177,8 +195,7 @@ impl GatewayCall {
         }
         *hold_change = Some(on);
         self.local.direction = hold_direction(on);
-        self.local.next_version();
-        let sdp = sdp::build_offer(&self.local).into_bytes();
+        let sdp = self.stamp(sdp::build_offer).into_bytes();
         self.sip(SipAction::Reinvite { sdp });
         Ok(())
     }
@@ -317,12 +334,19 @@ impl GatewayCall {
     fn on_offer(&mut self, offer: Option<&[u8]>) {
         let Some(offer) = offer else {
             // offerless re-INVITE: our current offer in the 200, their answer in the ACK
-            let sdp = sdp::build_offer(&self.local).into_bytes();
+            let sdp = self.stamp(sdp::build_offer).into_bytes();
             self.sip(SipAction::AnswerOffer(Ok(sdp)));
             return;
         };
-        let answer = parse_sdp(offer).and_then(|o| sdp::answer(&o, &self.local).map_err(|e| e.to_string()));
-        let answer = match answer {
+        let offer = match parse_sdp(offer) {
+            Ok(o) => o,
+            Err(e) => {
+                self.warn(format!("re-INVITE offer not acceptable: {e}"));
+                self.sip(SipAction::AnswerOffer(Err(488)));
+                return;
+            }
+        };
+        let answer = match sdp::answer(&offer, &self.local).map_err(|e| e.to_string()) {
             Ok(a) => a,
             Err(e) => {
                 self.warn(format!("re-INVITE offer not acceptable: {e}"));
@@ -332,7 +356,12 @@ impl GatewayCall {
         };
         let held = answer.media.remote_on_hold;
         self.negotiated = Some(answer.media);
-        self.sip(SipAction::AnswerOffer(Ok(answer.sdp.into_bytes())));
+        let sdp = self.stamp(|l| {
+            sdp::answer(&offer, l)
+                .map(|a| a.sdp)
+                .unwrap_or(answer.sdp.clone())
+        });
+        self.sip(SipAction::AnswerOffer(Ok(sdp.into_bytes())));
         self.sync_media();
         if let Phase::Established { remote_hold, .. } = &mut self.phase
             && std::mem::replace(remote_hold, held) != held
@@ -371,6 +400,9 @@ impl GatewayCall {
     /// Tells the media task what offer/answer agreed: hands it the ports the first
     /// time, updates it afterwards.
     fn sync_media(&mut self) {
+        if !self.media_task {
+            return;
+        }
         let Some(n) = &self.negotiated else { return };
         let local_hold = matches!(self.phase, Phase::Established { local_hold: true, .. });
         let media = SipMedia::negotiated(n, local_hold);
@@ -399,6 +431,23 @@ impl GatewayCall {
         }
     }
 
+    /// Our SDP to send, built by `make` from our media; its o= version goes up exactly
+    /// when it differs from the SDP we last sent (RFC 3264 §8: peers that see the same
+    /// version ignore the rest).
+    fn stamp(&mut self, make: impl Fn(&LocalMedia) -> String) -> String {
+        let mut sdp = make(&self.local);
+        if self
+            .last_sdp
+            .as_deref()
+            .is_some_and(|last| !same_but_version(last, &sdp))
+        {
+            self.local.next_version();
+            sdp = make(&self.local);
+        }
+        self.last_sdp = Some(sdp.clone());
+        sdp
+    }
+
     fn info_dtmf(&mut self, digit: char) {
         self.sip(SipAction::Info {
             content_type: INFO_CONTENT_TYPE,
@@ -421,6 +470,12 @@ impl GatewayCall {
     fn warn(&mut self, what: String) {
         self.outputs.push_back(Output::Warning(what));
     }
+}
+
+/// Whether two of our SDPs say the same but for the `o=` line (where the version is).
+fn same_but_version(a: &str, b: &str) -> bool {
+    let body = |s| str::lines(s).filter(|l| !l.starts_with("o="));
+    body(a).eq(body(b))
 }
 
 fn hold_direction(on: bool) -> Direction {

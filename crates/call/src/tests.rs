@@ -583,3 +583,51 @@ fn an_update_during_early_media_moves_the_media_before_the_answer() {
     assert!(media_of(&out).is_empty());
     assert_eq!(states_of(&out), [CallState::InCall]);
 }
+
+#[test]
+fn the_sdp_version_goes_up_only_when_our_sdp_changes() {
+    let version = |sdp: &[u8]| {
+        text(sdp)
+            .lines()
+            .find(|l| l.starts_with("o="))
+            .and_then(|o| o.split(' ').nth(2))
+            .unwrap()
+            .to_owned()
+    };
+    let mut call = established_outgoing();
+    // asked for our offer again, unchanged: same version
+    call.on_sip_event(CallEvent::Offer { sdp: None });
+    let out = drain(&mut call);
+    let [SipAction::AnswerOffer(Ok(sdp))] = sip_of(&out)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(version(sdp), "1");
+    // the far end holds us: our answer says recvonly, a change
+    call.on_sip_event(CallEvent::Offer {
+        sdp: Some(far_sdp("10.0.0.1", 5000, "0 101", "sendonly")),
+    });
+    let out = drain(&mut call);
+    let [SipAction::AnswerOffer(Ok(sdp))] = sip_of(&out)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(version(sdp), "2", "{}", text(sdp));
+    // the same again: no change
+    call.on_sip_event(CallEvent::Offer {
+        sdp: Some(far_sdp("10.0.0.1", 5000, "0 101", "sendonly")),
+    });
+    let out = drain(&mut call);
+    let [SipAction::AnswerOffer(Ok(sdp))] = sip_of(&out)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(version(sdp), "2");
+}
+
+#[test]
+fn without_a_media_task_nothing_is_attached_and_dtmf_goes_as_info() {
+    let (call, _) = GatewayCall::outgoing("1001".into(), local());
+    let mut call = call.without_media_task();
+    call.on_sip_event(answer_sdp("sendrecv"));
+    call.on_sip_event(status(CallState::InCall, Some(200)));
+    assert!(media_of(&drain(&mut call)).is_empty());
+    assert_eq!(call.dtmf("1"), Ok(DtmfMethod::Info));
+}

@@ -264,7 +264,10 @@ impl Driver {
             return Err(CallControlError::CallLimit);
         }
         let (ports, local) = self.new_media()?;
-        let (call, offer) = GatewayCall::outgoing(number.clone(), local);
+        let (mut call, offer) = GatewayCall::outgoing(number.clone(), local);
+        if !self.has_media_task(line) {
+            call = call.without_media_task();
+        }
         let id = self
             .ua
             .place_call(now, line, &number, offer)
@@ -396,6 +399,11 @@ impl Driver {
         handle.send(command);
     }
 
+    /// Whether the line has a media task to bridge its calls' audio.
+    fn has_media_task(&self, line: LineId) -> bool {
+        self.lines.get(&line).is_some_and(|l| l.media.is_some())
+    }
+
     /// Whether `calls.max_concurrent` calls exist already.
     fn at_call_limit(&self) -> bool {
         self.max_calls.is_some_and(|max| self.calls.len() >= max)
@@ -491,7 +499,10 @@ impl Driver {
             Err(503)
         } else {
             self.new_media().map_err(|_| 503).and_then(|(ports, local)| {
-                GatewayCall::incoming(from, display_name, offer.as_deref(), local).map(|c| (c, ports))
+                let media_task = self.has_media_task(line);
+                GatewayCall::incoming(from, display_name, offer.as_deref(), local)
+                    .map(|c| if media_task { c } else { c.without_media_task() })
+                    .map(|c| (c, ports))
             })
         };
         match refuse {

@@ -627,7 +627,8 @@ async fn update_changes_the_media_before_and_after_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_timer_we_refresh_when_the_far_end_makes_us_the_refresher() {
-    let lab = CallLab::start(54);
+    // the far end asks for 4 s: accept it (we never go below our own Min-SE)
+    let lab = CallLab::start_with_config(54, "", "", "\n[calls]\nsession_min_se = 2\n");
     let mut uas = lab.uas("uas_timer_caller_refreshes", "1001", &[]);
     let (mut b, _) = lab.browser().await;
     call(&mut b, "1001").await;

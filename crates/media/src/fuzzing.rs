@@ -183,9 +183,10 @@ fn local_set_ups() -> [LocalMedia; 2] {
     [g711, all]
 }
 
-/// A bridge for negotiated media, with the SIP leg as the gateway's SIP driver builds
-/// it (`sip_driver::sip_media`) and a browser that has every codec; one packet of the
-/// negotiated payload type from the far end, one of audio from the browser.
+/// A bridge for negotiated media, with the SIP leg as the gateway's call controller
+/// builds it (`SipLeg::negotiated`, via `sipline_call::SipMedia`) and a browser that
+/// has every codec; one packet of the negotiated payload type from the far end, one of
+/// audio from the browser.
 fn bridge_from(n: &NegotiatedMedia, ours: Direction) {
     let sip = SipLeg::negotiated(n, !ours.receives());
     let browser = BrowserLeg {

@@ -12,6 +12,7 @@
 //! (re-INVITE/UPDATE both ways, glare), `challenge` (401/407 in the dialog),
 //! `refresh` (session timers), `reliable` (our reliable 180).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::auth::{Authorization, Challenge, Credentials};
@@ -186,6 +187,8 @@ const MAX_CHALLENGES: u32 = 2;
 const MAX_DIALOG_CHALLENGES: u32 = 8;
 /// How many times a re-INVITE is sent again after 491 Request Pending.
 const MAX_GLARE_RETRIES: u32 = 3;
+/// How long our re-INVITE may go without a final response (64*T1, like Timer B).
+const REINVITE_GIVE_UP: Duration = Duration::from_secs(32);
 /// In-dialog requests remembered for answering a challenge to them.
 const MAX_REMEMBERED_REQUESTS: usize = 16;
 
@@ -254,10 +257,15 @@ struct Offers {
     ours: Option<(Option<ClientKey>, u32)>,
     /// Our re-INVITE has its final response.
     ours_answered: bool,
+    /// Our SDP before the change our re-INVITE offers: back in place if it fails.
+    before: Option<Vec<u8>>,
+    /// When our re-INVITE in flight counts as unanswered (it may sit in Proceeding).
+    give_up: Option<Instant>,
     /// Times our current re-INVITE met glare (491) and was sent again.
     glare_retries: u32,
-    /// The last ACK for a 2xx, re-sent when the 2xx is retransmitted.
-    last_ack: Option<(Request, Target)>,
+    /// Our ACKs for 2xx responses by INVITE CSeq (the last few), sent again when a 2xx
+    /// is retransmitted.
+    acks: VecDeque<(u32, Request, Target)>,
 }
 
 /// What answering challenges needs: the nonce count, and our in-dialog requests
@@ -583,7 +591,7 @@ impl Call {
             _ => {
                 if !resp.is_provisional() {
                     if key.method == Method::Update && resp.is_success() {
-                        self.on_refresh_answered(now, resp);
+                        self.on_refresh_answered(now, resp, config);
                     }
                     self.on_dialog_request_response(key, resp, config, rng);
                 }
@@ -602,8 +610,7 @@ impl Call {
             .is_some_and(|(k, _)| k.as_ref() == Some(key))
             && !self.offers.ours_answered
         {
-            self.offers.ours_answered = true;
-            self.out.events.push(CallEvent::ReinviteFailed { code: 408 });
+            self.fail_reinvite(408);
         }
         if key.method == Method::Invite && self.uac.client.as_ref() == Some(key) {
             // not even a provisional response: the far end is unreachable
@@ -677,10 +684,31 @@ impl Call {
             (Method::Bye, Some(key)) => {
                 let ok = self.plain_response(req, 200, "OK", config);
                 self.out.responses.push((key, ok));
-                if !matches!(self.phase, Phase::Closing) {
-                    self.phase = Phase::Closing;
-                    self.timer = None;
-                    self.set_status(CallState::Completed, None, Some("hung up by far end".into()));
+                match self.phase {
+                    // a BYE in the early dialog (RFC 3261 §15): the INVITE still needs
+                    // its final response (theirs) or to be cancelled (ours)
+                    Phase::Offered { .. } => {
+                        self.reject(487, "Request Terminated", config);
+                        self.set_status(
+                            CallState::Cancelled,
+                            Some(487),
+                            Some("cancelled by caller".into()),
+                        );
+                    }
+                    Phase::Inviting => {
+                        self.request_cancel(now, config);
+                        self.set_status(
+                            CallState::Failed,
+                            None,
+                            Some("ended by the far end before the answer".into()),
+                        );
+                    }
+                    Phase::Closing => {}
+                    Phase::Answered | Phase::Confirmed => {
+                        self.phase = Phase::Closing;
+                        self.timer = None;
+                        self.set_status(CallState::Completed, None, Some("hung up by far end".into()));
+                    }
                 }
             }
             (Method::Invite, Some(key)) => self.on_reinvite(now, key, req, config),
@@ -726,6 +754,9 @@ impl Call {
         if self.reliable_next().is_some_and(|at| at <= now) {
             self.on_reliable_timer(now, config);
         }
+        if self.offers.give_up.is_some_and(|at| at <= now) {
+            self.give_up_reinvite();
+        }
         let Some((at, timer)) = self.timer else {
             self.maybe_end();
             return;
@@ -756,7 +787,7 @@ impl Call {
                 if self.offers.theirs.is_some() {
                     // answering their offer: ours goes once that is done
                     self.timer = Some((now + Duration::from_millis(100), Timer::ReinviteRetry));
-                } else if !self.send_reinvite(config, rng, None) {
+                } else if !self.send_reinvite(now, config, rng, None) {
                     self.out.events.push(CallEvent::ReinviteFailed { code: 491 });
                 }
             }
@@ -770,6 +801,7 @@ impl Call {
             self.timer.map(|(at, _)| at),
             self.refresh.map(|c| c.at),
             self.reliable_next(),
+            self.offers.give_up,
         ]
         .into_iter()
         .flatten()

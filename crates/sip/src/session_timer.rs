@@ -66,6 +66,15 @@ impl Session {
         }
     }
 
+    /// Never shorter than `floor` seconds (a far end asking for 1 s would have us
+    /// refresh twice a second).
+    pub fn at_least(self, floor: u32) -> Session {
+        Session {
+            interval: self.interval.max(floor),
+            ..self
+        }
+    }
+
     /// The header value for a request or response in which `refresher` refreshes.
     pub fn header(&self, refresher: Refresher) -> String {
         format!("{};refresher={}", self.interval, refresher.as_str())

@@ -263,8 +263,9 @@ pub struct UserAgent {
     by_local_tag: HashMap<String, CallRef>,
     /// Incoming calls by the branch of their INVITE: CANCELs and ACK timeouts.
     by_invite_branch: HashMap<String, CallRef>,
-    /// Lines by the user part of their Contact: new INVITEs.
-    by_user: HashMap<String, LineId>,
+    /// Lines by the user part of their Contact (usually one; two while one of the
+    /// same user leaves): new INVITEs.
+    by_user: HashMap<String, Vec<LineId>>,
 }
 
 /// What has a deadline in the user agent (besides transactions and the keepalive).
@@ -313,7 +314,7 @@ impl UserAgent {
         let mut registration = Registration::new(account, &self.config, &mut self.rng);
         registration.start(now, &self.config, &mut self.rng);
         if let Some(user) = &registration.contact().user {
-            self.by_user.insert(user.clone(), id);
+            self.by_user.entry(user.clone()).or_default().push(id);
         }
         self.lines.insert(
             id,
@@ -416,7 +417,7 @@ impl UserAgent {
     /// Sends a new offer for an established call (hold and resume).
     pub fn reinvite(&mut self, now: Instant, call: CallRef, sdp: Vec<u8>) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
-        c.reinvite(sdp, &self.config, &mut self.rng)?;
+        c.reinvite(now, sdp, &self.config, &mut self.rng)?;
         self.flush_call(now, call);
         Ok(())
     }
@@ -729,10 +730,11 @@ impl UserAgent {
             .user
             .as_ref()
             .and_then(|user| self.by_user.get(user))
-            .copied()
-            .filter(|id| {
-                self.lines.get(id).is_some_and(|l| {
-                    l.registration.contact().user == req.uri.user && !l.registration.is_stopping()
+            .and_then(|ids| {
+                ids.iter().copied().find(|id| {
+                    self.lines.get(id).is_some_and(|l| {
+                        l.registration.contact().user == req.uri.user && !l.registration.is_stopping()
+                    })
                 })
             });
         let Some(line) = line else {
@@ -1007,9 +1009,12 @@ impl UserAgent {
         if done {
             if let Some(line) = self.lines.remove(&id)
                 && let Some(user) = &line.registration.contact().user
-                && self.by_user.get(user) == Some(&id)
+                && let Some(ids) = self.by_user.get_mut(user)
             {
-                self.by_user.remove(user);
+                ids.retain(|l| *l != id);
+                if ids.is_empty() {
+                    self.by_user.remove(user);
+                }
             }
             self.timers.set(Timed::Line(id), None);
             self.transactions.forget_owner(|o| *o == Owner::Line(id));

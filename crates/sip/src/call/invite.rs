@@ -50,8 +50,9 @@ impl Call {
         rng: &mut fastrand::Rng,
     ) {
         if self.uac.client.as_ref() != Some(key) {
-            // a response for an INVITE we already replaced (after a challenge)
-            if resp.is_success() {
+            // a response for an INVITE we already replaced (after a challenge), or a
+            // 2xx of an earlier re-INVITE sent again (our ACK got lost)
+            if resp.is_success() && !self.ack_again(resp, config, rng) {
                 self.ack_and_bye_stray(resp, config, rng);
             }
             return;
@@ -136,13 +137,10 @@ impl Call {
         rng: &mut fastrand::Rng,
     ) {
         let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
-        if let Some(d) = &self.dialog {
-            if tag.as_deref() == Some(d.id.remote_tag.as_str()) {
-                // retransmitted 2xx: our ACK got lost
-                if let Some((ack, target)) = self.offers.last_ack.clone() {
-                    self.out.requests.push((ack, target));
-                }
-            } else {
+        let _ = tag;
+        if self.dialog.is_some() {
+            // retransmitted 2xx (our ACK got lost), or a 2xx from another fork
+            if !self.ack_again(resp, config, rng) {
                 self.ack_and_bye_stray(resp, config, rng);
             }
             return;
@@ -158,7 +156,7 @@ impl Call {
             dialog.local_seq = dialog.local_seq.max(early.local_seq);
         }
         let (ack, target) = dialog.request(Method::Ack, Some(seq), config, rng);
-        self.offers.last_ack = Some((ack.clone(), target));
+        self.remember_ack(seq, ack.clone(), target);
         self.out.requests.push((ack, target));
         self.dialog = Some(dialog);
         if self.uac.cancel == Cancel::Wanted {
@@ -173,8 +171,11 @@ impl Call {
         self.timer = None;
         self.early = None;
         self.peer_allows_update = allows_update(&resp.headers);
-        if config.session_timer.is_some() {
-            self.refresh = session_timer::uac_agreed(resp).map(|s| SessionClock::new(s, now));
+        if let Some(timer) = &config.session_timer {
+            // never shorter than we accept (a far end asking 1 s would have us refresh
+            // twice a second)
+            self.refresh =
+                session_timer::uac_agreed(resp).map(|s| SessionClock::new(s.at_least(timer.min_se), now));
         }
         // the same answer as in the 18x is no news (and an UPDATE may have changed the
         // media since)
@@ -251,6 +252,11 @@ impl Call {
         let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1).wrapping_add(1);
         invite.headers.set("CSeq", format!("{seq} INVITE"));
         edit(&mut invite);
+        // a new transaction: nothing heard from it yet (no CANCEL before its 1xx)
+        self.uac.provisional = false;
+        self.uac.early_sdp_seen = None;
+        self.uac.last_rseq = None;
+        self.early = None;
         self.invite = invite.clone();
         self.uac.client = None;
         self.send(invite, config.next_hop());

@@ -9,6 +9,7 @@ impl Call {
     /// [`CallEvent::RemoteSdp`], a refusal as [`CallEvent::ReinviteFailed`].
     pub fn reinvite(
         &mut self,
+        now: Instant,
         sdp: Vec<u8>,
         config: &UaConfig,
         rng: &mut fastrand::Rng,
@@ -21,10 +22,11 @@ impl Call {
         }
         let previous = std::mem::replace(&mut self.local_sdp, sdp);
         self.offers.glare_retries = 0;
-        if !self.send_reinvite(config, rng, None) {
+        if !self.send_reinvite(now, config, rng, None) {
             self.local_sdp = previous;
             return Err(CallError::WrongState("the call is not established"));
         }
+        self.offers.before = Some(previous);
         Ok(())
     }
 
@@ -53,6 +55,7 @@ impl Call {
     /// challenge cannot be answered.
     pub(super) fn send_reinvite(
         &mut self,
+        now: Instant,
         config: &UaConfig,
         rng: &mut fastrand::Rng,
         challenge: Option<&Response>,
@@ -76,7 +79,63 @@ impl Call {
         }
         self.offers.ours = Some((None, seq));
         self.offers.ours_answered = false;
+        self.offers.give_up = Some(now + REINVITE_GIVE_UP);
         self.send(req, target);
+        true
+    }
+
+    /// Our re-INVITE failed (refused, timed out, never answered): the previous SDP is
+    /// ours again, and the owner hears it.
+    pub(super) fn fail_reinvite(&mut self, code: u16) {
+        self.offers.ours_answered = true;
+        self.offers.give_up = None;
+        if let Some(before) = self.offers.before.take() {
+            self.local_sdp = before;
+        }
+        self.out.events.push(CallEvent::ReinviteFailed { code });
+    }
+
+    /// Our re-INVITE sat unanswered past [`REINVITE_GIVE_UP`] (an INVITE in Proceeding
+    /// has no timer of its own): stop waiting for it.
+    pub(super) fn give_up_reinvite(&mut self) {
+        self.offers.give_up = None;
+        if !self.reinvite_in_flight() {
+            return;
+        }
+        if let Some((Some(key), _)) = &self.offers.ours {
+            let key = key.clone();
+            self.outstanding.retain(|k| *k != key);
+        }
+        self.fail_reinvite(408);
+        self.maybe_end();
+    }
+
+    /// Keeps our ACK for the 2xx to INVITE `seq` (the last few).
+    pub(super) fn remember_ack(&mut self, seq: u32, ack: Request, target: Target) {
+        if self.offers.acks.len() >= 4 {
+            self.offers.acks.pop_front();
+        }
+        self.offers.acks.push_back((seq, ack, target));
+    }
+
+    /// A 2xx in our dialog sent again (our ACK was lost): ACK it again, with its CSeq.
+    /// False when it is not from our dialog's far end (another fork).
+    pub(super) fn ack_again(&mut self, resp: &Response, config: &UaConfig, rng: &mut fastrand::Rng) -> bool {
+        let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let Some(d) = self.dialog.as_mut() else {
+            return false;
+        };
+        if tag.as_deref() != Some(d.id.remote_tag.as_str()) {
+            return false;
+        }
+        let Ok(seq) = resp.headers.cseq().map(|c| c.seq) else {
+            return true;
+        };
+        let ack = match self.offers.acks.iter().find(|(s, _, _)| *s == seq) {
+            Some((_, ack, target)) => (ack.clone(), *target),
+            None => d.request(Method::Ack, Some(seq), config, rng),
+        };
+        self.out.requests.push(ack);
         true
     }
 
@@ -97,22 +156,26 @@ impl Call {
             }
             401 | 407 if !self.offers.ours_answered && self.auth.answered < MAX_DIALOG_CHALLENGES => {
                 self.offers.ours_answered = true;
-                if !self.send_reinvite(config, rng, Some(resp)) {
-                    self.out
-                        .events
-                        .push(CallEvent::ReinviteFailed { code: resp.status });
+                if !self.send_reinvite(now, config, rng, Some(resp)) {
+                    self.fail_reinvite(resp.status);
                 }
             }
             100..=199 => {}
             200..=299 => {
                 if !self.offers.ours_answered {
                     self.offers.ours_answered = true;
-                    self.on_refresh_answered(now, resp);
+                    self.offers.give_up = None;
+                    self.on_refresh_answered(now, resp, config);
                     if let Some(d) = self.dialog.as_mut() {
                         let (ack, target) = d.request(Method::Ack, Some(seq), config, rng);
-                        self.offers.last_ack = Some((ack, target));
+                        self.remember_ack(seq, ack, target);
                     }
-                    if !resp.body.is_empty() {
+                    if resp.body.is_empty() {
+                        // an offer must be answered: without one, the change did not happen
+                        // as far as we can tell
+                        self.fail_reinvite(resp.status);
+                    } else {
+                        self.offers.before = None;
                         self.out.events.push(CallEvent::RemoteSdp {
                             sdp: resp.body.clone(),
                             early: false,
@@ -120,14 +183,11 @@ impl Call {
                     }
                 }
                 // (re-)ACK: retransmitted 2xx means our ACK was lost
-                if let Some((ack, target)) = self.offers.last_ack.clone() {
-                    self.out.requests.push((ack, target));
-                }
+                self.ack_again(resp, config, rng);
             }
             code => {
                 if !self.offers.ours_answered {
-                    self.offers.ours_answered = true;
-                    self.out.events.push(CallEvent::ReinviteFailed { code });
+                    self.fail_reinvite(code);
                 }
             }
         }

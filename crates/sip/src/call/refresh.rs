@@ -67,11 +67,12 @@ impl Call {
     }
 
     /// A 2xx to our re-INVITE or UPDATE: what it agreed, from now.
-    pub(super) fn on_refresh_answered(&mut self, now: Instant, resp: &Response) {
+    pub(super) fn on_refresh_answered(&mut self, now: Instant, resp: &Response, config: &UaConfig) {
         if self.refresh.is_none() {
             return;
         }
-        self.refresh = session_timer::uac_agreed(resp).map(|s| SessionClock::new(s, now));
+        let floor = config.session_timer.map_or(1, |t| t.min_se);
+        self.refresh = session_timer::uac_agreed(resp).map(|s| SessionClock::new(s.at_least(floor), now));
     }
 
     /// The session timer fired: refresh it, or end a session the far end let expire.
@@ -129,7 +130,7 @@ impl Call {
             }
         } else {
             self.offers.glare_retries = 0;
-            self.send_reinvite(config, rng, None);
+            self.send_reinvite(now, config, rng, None);
         }
     }
 }

@@ -1337,3 +1337,132 @@ fn as_callee_a_reliable_180_never_pracked_fails_the_call_after_64_t1() {
     assert_eq!(resps.last().unwrap().status, 504);
     assert!(lab.states().contains(&CallState::Failed));
 }
+
+#[test]
+fn a_refused_reinvite_puts_our_previous_sdp_back_for_the_next_refresh() {
+    let mut lab = Lab::new();
+    let (call, _) = call_answered_with_timer(&mut lab, "120;refresher=uac", "INVITE, ACK, BYE");
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let re = lab.one_request();
+    lab.respond(&re, 488, &[], b"");
+    assert!(
+        lab.call_events()
+            .contains(&CallEvent::ReinviteFailed { code: 488 })
+    );
+    lab.requests();
+    lab.advance(Duration::from_secs(60));
+    let refresh = lab
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("a refresh re-INVITE");
+    assert_eq!(refresh.body, OFFER, "the refused hold SDP is not sent again");
+}
+
+#[test]
+fn a_reinvite_left_in_proceeding_is_given_up_and_the_call_can_still_end() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let re = lab.one_request();
+    lab.respond(&re, 100, &[], b"");
+    lab.advance(Duration::from_secs(33));
+    assert!(
+        lab.call_events()
+            .contains(&CallEvent::ReinviteFailed { code: 408 })
+    );
+    lab.requests();
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    let bye = lab
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Bye)
+        .unwrap();
+    lab.respond(&bye, 200, &[], b"");
+    assert!(
+        lab.call_events().contains(&CallEvent::Ended),
+        "not held up by the dead re-INVITE"
+    );
+}
+
+#[test]
+fn a_2xx_without_sdp_to_our_reinvite_is_acked_and_counts_as_failed() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let re = lab.one_request();
+    lab.respond(&re, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], b"");
+    assert_eq!(lab.one_request().method, Method::Ack);
+    assert!(
+        lab.call_events()
+            .contains(&CallEvent::ReinviteFailed { code: 200 })
+    );
+}
+
+#[test]
+fn a_2xx_of_an_earlier_reinvite_sent_again_is_acked_with_its_cseq_not_hung_up() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
+    let first = lab.one_request();
+    lab.respond(&first, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    lab.requests();
+    lab.ua.reinvite(lab.now, call, b"v=0 resume".to_vec()).unwrap();
+    let second = lab.one_request();
+    lab.respond(&second, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    lab.requests();
+    // the first one's 200 again (our ACK to it was lost)
+    lab.respond(&first, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
+    let sent = lab.requests();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].method, Method::Ack);
+    assert_eq!(
+        sent[0].headers.cseq().unwrap().seq,
+        first.headers.cseq().unwrap().seq
+    );
+    assert!(lab.states().is_empty(), "the call goes on");
+}
+
+#[test]
+fn a_bye_in_the_early_dialog_of_a_ringing_call_ends_its_invite_with_487() {
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "e1", "early", 1, None, FAR_SDP).as_bytes());
+    let tag = lab.responses()[1].headers.to().unwrap().tag().unwrap().to_owned();
+    lab.events();
+    lab.feed(Lab::far_request("BYE", "b1", "early", 2, Some(&tag), b"").as_bytes());
+    let resps = lab.responses();
+    assert_eq!(status_of(&resps), vec![200, 487]);
+    assert_eq!(lab.states(), vec![CallState::Cancelled]);
+    assert_eq!(lab.ua.line_call(lab.line), None);
+}
+
+#[test]
+fn after_a_challenge_no_cancel_goes_before_the_new_invite_has_a_provisional_response() {
+    let mut lab = Lab::new();
+    let call = lab
+        .ua
+        .place_call(lab.now, lab.line, "1000", OFFER.to_vec())
+        .unwrap();
+    let invite = lab.one_request();
+    lab.respond(&invite, 180, &[], b"");
+    lab.respond(&invite, 407, &[("Proxy-Authenticate", CHALLENGE)], b"");
+    let again: Vec<Request> = lab
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::Invite)
+        .collect();
+    assert_eq!(again.len(), 1);
+    lab.ua.hang_up(lab.now, call, 487).unwrap();
+    assert!(
+        !lab.requests().iter().any(|r| r.method == Method::Cancel),
+        "RFC 3261 §9.1: not before a provisional response"
+    );
+    lab.respond(&again[0], 100, &[], b"");
+    assert!(lab.requests().iter().any(|r| r.method == Method::Cancel));
+}
