@@ -116,6 +116,18 @@ fn established_outgoing() -> GatewayCall {
     call
 }
 
+/// An outgoing call with early media (183, PCMU + telephone-event), outputs drained.
+fn early_media_outgoing() -> GatewayCall {
+    let (mut call, _) = GatewayCall::outgoing("1001".into(), local());
+    call.on_sip_event(CallEvent::RemoteSdp {
+        sdp: far_sdp("10.0.0.1", 5000, "0 101", "sendrecv"),
+        early: true,
+    });
+    call.on_sip_event(status(CallState::EarlyMedia, Some(183)));
+    drain(&mut call);
+    call
+}
+
 #[test]
 fn outgoing_call_offers_our_codecs_and_attaches_early_media_then_updates_on_answer() {
     let (mut call, offer) = GatewayCall::outgoing("1001".into(), local());
@@ -447,13 +459,7 @@ fn dtmf_goes_as_telephone_events_when_negotiated_and_as_info_otherwise() {
 
 #[test]
 fn dtmf_is_allowed_during_early_media() {
-    let (mut call, _) = GatewayCall::outgoing("1001".into(), local());
-    call.on_sip_event(CallEvent::RemoteSdp {
-        sdp: far_sdp("10.0.0.1", 5000, "0 101", "sendrecv"),
-        early: true,
-    });
-    call.on_sip_event(status(CallState::EarlyMedia, Some(183)));
-    drain(&mut call);
+    let mut call = early_media_outgoing();
     assert_eq!(
         call.dtmf("1"),
         Ok(DtmfMethod::Rfc4733),
@@ -560,13 +566,7 @@ fn a_media_timeout_hangs_up_with_its_reason() {
 
 #[test]
 fn an_update_during_early_media_moves_the_media_before_the_answer() {
-    let (mut call, _) = GatewayCall::outgoing("1001".into(), local());
-    call.on_sip_event(CallEvent::RemoteSdp {
-        sdp: far_sdp("10.0.0.1", 5000, "0 101", "sendrecv"),
-        early: true,
-    });
-    call.on_sip_event(status(CallState::EarlyMedia, Some(183)));
-    drain(&mut call);
+    let mut call = early_media_outgoing();
     call.on_sip_event(CallEvent::Offer {
         sdp: Some(far_sdp("10.0.0.1", 5002, "0 101", "sendrecv")),
     });

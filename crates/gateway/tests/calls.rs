@@ -94,6 +94,29 @@ impl CallLab {
     }
 }
 
+/// Hangs the browser's call up and checks the sipp far end finished its scenario;
+/// returns what it exchanged.
+async fn hang_up_and_check(b: &mut Browser, far: &mut Sipp) -> String {
+    b.request("hangUp", json!({})).await;
+    wait_call_state(b, "completed", WAIT).await;
+    assert_eq!(
+        far.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}\n{}",
+        far.errors(),
+        far.messages()
+    );
+    far.messages()
+}
+
+/// Waits (at most WAIT) until sipp has received `n` messages starting with `start_line`.
+async fn wait_received(far: &Sipp, start_line: &str, n: usize) {
+    let t0 = std::time::Instant::now();
+    while far.received(start_line) < n && t0.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn call(b: &mut Browser, number: &str) -> String {
     let r = b.request("call", json!({ "number": number })).await;
     r["result"]["callId"]
@@ -187,9 +210,7 @@ async fn ringing_then_early_media_then_answer() {
     assert_eq!(early["code"], 183);
     wait_call_state(&mut b, "inCall", WAIT).await;
     let_the_ack_through().await;
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    hang_up_and_check(&mut b, &mut uas).await;
     lab.settled().await;
 }
 
@@ -307,13 +328,8 @@ async fn far_end_reinvites_mid_call() {
     call(&mut b, "1001").await;
     wait_call_state(&mut b, "inCall", WAIT).await;
     // the re-INVITE comes after -d; its 200 must carry our SDP
-    let t0 = std::time::Instant::now();
-    while uas.received("SIP/2.0 200") < 2 && t0.elapsed() < WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    wait_received(&uas, "SIP/2.0 200", 2).await;
+    hang_up_and_check(&mut b, &mut uas).await;
     let msgs = uas.messages();
     assert!(msgs.contains("m=audio"), "our re-INVITE answer has SDP");
     lab.settled().await;
@@ -359,9 +375,7 @@ async fn calls_over_tcp() {
     b.request("accept", json!({})).await;
     wait_call_state(&mut b, "inCall", WAIT).await;
     let_the_ack_through().await;
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    hang_up_and_check(&mut b, &mut uac).await;
     lab.settled().await;
 }
 
@@ -546,9 +560,7 @@ async fn hold_that_meets_glare_is_sent_again_after_the_back_off() {
         !seen.iter().any(|n| n["method"] == "callErrorOccurred"),
         "glare is not an error: {seen:?}"
     );
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    hang_up_and_check(&mut b, &mut uas).await;
     assert!(uas.messages().contains("491 Request Pending"));
     lab.settled().await;
 }
@@ -561,9 +573,7 @@ async fn a_bye_challenged_by_the_far_end_is_sent_again_with_credentials() {
     call(&mut b, "1001").await;
     wait_call_state(&mut b, "inCall", WAIT).await;
     let_the_ack_through().await;
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    hang_up_and_check(&mut b, &mut uas).await;
     assert!(uas.messages().contains("Proxy-Authorization: Digest"));
     lab.settled().await;
 }
@@ -600,9 +610,7 @@ async fn an_offerless_reinvite_gets_our_offer_and_its_answer_from_the_ack() {
     }
     assert_eq!(uas.received("SIP/2.0 200"), 1, "sipp: {}", uas.messages());
     let_the_ack_through().await;
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    hang_up_and_check(&mut b, &mut uas).await;
     lab.settled().await;
 }
 
@@ -615,13 +623,8 @@ async fn update_changes_the_media_before_and_after_the_answer() {
     wait_call_state(&mut b, "earlyMedia", WAIT).await;
     wait_call_state(&mut b, "inCall", WAIT).await;
     // three UPDATEs answered: the early offer, the refresh, the late offer
-    let t0 = std::time::Instant::now();
-    while uas.received("SIP/2.0 200") < 3 && t0.elapsed() < WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    wait_received(&uas, "SIP/2.0 200", 3).await;
+    hang_up_and_check(&mut b, &mut uas).await;
     lab.settled().await;
 }
 
@@ -634,14 +637,9 @@ async fn session_timer_we_refresh_when_the_far_end_makes_us_the_refresher() {
     call(&mut b, "1001").await;
     wait_call_state(&mut b, "inCall", WAIT).await;
     // a 4 s session: refreshes at 2 s and 4 s
-    let t0 = std::time::Instant::now();
-    while uas.received("UPDATE") < 2 && t0.elapsed() < WAIT {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_received(&uas, "UPDATE", 2).await;
     let_the_ack_through().await;
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    hang_up_and_check(&mut b, &mut uas).await;
     lab.settled().await;
 }
 
@@ -678,9 +676,7 @@ async fn reliable_early_media_is_pracked_then_answered() {
     wait_call_state(&mut b, "earlyMedia", WAIT).await;
     wait_call_state(&mut b, "inCall", WAIT).await;
     let_the_ack_through().await;
-    b.request("hangUp", json!({})).await;
-    wait_call_state(&mut b, "completed", WAIT).await;
-    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.errors());
+    hang_up_and_check(&mut b, &mut uas).await;
     assert_eq!(uas.received("PRACK "), 1, "one PRACK: {}", uas.messages());
     lab.settled().await;
 }

@@ -116,6 +116,21 @@ impl Dialog {
             && from.tag().unwrap_or_default() == self.id.remote_tag
     }
 
+    /// A request from the far end in this dialog: false when its CSeq is not above
+    /// the last one (out of order or replayed: answer 500); else it is the last one,
+    /// and its Contact the new remote target (RFC 3261 §12.2.2).
+    pub fn take_remote_request(&mut self, req: &Request) -> bool {
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        if self.remote_seq.is_some_and(|r| seq <= r) {
+            return false;
+        }
+        self.remote_seq = Some(seq);
+        if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
+            self.remote_target = c.uri;
+        }
+        true
+    }
+
     /// Builds an in-dialog request. `cseq` is `None` to take the next local number
     /// (ACK and CANCEL reuse the INVITE's).
     pub fn request(

@@ -212,18 +212,12 @@ impl Call {
             self.out.responses.push((key, resp));
             return;
         }
-        if let Some(d) = self.dialog.as_mut() {
-            let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
-            if d.remote_seq.is_some_and(|r| seq <= r) {
-                let resp = self.plain_response(req, 500, "Server Internal Error", config);
-                self.out.responses.push((key, resp));
-                return;
-            }
-            d.remote_seq = Some(seq);
-            // target refresh (RFC 3261 §12.2.2)
-            if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
-                d.remote_target = c.uri;
-            }
+        if let Some(d) = self.dialog.as_mut()
+            && !d.take_remote_request(req)
+        {
+            let resp = self.plain_response(req, 500, "Server Internal Error", config);
+            self.out.responses.push((key, resp));
+            return;
         }
         self.offers.theirs = Some((key, req.clone()));
         self.out.events.push(CallEvent::Offer {
@@ -262,17 +256,12 @@ impl Call {
         } else {
             self.early.as_mut()
         };
-        if let Some(d) = dialog {
-            let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
-            if d.remote_seq.is_some_and(|r| seq <= r) {
-                let resp = self.plain_response(req, 500, "Server Internal Error", config);
-                self.out.responses.push((key, resp));
-                return;
-            }
-            d.remote_seq = Some(seq);
-            if let Some(c) = req.headers.contacts().ok().and_then(|c| c.into_iter().next()) {
-                d.remote_target = c.uri;
-            }
+        if let Some(d) = dialog
+            && !d.take_remote_request(req)
+        {
+            let resp = self.plain_response(req, 500, "Server Internal Error", config);
+            self.out.responses.push((key, resp));
+            return;
         }
         if req.body.is_empty() {
             let mut ok = self.plain_response(req, 200, "OK", config);
