@@ -119,11 +119,6 @@ impl GatewayCall {
         self.visible
     }
 
-    /// Whether the media task has this call's ports.
-    pub fn is_attached(&self) -> bool {
-        self.attached
-    }
-
     /// How keys pressed now would reach the far end.
     pub fn dtmf_method(&self) -> DtmfMethod {
         DtmfMethod::for_media(self.negotiated.as_ref(), self.attached)

@@ -26,13 +26,14 @@ pub enum Counter {
     Candidates,
     FrameTooBig,
     DialPolicy,
+    WaitingReplies,
     RtpForeignSource,
     RtcpForeignSource,
     LogLines,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -49,6 +50,7 @@ impl Counter {
         Counter::Candidates,
         Counter::FrameTooBig,
         Counter::DialPolicy,
+        Counter::WaitingReplies,
         Counter::RtpForeignSource,
         Counter::RtcpForeignSource,
         Counter::LogLines,
@@ -74,6 +76,7 @@ impl Counter {
             Counter::Candidates => (Refused, "candidates"),
             Counter::FrameTooBig => (Refused, "frame_too_big"),
             Counter::DialPolicy => (Refused, "dial_policy"),
+            Counter::WaitingReplies => (Refused, "waiting_replies"),
             Counter::RtpForeignSource => (Dropped, "rtp_foreign_source"),
             Counter::RtcpForeignSource => (Dropped, "rtcp_foreign_source"),
             Counter::LogLines => (Dropped, "log_lines"),

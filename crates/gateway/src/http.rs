@@ -214,6 +214,7 @@ fn write_protection_counters(body: &mut String, ua: &sipline_sip::UaCounters) {
     let sip = [
         (Family::Refused, "sip_untrusted_source", ua.untrusted_refused),
         (Family::Refused, "sip_server_transactions", ua.transaction_limit),
+        (Family::Refused, "sip_requests_in_flight", ua.requests_in_flight),
         (Family::Dropped, "sip_stateless_rate", ua.stateless_rate_limited),
         (Family::Dropped, "sip_unparsable", ua.unparsable),
         (Family::Dropped, "sip_invalid_request", ua.invalid_requests),

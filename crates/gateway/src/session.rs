@@ -36,6 +36,9 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// WebSocket close code "Service Restart": the node drains; connect again (elsewhere).
 pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 
+/// Replies a session may have waiting for the far end at once.
+const MAX_WAITING_REPLIES: usize = 4;
+
 /// Longest wait for a line to unregister after its browser left (beyond the 32 s a
 /// SIP transaction may take), so a lease is always returned.
 const UNREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
@@ -143,7 +146,22 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         tracing::error!(conn, "SIP task gone");
         return;
     };
-    let mut session = Session::new(Arc::clone(&gw), conn, account, line, media, sink, stream);
+    let mut session = Session {
+        guard: SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now()),
+        gw: Arc::clone(&gw),
+        conn,
+        account,
+        line,
+        media,
+        sink,
+        stream,
+        status: None,
+        answered_at: None,
+        later: futures_util::stream::FuturesUnordered::new(),
+        leaving: None,
+        close: None,
+        removed: false,
+    };
     let mut events = events;
     let why = session.serve(&mut events, media_events).await;
     let removed = session.removed;
@@ -291,34 +309,6 @@ struct Session {
 }
 
 impl Session {
-    fn new(
-        gw: Arc<Gateway>,
-        conn: u64,
-        account: sipline_sip::Account,
-        line: sipline_sip::LineId,
-        media: Option<MediaHandle>,
-        sink: Sink,
-        stream: Stream,
-    ) -> Session {
-        let guard = SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now());
-        Session {
-            gw,
-            conn,
-            account,
-            line,
-            media,
-            sink,
-            stream,
-            guard,
-            status: None,
-            answered_at: None,
-            later: futures_util::stream::FuturesUnordered::new(),
-            leaving: None,
-            close: None,
-            removed: false,
-        }
-    }
-
     /// Serves the browser until the session ends; returns why.
     async fn serve(
         &mut self,
@@ -450,6 +440,7 @@ impl Session {
             account: &self.account,
             status: self.status.as_ref(),
             media: self.media.as_ref(),
+            waiting_replies: self.later.len(),
         };
         match handle_text(frame, &ctx, &mut self.guard).await {
             Reply::Now(reply) => reply,
@@ -643,6 +634,8 @@ struct LineContext<'a> {
     account: &'a sipline_sip::Account,
     status: Option<&'a LineStatus>,
     media: Option<&'a MediaHandle>,
+    /// Replies already waiting for the far end.
+    waiting_replies: usize,
 }
 
 fn leg_stats(c: sipline_media::bridge::LegCounters, codec: String) -> LegStats {
@@ -784,8 +777,8 @@ enum Reply {
 }
 
 /// A reply that waits for the far end (`hold`, `unhold`): the session keeps serving
-/// while it does. At most one is waiting per call (the SIP task refuses a second hold
-/// at once), and requests are rate-limited, so these stay few.
+/// while it does. The SIP task refuses a second hold at once while one waits, and a
+/// session holds at most [`MAX_WAITING_REPLIES`] (`refused{waiting_replies}`).
 type LaterReply = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
 
 /// `hold`/`unhold`: the re-INVITE leaves now; the browser is answered when the far end
@@ -813,6 +806,14 @@ async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard
         Err(rejection) => return Reply::Now(Some(error_json(&rejection.id, &rejection.error))),
     };
     if let ClientRequest::Hold | ClientRequest::Unhold = incoming.request {
+        if ctx.waiting_replies >= MAX_WAITING_REPLIES {
+            counters::inc(Counter::WaitingReplies);
+            let error = RpcError::new(
+                codes::LIMIT,
+                "Limit: earlier hold requests still wait for the far end",
+            );
+            return Reply::Now(incoming.id.map(|id| error_json(&id, &error)));
+        }
         let on = incoming.request == ClientRequest::Hold;
         return Reply::Later(hold_reply(incoming.id, on, ctx));
     }

@@ -264,10 +264,8 @@ impl Driver {
             return Err(CallControlError::CallLimit);
         }
         let (ports, local) = self.new_media()?;
-        let (mut call, offer) = GatewayCall::outgoing(number.clone(), local);
-        if !self.has_media_task(line) {
-            call = call.without_media_task();
-        }
+        let (call, offer) = GatewayCall::outgoing(number.clone(), local);
+        let call = self.fit_to_line(line, call);
         let id = self
             .ua
             .place_call(now, line, &number, offer)
@@ -399,9 +397,13 @@ impl Driver {
         handle.send(command);
     }
 
-    /// Whether the line has a media task to bridge its calls' audio.
-    fn has_media_task(&self, line: LineId) -> bool {
-        self.lines.get(&line).is_some_and(|l| l.media.is_some())
+    /// A new call as its line can carry it: without a media task (no WebRTC port for
+    /// the session), its media is negotiated but never attached.
+    fn fit_to_line(&self, line: LineId, call: GatewayCall) -> GatewayCall {
+        match self.lines.get(&line).is_some_and(|l| l.media.is_some()) {
+            true => call,
+            false => call.without_media_task(),
+        }
     }
 
     /// Whether `calls.max_concurrent` calls exist already.
@@ -499,10 +501,8 @@ impl Driver {
             Err(503)
         } else {
             self.new_media().map_err(|_| 503).and_then(|(ports, local)| {
-                let media_task = self.has_media_task(line);
                 GatewayCall::incoming(from, display_name, offer.as_deref(), local)
-                    .map(|c| if media_task { c } else { c.without_media_task() })
-                    .map(|c| (c, ports))
+                    .map(|c| (self.fit_to_line(line, c), ports))
             })
         };
         match refuse {

@@ -189,6 +189,11 @@ const MAX_DIALOG_CHALLENGES: u32 = 8;
 const MAX_GLARE_RETRIES: u32 = 3;
 /// How long our re-INVITE may go without a final response (64*T1, like Timer B).
 const REINVITE_GIVE_UP: Duration = Duration::from_secs(32);
+/// INFO and PRACK requests of one call waiting for a final response at once: the
+/// browser's key presses (64 a request) and a far end's reliable 18x could otherwise
+/// multiply our client transactions. Beyond it INFO is refused and PRACK not sent
+/// (counted: `refused{sip_requests_in_flight}`).
+const MAX_MULTIPLIABLE_IN_FLIGHT: usize = 16;
 /// In-dialog requests remembered for answering a challenge to them.
 const MAX_REMEMBERED_REQUESTS: usize = 16;
 
@@ -228,6 +233,8 @@ pub struct Call {
     timer: Option<(Instant, Timer)>,
     out: Outbox,
     ended: bool,
+    /// INFO/PRACK not sent for [`MAX_MULTIPLIABLE_IN_FLIGHT`], since last taken.
+    refused_in_flight: u64,
 }
 
 /// Our INVITE, from sending it to its final response.
@@ -246,6 +253,13 @@ struct Invitation {
     too_small: u32,
     /// The RSeq of the last reliable provisional response we PRACKed.
     last_rseq: Option<u32>,
+}
+
+impl Invitation {
+    /// Whether `body` is SDP not already seen in an 18x (a repeat is no news).
+    fn is_new_sdp(&self, body: &[u8]) -> bool {
+        !body.is_empty() && self.early_sdp_seen.as_deref() != Some(body)
+    }
 }
 
 /// Offer/answer after the call's first exchange.
@@ -316,6 +330,7 @@ impl Call {
             timer: None,
             out: Outbox::default(),
             ended: false,
+            refused_in_flight: 0,
         }
     }
 
@@ -381,23 +396,20 @@ impl Call {
         rng: &mut fastrand::Rng,
     ) -> Call {
         let from = invite.headers.from().ok();
-        let caller = from
-            .as_ref()
-            .map(|f| f.uri.user.clone().unwrap_or_else(|| f.uri.to_string()))
-            .unwrap_or_default();
+        let caller = from.as_ref().map(caller_of).unwrap_or_default();
         let display_name = from
             .as_ref()
             .and_then(|f| f.display.clone())
             .filter(|d| !d.is_empty());
         let offer = (!invite.body.is_empty()).then(|| invite.body.clone());
-        let peer_allows_update = allows_update(&invite.headers);
+        let peer_allows_update = invite.headers.lists("Allow", "UPDATE");
         let mut call = Call::base(id, line, false, account.clone(), invite);
         call.peer_allows_update = peer_allows_update;
         call.local_tag = random_token(rng, 12);
         call.invite_server = Some(key.clone());
         call.timer = Some((now + config.no_answer_timeout, Timer::NoAnswer));
         let mut ringing = call.response(180, "Ringing", config);
-        if requires(&call.invite.headers, "100rel") {
+        if call.invite.headers.lists("Require", "100rel") {
             // RFC 3262: the caller requires our provisional responses to be reliable
             let rseq = rng.u32(1..1 << 30);
             ringing.headers.push("Require", "100rel");
@@ -642,6 +654,9 @@ impl Call {
         if !matches!(self.phase, Phase::Confirmed | Phase::Answered) {
             return Err(CallError::WrongState("the call is not established"));
         }
+        if !self.room_for_more() {
+            return Err(CallError::WrongState("too many key presses wait for the far end"));
+        }
         let Some(d) = self.dialog.as_mut() else {
             return Err(CallError::WrongState("the call is not established"));
         };
@@ -877,6 +892,33 @@ impl Call {
         resp
     }
 
+    /// Whether another INFO or PRACK may go (see [`MAX_MULTIPLIABLE_IN_FLIGHT`]);
+    /// counts the refusal when not.
+    fn room_for_more(&mut self) -> bool {
+        let multipliable = |m: &Method| matches!(m, Method::Info | Method::Prack);
+        let in_flight = self
+            .outstanding
+            .iter()
+            .filter(|k| multipliable(&k.method))
+            .count()
+            + self
+                .out
+                .requests
+                .iter()
+                .filter(|(r, _)| multipliable(&r.method))
+                .count();
+        let room = in_flight < MAX_MULTIPLIABLE_IN_FLIGHT;
+        if !room {
+            self.refused_in_flight += 1;
+        }
+        room
+    }
+
+    /// INFO/PRACK refused for the in-flight limit since the last call (for metrics).
+    pub fn take_refused_in_flight(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_in_flight)
+    }
+
     pub fn drain_requests(&mut self) -> std::vec::Drain<'_, (Request, Target)> {
         self.out.requests.drain(..)
     }
@@ -888,22 +930,6 @@ impl Call {
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
         self.out.events.drain(..)
     }
-}
-
-/// Whether a message's Require lists `option_tag`.
-fn requires(headers: &crate::message::Headers, option_tag: &str) -> bool {
-    headers
-        .get_all("Require")
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(option_tag))
-}
-
-/// Whether a message's Allow lists UPDATE.
-fn allows_update(headers: &crate::message::Headers) -> bool {
-    headers
-        .get_all("Allow")
-        .flat_map(|v| v.split(','))
-        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
 }
 
 /// The branch of a request's top Via.

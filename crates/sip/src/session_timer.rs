@@ -83,7 +83,7 @@ impl Session {
 
 /// `Session-Expires` (or its compact form `x`): the interval and the refresher, if named.
 pub fn session_expires(headers: &crate::message::Headers) -> Option<(u32, Option<Refresher>)> {
-    let value = headers.get("Session-Expires").or_else(|| headers.get("x"))?;
+    let value = headers.get("Session-Expires")?;
     let mut parts = value.split(';');
     let interval = parts.next()?.trim().parse::<u32>().ok().filter(|&i| i > 0)?;
     let refresher = parts.find_map(|p| {
@@ -102,11 +102,7 @@ pub fn session_expires(headers: &crate::message::Headers) -> Option<(u32, Option
 
 /// Whether a message lists `timer` in Supported (or Require).
 pub fn supports_timer(headers: &crate::message::Headers) -> bool {
-    ["Supported", "k", "Require"]
-        .iter()
-        .flat_map(|h| headers.get_all(h))
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("timer"))
+    headers.lists("Supported", "timer") || headers.lists("Require", "timer")
 }
 
 /// What a UAS does with a request's session timer.

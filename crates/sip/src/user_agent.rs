@@ -237,6 +237,8 @@ pub struct UaCounters {
     pub stateless_rate_limited: u64,
     /// Requests refused because `max_server_transactions` were alive.
     pub transaction_limit: u64,
+    /// INFO (key presses) and PRACK not sent because a call had too many in flight.
+    pub requests_in_flight: u64,
 }
 
 /// The SIP endpoint.
@@ -431,9 +433,10 @@ impl UserAgent {
         body: Vec<u8>,
     ) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
-        c.send_info(content_type, body, &self.config, &mut self.rng)?;
+        let sent = c.send_info(content_type, body, &self.config, &mut self.rng);
+        // also when refused: the refusal is counted there
         self.flush_call(now, call);
-        Ok(())
+        sent
     }
 
     /// Answers the far end's offer ([`CallEvent::Offer`]) with our SDP, or refuses it.
@@ -768,10 +771,9 @@ impl UserAgent {
     fn unacceptable(&mut self, req: &Request) -> Option<Response> {
         let required: Vec<&str> = req
             .headers
-            .get_all("Require")
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !self.supports(t))
+            .values("Require")
+            .into_iter()
+            .filter(|t| !self.supports(t))
             .collect();
         if !required.is_empty() {
             let unsupported = required.join(", ");
@@ -799,13 +801,9 @@ impl UserAgent {
             resp.headers.push("Accept", "application/sdp");
             return Some(resp);
         }
-        let mut accepts = req
-            .headers
-            .get_all("Accept")
-            .flat_map(|v| v.split(','))
-            .peekable();
-        if accepts.peek().is_some()
-            && !accepts.any(|range| {
+        let accepts = req.headers.values("Accept");
+        if !accepts.is_empty()
+            && !accepts.iter().any(|range| {
                 matches!(
                     media_type(range).as_str(),
                     "application/sdp" | "application/*" | "*/*"
@@ -1036,6 +1034,7 @@ impl UserAgent {
         let responses: Vec<(ServerKey, Response)> = call.drain_responses().collect();
         let events: Vec<CallEvent> = call.drain_events().collect();
         let ended = call.is_ended();
+        self.counters.requests_in_flight += call.take_refused_in_flight();
         for (key, resp) in responses {
             self.transactions.respond(now, &key, &resp);
         }

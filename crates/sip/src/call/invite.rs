@@ -66,7 +66,7 @@ impl Call {
                 if self.early.is_none() && resp.status > 100 {
                     self.early = Dialog::for_uac(&self.invite, resp).ok();
                 }
-                if resp.status > 100 && requires(&resp.headers, "100rel") {
+                if resp.status > 100 && resp.headers.lists("Require", "100rel") {
                     let Some(rseq) = resp
                         .headers
                         .get("RSeq")
@@ -84,7 +84,7 @@ impl Call {
                 if resp.status == 100 || !matches!(self.phase, Phase::Inviting) {
                     return;
                 }
-                if !resp.body.is_empty() && self.uac.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
+                if self.uac.is_new_sdp(&resp.body) {
                     self.uac.early_sdp_seen = Some(resp.body.clone());
                     self.out.events.push(CallEvent::RemoteSdp {
                         sdp: resp.body.clone(),
@@ -170,7 +170,7 @@ impl Call {
         self.phase = Phase::Confirmed;
         self.timer = None;
         self.early = None;
-        self.peer_allows_update = allows_update(&resp.headers);
+        self.peer_allows_update = resp.headers.lists("Allow", "UPDATE");
         if let Some(timer) = &config.session_timer {
             // never shorter than we accept (a far end asking 1 s would have us refresh
             // twice a second)
@@ -179,7 +179,7 @@ impl Call {
         }
         // the same answer as in the 18x is no news (and an UPDATE may have changed the
         // media since)
-        if !resp.body.is_empty() && self.uac.early_sdp_seen.as_deref() != Some(&resp.body[..]) {
+        if self.uac.is_new_sdp(&resp.body) {
             self.out.events.push(CallEvent::RemoteSdp {
                 sdp: resp.body.clone(),
                 early: false,
@@ -293,6 +293,10 @@ impl Call {
     /// PRACK (RFC 3262) for the reliable provisional response `rseq`, in the early dialog.
     pub(super) fn send_prack(&mut self, rseq: u32, config: &UaConfig, rng: &mut fastrand::Rng) {
         let invite_seq = self.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        if !self.room_for_more() {
+            // the far end sends reliable 18x faster than it answers our PRACKs
+            return;
+        }
         let Some(early) = self.early.as_mut() else { return };
         let (mut prack, target) = early.request(Method::Prack, None, config, rng);
         prack.headers.push("RAck", format!("{rseq} {invite_seq} INVITE"));

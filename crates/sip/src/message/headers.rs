@@ -23,6 +23,7 @@ const CANONICAL: &[(&str, &str)] = &[
     ("k", "Supported"),
     ("t", "To"),
     ("v", "Via"),
+    ("x", "Session-Expires"),
     ("call-id", "Call-ID"),
     ("contact", "Contact"),
     ("content-length", "Content-Length"),
@@ -114,6 +115,12 @@ impl Headers {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .collect()
+    }
+
+    /// Whether the comma-separated values of `name` include `token` (an option tag
+    /// in Require or Supported, a method in Allow), compared without case.
+    pub fn lists(&self, name: &str, token: &str) -> bool {
+        self.values(name).iter().any(|v| v.eq_ignore_ascii_case(token))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {

@@ -1466,3 +1466,24 @@ fn after_a_challenge_no_cancel_goes_before_the_new_invite_has_a_provisional_resp
     lab.respond(&again[0], 100, &[], b"");
     assert!(lab.requests().iter().any(|r| r.method == Method::Cancel));
 }
+
+#[test]
+fn key_presses_waiting_for_the_far_end_are_capped_per_call() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    let info = |lab: &mut Lab| {
+        lab.ua
+            .send_info(lab.now, call, "application/dtmf-relay", b"Signal=1\r\n".to_vec())
+    };
+    for _ in 0..16 {
+        info(&mut lab).unwrap();
+    }
+    assert!(info(&mut lab).is_err(), "the 17th INFO in flight");
+    assert_eq!(lab.ua.stats().counters.requests_in_flight, 1);
+    // one answered: room for one more
+    let sent = lab.requests();
+    lab.respond(&sent[0], 200, &[], b"");
+    info(&mut lab).unwrap();
+}
