@@ -5,7 +5,7 @@
 # tools for loopback-only network namespaces.
 # Retries while another apt/dpkg holds the lock. Needs root (CI runs as root).
 set -euo pipefail
-PKGS=(kamailio sip-tester baresip-core sox tcpdump chromium iproute2 util-linux openssl curl)
+PKGS=(kamailio sip-tester baresip-core sox tcpdump chromium iproute2 util-linux openssl curl redis-server)
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -20,3 +20,5 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 try $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" || { try $SUDO apt-get update -q && try $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 # Debian's packaged kamailio service must not hold port 5060; the lab runs its own.
 command -v systemctl >/dev/null && $SUDO systemctl disable --now kamailio >/dev/null 2>&1 || true
+# Nor its redis service port 6379: the cluster tests start their own redis-server.
+command -v systemctl >/dev/null && $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true

@@ -27,6 +27,7 @@ pub struct Config {
     pub pool: PoolConfig,
     pub calls: CallsConfig,
     pub media: MediaConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             },
             calls: CallsConfig::default(),
             media: MediaConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -211,6 +213,42 @@ impl Default for PoolConfig {
             accounts: Vec::new(),
             admission_wait: 10.0,
         }
+    }
+}
+
+/// `[cluster]`: nodes sharing the account pool through Redis.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`; none: the pool lives in this process.
+    pub redis: Option<String>,
+    /// This node's name, unique in the cluster (default: host name and HTTP port).
+    pub node: Option<String>,
+    /// Seconds a lease lives in Redis without being renewed.
+    pub lease_ttl: f64,
+    /// Prefix of every Redis key (several clusters may share one Redis).
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            node: None,
+            lease_ttl: 15.0,
+            key_prefix: "sipline".into(),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis.as_ref().map(|_| "set"))
+            .field("node", &self.node)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
     }
 }
 
@@ -421,6 +459,8 @@ pub struct Settings {
     pub media_timeouts: sipline_media::watchdog::Timeouts,
     pub sip_codecs: Vec<MediaCodec>,
     pub browser_codecs: Vec<MediaCodec>,
+    /// The shared pool, when configured.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl fmt::Debug for Settings {
@@ -611,7 +651,57 @@ impl Config {
             media_timeouts,
             sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
             browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
+            cluster: self.cluster()?,
         })
+    }
+
+    /// `[cluster]`: only with an external PBX (each node would otherwise run its own).
+    fn cluster(&self) -> Result<Option<crate::cluster::ClusterSettings>, ConfigError> {
+        let c = &self.cluster;
+        let Some(url) = &c.redis else {
+            return Ok(None);
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://"))
+        {
+            return Err(ConfigError::new("cluster.redis", "expected redis://HOST:PORT"));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(ConfigError::new("cluster.redis", e.to_string()));
+        }
+        if self.sip.registrar.is_none() {
+            return Err(ConfigError::new(
+                "cluster.redis",
+                "a cluster needs an external PBX: set sip.registrar",
+            ));
+        }
+        let lease_ttl = secs("cluster.lease_ttl", c.lease_ttl, false)?;
+        if lease_ttl < Duration::from_secs(1) || lease_ttl > Duration::from_secs(300) {
+            return Err(ConfigError::new("cluster.lease_ttl", "between 1 and 300 seconds"));
+        }
+        let node = c
+            .node
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", host_name(), self.http.listen.port()));
+        if node.is_empty() || node.len() > 128 || node.contains(|ch: char| ch.is_whitespace() || ch == '*') {
+            return Err(ConfigError::new(
+                "cluster.node",
+                "1 to 128 characters, no spaces or '*'",
+            ));
+        }
+        if c.key_prefix.is_empty() || c.key_prefix.contains(|ch: char| ch.is_whitespace() || ch == '*') {
+            return Err(ConfigError::new(
+                "cluster.key_prefix",
+                "non-empty, no spaces or '*'",
+            ));
+        }
+        Ok(Some(crate::cluster::ClusterSettings {
+            redis_url: url.clone(),
+            node,
+            lease_ttl,
+            key_prefix: c.key_prefix.clone(),
+            http_addr: self.http.listen.to_string(),
+            sip_addr: self.sip.listen.to_string(),
+        }))
     }
 
     /// `[sip]` (with the embedded PBX's constraints) and `[calls]`' timers: what the
@@ -942,6 +1032,16 @@ impl MediaConfig {
 
 /// A duration in seconds from the file: finite, not negative, at most a day, and not
 /// zero unless `allow_zero` (which then means "off").
+/// This machine's name (for the default node name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sipline".into())
+}
+
 fn secs(key: &str, v: f64, allow_zero: bool) -> Result<Duration, ConfigError> {
     if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > 86_400.0 {
         return Err(ConfigError::new(
@@ -1049,6 +1149,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_names_its_node_after_the_host_and_port() {
+        let cfg = Config::parse(
+            "[http]\nlisten = \"127.0.0.1:8181\"\n[sip]\nregistrar = \"sip:127.0.0.1\"\n\
+             [cluster]\nredis = \"redis://:secret@127.0.0.1:6379\"\n",
+        )
+        .unwrap();
+        let c = cfg.resolve(no_env).unwrap().cluster.expect("clustered");
+        assert!(c.node.ends_with(":8181"), "{}", c.node);
+        assert_eq!(c.lease_ttl, Duration::from_secs(15));
+        assert_eq!(c.key_prefix, "sipline");
+        assert!(
+            !format!("{cfg:?}").contains("secret"),
+            "the Redis password stays out of logs"
+        );
+        assert!(Config::default().resolve(no_env).unwrap().cluster.is_none());
+    }
+
+    #[test]
     fn bad_configs_name_the_key() {
         let cases = [
             ("[sip]\ntransport = \"sctp\"", "sip.transport"),
@@ -1060,6 +1178,16 @@ mod tests {
             ("[sip]\nlisten = \"0.0.0.0:5090\"", "sip.advertise"),
             ("[sip]\nretry_min = 10\nretry_max = 5", "sip.retry_max"),
             ("[sip]\nkeepalive_interval = -1", "sip.keepalive_interval"),
+            ("[cluster]\nredis = \"localhost:6379\"", "cluster.redis"),
+            ("[cluster]\nredis = \"redis://127.0.0.1:6379\"", "sip.registrar"),
+            (
+                "[sip]\nregistrar = \"sip:127.0.0.1\"\n[cluster]\nredis = \"redis://127.0.0.1\"\nlease_ttl = 0.5",
+                "cluster.lease_ttl",
+            ),
+            (
+                "[sip]\nregistrar = \"sip:127.0.0.1\"\n[cluster]\nredis = \"redis://127.0.0.1\"\nnode = \"a b\"",
+                "cluster.node",
+            ),
             ("[pool]\nrange = { from = 10, to = 1 }", "pool.range"),
             (
                 "[pool]\naccounts = [{ user = \"1000\" }]",

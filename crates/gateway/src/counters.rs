@@ -22,6 +22,7 @@ pub enum Counter {
     SessionLength,
     Calls,
     Draining,
+    PoolUnavailable,
     RequestRate,
     Candidates,
     FrameTooBig,
@@ -33,7 +34,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -46,6 +47,7 @@ impl Counter {
         Counter::SessionLength,
         Counter::Calls,
         Counter::Draining,
+        Counter::PoolUnavailable,
         Counter::RequestRate,
         Counter::Candidates,
         Counter::FrameTooBig,
@@ -71,6 +73,7 @@ impl Counter {
             Counter::SessionsPerIp => (Refused, "sessions_per_ip"),
             Counter::Calls => (Refused, "calls"),
             Counter::Draining => (Refused, "draining"),
+            Counter::PoolUnavailable => (Refused, "pool_unavailable"),
             Counter::SessionLength => (Refused, "session_length"),
             Counter::RequestRate => (Refused, "request_rate"),
             Counter::Candidates => (Refused, "candidates"),

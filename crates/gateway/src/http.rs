@@ -29,6 +29,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/cluster", get(cluster_status))
         .fallback(get(crate::assets::serve))
         .with_state(gw)
 }
@@ -123,6 +124,42 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
+/// The shared pool as Redis has it: every node's heartbeat and every lease (node and
+/// fencing token), plus this node's view. Same token as `/metrics`; 404 without `[cluster]`.
+async fn cluster_status(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !token_ok(&gw, &headers, &query) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
+    }
+    let Some(cluster) = gw.pool.cluster() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "not clustered: no [cluster] redis configured\n",
+        )
+            .into_response();
+    };
+    let this = serde_json::json!({
+        "node": cluster.settings.node,
+        "leased": gw.pool.leased_users(),
+        "redisUp": cluster.stats.redis_up.load(Ordering::Relaxed),
+        "settling": cluster.stats.settling.load(Ordering::Relaxed),
+    });
+    match cluster.status().await {
+        Ok(mut status) => {
+            status["self"] = this;
+            axum::Json(status).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "self": this, "error": e })),
+        )
+            .into_response(),
+    }
+}
+
 /// Prometheus text format: the counts a leak test or a dashboard needs.
 async fn metrics(
     State(gw): State<Arc<Gateway>>,
@@ -203,6 +240,9 @@ async fn metrics(
         "# HELP sipline_rtp_packets_received_total RTP packets received on call ports.\n\
          # TYPE sipline_rtp_packets_received_total counter\nsipline_rtp_packets_received_total {received}\n"
     ));
+    if let Some(cluster) = gw.pool.cluster() {
+        body.push_str(&cluster.stats.prometheus());
+    }
     write_protection_counters(&mut body, &stats.ua.counters);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

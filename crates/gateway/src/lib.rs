@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod cluster;
 pub mod config;
 pub mod counters;
 pub mod descriptors;
@@ -101,7 +102,15 @@ pub async fn start(mut settings: Settings) -> io::Result<Running> {
             )
         })?;
     let http_addr = listener.local_addr()?;
-    let pool = AccountPool::new(settings.accounts.clone());
+    let pool = match settings.cluster.clone() {
+        None => AccountPool::new(settings.accounts.clone()),
+        Some(c) => {
+            let node = c.node.clone();
+            let cluster = cluster::Cluster::start(c, &settings.accounts).map_err(io::Error::other)?;
+            tracing::info!(%node, "account pool shared through Redis");
+            AccountPool::clustered(settings.accounts.clone(), cluster)
+        }
+    };
     if !extensions.is_empty() {
         tokio::spawn(services::start(sip.clone(), extensions));
     }

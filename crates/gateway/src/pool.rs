@@ -11,39 +11,88 @@
 //! waits for it (bounded) instead of refusing at once. With every account held by a
 //! live session it still waits [`SETTLE`], since a session whose browser just reset its
 //! connection may not have noticed yet, then refuses.
+//!
+//! With `[cluster]` the leases live in Redis ([`crate::cluster`]), shared by every node:
+//! this node then only counts its own, and a lease may be lost ([`Lease::lost`]) when it
+//! can no longer be renewed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sipline_sip::Account;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+
+use crate::cluster::{ClaimError, Cluster, Fenced};
 
 /// How long a newcomer waits when no account is even on its way back.
 pub const SETTLE: Duration = Duration::from_secs(1);
+/// How often a waiting newcomer asks Redis again (other nodes' releases are not signalled).
+const CLUSTER_POLL: Duration = Duration::from_millis(250);
 
-#[derive(Debug)]
 pub struct AccountPool {
     accounts: Vec<Account>,
     state: Mutex<State>,
     returned: Notify,
+    cluster: Option<Cluster>,
+}
+
+impl std::fmt::Debug for AccountPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountPool")
+            .field("accounts", &self.accounts.len())
+            .field("cluster", &self.cluster.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 struct State {
+    /// Accounts free here (the local pool only).
     free: BTreeSet<usize>,
+    /// Accounts leased to this node's sessions.
+    held: BTreeSet<usize>,
     /// Leases whose session ended and whose account is on its way back.
     releasing: usize,
 }
 
+/// Why no account was leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every account is in use: `connectionLimit`.
+    Full,
+    /// The shared pool cannot be used now (Redis unreachable, or settling after it lost
+    /// its data): this says why, for the browser.
+    Unavailable(&'static str),
+}
+
 impl AccountPool {
+    /// The in-process pool.
     pub fn new(accounts: Vec<Account>) -> Arc<AccountPool> {
+        Self::build(accounts, None)
+    }
+
+    /// The pool shared through Redis.
+    pub fn clustered(accounts: Vec<Account>, cluster: Cluster) -> Arc<AccountPool> {
+        Self::build(accounts, Some(cluster))
+    }
+
+    fn build(accounts: Vec<Account>, cluster: Option<Cluster>) -> Arc<AccountPool> {
         let free = (0..accounts.len()).collect();
         Arc::new(AccountPool {
             accounts,
-            state: Mutex::new(State { free, releasing: 0 }),
+            state: Mutex::new(State {
+                free,
+                held: BTreeSet::new(),
+                releasing: 0,
+            }),
             returned: Notify::new(),
+            cluster,
         })
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -51,19 +100,21 @@ impl AccountPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Leases a free account (the first in configuration order), if any.
+    /// Leases a free account of the local pool (the first in configuration order), if any.
     pub fn lease(self: &Arc<Self>) -> Option<Lease> {
-        let index = self.state().free.pop_first()?;
-        Some(Lease {
-            pool: Arc::clone(self),
-            index,
-            releasing: false,
-        })
+        if self.cluster.is_some() {
+            return None;
+        }
+        let mut state = self.state();
+        let index = state.free.pop_first()?;
+        state.held.insert(index);
+        drop(state);
+        Some(Lease::new(self, index, false, None))
     }
 
     /// Leases a free account, or, when none is free but one is being released, waits
-    /// for it up to `wait` (up to [`SETTLE`] when none is). None: no account came free.
-    pub async fn lease_or_wait(self: &Arc<Self>, wait: Duration) -> Option<Lease> {
+    /// for it up to `wait` (up to [`SETTLE`] when none is).
+    pub async fn lease_or_wait(self: &Arc<Self>, wait: Duration) -> Result<Lease, Refusal> {
         let start = tokio::time::Instant::now();
         let deadline = start + wait;
         loop {
@@ -71,16 +122,59 @@ impl AccountPool {
             let changed = self.returned.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(lease) = self.lease() {
-                return Some(lease);
-            }
-            let until = if self.state().releasing > 0 {
-                deadline
-            } else {
-                deadline.min(start + SETTLE)
+            let refusal = match self.try_lease().await {
+                Ok(lease) => return Ok(lease),
+                Err(refusal) => refusal,
             };
-            if tokio::time::timeout_at(until, changed).await.is_err() {
-                return self.lease();
+            let until = match refusal {
+                Refusal::Full if self.state().releasing > 0 => deadline,
+                Refusal::Full => deadline.min(start + SETTLE),
+                Refusal::Unavailable(_) if self.is_settling() => deadline,
+                Refusal::Unavailable(_) => return Err(refusal),
+            };
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Err(refusal);
+            }
+            // the cluster pool is asked again now and then: other nodes' releases are not signalled
+            let next = if self.cluster.is_some() {
+                until.min(now + CLUSTER_POLL)
+            } else {
+                until
+            };
+            let _ = tokio::time::timeout_at(next, changed).await;
+        }
+    }
+
+    fn is_settling(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.stats.settling.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    async fn try_lease(self: &Arc<Self>) -> Result<Lease, Refusal> {
+        let Some(cluster) = &self.cluster else {
+            return self.lease().ok_or(Refusal::Full);
+        };
+        match cluster.claim().await {
+            Ok(claimed) => {
+                self.state().held.insert(claimed.index);
+                Ok(Lease::new(
+                    self,
+                    claimed.index,
+                    claimed.takeover,
+                    Some(claimed.lost),
+                ))
+            }
+            Err(ClaimError::NoneFree) => Err(Refusal::Full),
+            Err(ClaimError::Settling) => Err(Refusal::Unavailable(
+                "the shared account pool is recovering: try again shortly",
+            )),
+            Err(ClaimError::Unavailable(why)) => {
+                tracing::warn!(%why, "cluster: no lease");
+                Err(Refusal::Unavailable(
+                    "the shared account pool is unreachable: try again later",
+                ))
             }
         }
     }
@@ -89,13 +183,31 @@ impl AccountPool {
         self.accounts.len()
     }
 
+    /// Accounts leased to this node's sessions.
     pub fn leased(&self) -> usize {
-        self.accounts.len() - self.state().free.len()
+        self.state().held.len()
+    }
+
+    /// The user names of the accounts leased to this node's sessions.
+    pub fn leased_users(&self) -> Vec<String> {
+        let held = self.state().held.clone();
+        held.into_iter().map(|i| self.accounts[i].user.clone()).collect()
     }
 
     /// Accounts on their way back (their session ended, their line is unregistering).
     pub fn releasing(&self) -> usize {
         self.state().releasing
+    }
+
+    /// Whether a newcomer could get an account now, as far as this node can tell.
+    pub fn may_lease(&self) -> bool {
+        match &self.cluster {
+            None => self.leased() < self.size() || self.releasing() > 0,
+            Some(c) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                c.stats.redis_up.load(Relaxed) && !c.stats.settling.load(Relaxed)
+            }
+        }
     }
 }
 
@@ -105,11 +217,39 @@ pub struct Lease {
     pool: Arc<AccountPool>,
     index: usize,
     releasing: bool,
+    takeover: bool,
+    lost: Option<watch::Receiver<Option<Fenced>>>,
 }
 
 impl Lease {
+    fn new(
+        pool: &Arc<AccountPool>,
+        index: usize,
+        takeover: bool,
+        lost: Option<watch::Receiver<Option<Fenced>>>,
+    ) -> Lease {
+        Lease {
+            pool: Arc::clone(pool),
+            index,
+            releasing: false,
+            takeover,
+            lost,
+        }
+    }
+
     pub fn account(&self) -> &Account {
         &self.pool.accounts[self.index]
+    }
+
+    /// Its last holder (a node that died) did not unregister it: its binding at the PBX
+    /// must be removed before ours is added.
+    pub fn is_takeover(&self) -> bool {
+        self.takeover
+    }
+
+    /// What tells the session its lease is given up (never, for the local pool).
+    pub fn lost(&self) -> LeaseLost {
+        LeaseLost(self.lost.clone())
     }
 
     /// Its session is over: the account comes back once the line has unregistered.
@@ -125,12 +265,35 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut state = self.pool.state();
-        state.free.insert(self.index);
+        state.held.remove(&self.index);
         if self.releasing {
             state.releasing -= 1;
         }
+        match &self.pool.cluster {
+            None => {
+                state.free.insert(self.index);
+            }
+            Some(cluster) => cluster.release(self.index),
+        }
         drop(state);
         self.pool.returned.notify_waiters();
+    }
+}
+
+/// Resolves when a lease is given up (Redis could not confirm it in time, or another
+/// node holds it): the session must stop using the account at once.
+pub struct LeaseLost(Option<watch::Receiver<Option<Fenced>>>);
+
+impl LeaseLost {
+    pub async fn wait(&mut self) -> Fenced {
+        let Some(rx) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.unwrap_or(Fenced::Lost),
+            // the driver is gone: nothing renews the lease any more
+            Err(_) => Fenced::Expiring,
+        }
     }
 }
 
@@ -218,7 +381,7 @@ mod tests {
         let p = pool(1);
         let _held = p.lease().unwrap();
         let t0 = tokio::time::Instant::now();
-        assert!(p.lease_or_wait(Duration::from_secs(5)).await.is_none());
+        assert!(p.lease_or_wait(Duration::from_secs(5)).await.is_err());
         assert_eq!(
             t0.elapsed(),
             SETTLE,
@@ -238,7 +401,7 @@ mod tests {
         old.releasing(); // the reset is noticed: the waiter now waits for the account
         tokio::time::sleep(Duration::from_secs(3)).await;
         drop(old);
-        assert!(waiter.await.unwrap().is_some());
+        assert!(waiter.await.unwrap().is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -246,8 +409,8 @@ mod tests {
         let p = pool(1);
         let mut stuck = p.lease().unwrap();
         stuck.releasing();
-        assert!(p.lease_or_wait(Duration::from_secs(3)).await.is_none());
+        assert!(p.lease_or_wait(Duration::from_secs(3)).await.is_err());
         drop(stuck);
-        assert!(p.lease_or_wait(Duration::from_secs(3)).await.is_some());
+        assert!(p.lease_or_wait(Duration::from_secs(3)).await.is_ok());
     }
 }

@@ -24,7 +24,7 @@ use crate::media_session::{self, CallStats, MediaCommand, MediaEvent, MediaHandl
 use crate::peer_log::{Kind, clip};
 use crate::peer_warn;
 use crate::per_ip::{Exceeded, PerIpLimit};
-use crate::pool::AccountPool;
+use crate::pool::{AccountPool, LeaseLost, Refusal};
 use crate::session_guard::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, SessionGuard, Verdict};
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
 use futures_util::stream::SplitSink;
@@ -100,7 +100,7 @@ impl Gateway {
     pub fn admitting(&self) -> bool {
         !self.is_draining()
             && self.session_places.open() < self.settings.session_limits.max_sessions
-            && (self.pool.leased() < self.pool.size() || self.pool.releasing() > 0)
+            && self.pool.may_lease()
     }
 }
 
@@ -142,7 +142,12 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     // the browser's media leg, negotiated as soon as it sends its offer
     let (media_tx, media_events) = mpsc::unbounded_channel();
     let media = start_media(&gw, conn, media_tx);
-    let Ok((line, events)) = gw.sip.add_line(account.clone(), media.clone()).await else {
+    let replace_others = lease.is_takeover();
+    let Ok((line, events)) = gw
+        .sip
+        .add_line_with(account.clone(), media.clone(), replace_others)
+        .await
+    else {
         tracing::error!(conn, "SIP task gone");
         return;
     };
@@ -161,6 +166,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         leaving: None,
         close: None,
         removed: false,
+        lost: lease.lost(),
     };
     let mut events = events;
     let why = session.serve(&mut events, media_events).await;
@@ -205,13 +211,21 @@ async fn admit(
             return None;
         }
     };
-    let Some(lease) = gw.pool.lease_or_wait(gw.settings.admission_wait).await else {
-        tracing::info!(conn, "no free account: connection limit");
-        refuse_admission(sink, "connection limit").await;
-        tracing::info!(conn, "browser disconnected (connection limit)");
-        return None;
-    };
-    Some((place, lease))
+    match gw.pool.lease_or_wait(gw.settings.admission_wait).await {
+        Ok(lease) => Some((place, lease)),
+        Err(Refusal::Full) => {
+            tracing::info!(conn, "no free account: connection limit");
+            refuse_admission(sink, "connection limit").await;
+            tracing::info!(conn, "browser disconnected (connection limit)");
+            None
+        }
+        Err(Refusal::Unavailable(why)) => {
+            counters::inc(Counter::PoolUnavailable);
+            tracing::warn!(conn, why, "account pool unavailable: not admitted");
+            refuse_admission(sink, why).await;
+            None
+        }
+    }
 }
 
 /// `registrationStateChanged` (accepted) and `sipUserNameReceived`.
@@ -306,6 +320,8 @@ struct Session {
     close: Option<(u16, &'static str)>,
     /// The SIP task already removed the line.
     removed: bool,
+    /// The shared pool gave the account's lease up: stop at once.
+    lost: LeaseLost,
 }
 
 impl Session {
@@ -349,6 +365,11 @@ impl Session {
                     self.leaving.get_or_insert((CLOSE_GOING_AWAY, "session length limit reached"));
                     must_leave = true;
                     Flow::Go
+                }
+                why = self.lost.wait() => {
+                    tracing::warn!(conn = self.conn, user = %self.account.user, ?why, "account lease lost: closing");
+                    self.close = Some((CLOSE_TRY_AGAIN_LATER, "account lease lost: connect again"));
+                    Flow::Stop("account lease lost".to_owned())
                 }
                 Ok(()) = draining.changed() => {
                     if *draining.borrow() {

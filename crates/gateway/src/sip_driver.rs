@@ -177,12 +177,13 @@ impl Driver {
         match cmd {
             Command::AddLine {
                 account,
+                replace_others,
                 events,
                 media,
                 reply,
             } => {
                 let user = account.user.clone();
-                let id = self.ua.add_line(now, account);
+                let id = self.ua.add_line_with(now, account, replace_others);
                 self.lines.insert(id, LineRecord { user, events, media });
                 let _ = reply.send(id);
             }

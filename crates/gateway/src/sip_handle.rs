@@ -63,6 +63,8 @@ pub struct DriverStats {
 pub(crate) enum Command {
     AddLine {
         account: Account,
+        /// Remove every binding of the account at the PBX before registering.
+        replace_others: bool,
         events: mpsc::UnboundedSender<LineEvent>,
         media: Option<MediaHandle>,
         reply: oneshot::Sender<LineId>,
@@ -137,10 +139,22 @@ impl SipHandle {
         account: Account,
         media: Option<MediaHandle>,
     ) -> Result<(LineId, mpsc::UnboundedReceiver<LineEvent>), SipGone> {
+        self.add_line_with(account, media, false).await
+    }
+
+    /// [`SipHandle::add_line`]; with `replace_others`, every binding the PBX holds for the
+    /// account is removed first (a node that died holding it).
+    pub async fn add_line_with(
+        &self,
+        account: Account,
+        media: Option<MediaHandle>,
+        replace_others: bool,
+    ) -> Result<(LineId, mpsc::UnboundedReceiver<LineEvent>), SipGone> {
         let (events, rx) = mpsc::unbounded_channel();
         let id = self
             .ask(|reply| Command::AddLine {
                 account,
+                replace_others,
                 events,
                 media,
                 reply,

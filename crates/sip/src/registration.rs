@@ -1,6 +1,8 @@
 //! The REGISTER client (RFC 3261 §10) for one account: registers, answers digest
 //! challenges (401 and 407), refreshes before the granted expiry, backs off after
-//! failures, and unregisters (`Expires: 0`) when told to stop.
+//! failures, and unregisters (`Expires: 0`) when told to stop. A line that takes an
+//! account over from a gateway node that died first removes every binding of the
+//! account (`Contact: *`, RFC 3261 §10.2.2), so the PBX does not keep ringing the dead one.
 //!
 //! It builds requests and reacts to their outcomes; the [`crate::UserAgent`] carries
 //! them through the transaction layer. Only one REGISTER is in flight at a time
@@ -74,6 +76,10 @@ pub struct Registration {
     /// A challenge just arrived and the next request answers it.
     fresh_challenge: bool,
     challenges_in_row: u32,
+    /// Remove every binding of the account before registering ours.
+    replace_others: bool,
+    /// The REGISTER in flight is that removal (`Contact: *`).
+    clearing: bool,
     outbox: Vec<Request>,
     changes: Vec<LineStatus>,
     done: bool,
@@ -110,6 +116,8 @@ impl Registration {
             answered_challenge: false,
             fresh_challenge: false,
             challenges_in_row: 0,
+            replace_others: false,
+            clearing: false,
             outbox: Vec::new(),
             changes: Vec::new(),
             done: false,
@@ -141,11 +149,19 @@ impl Registration {
         self.done
     }
 
+    /// On [`Registration::start`], first remove every binding the registrar holds for
+    /// the account (another holder's, which is gone), then register ours.
+    pub fn replace_other_bindings(&mut self) {
+        self.replace_others = true;
+    }
+
     /// Begin registering.
     pub fn start(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
         self.goal = Goal::Registered;
         if self.in_flight.is_none() {
-            self.send(now, config, rng, self.expires);
+            self.clearing = std::mem::take(&mut self.replace_others);
+            let expires = if self.clearing { 0 } else { self.expires };
+            self.send(now, config, rng, expires);
             self.set_visible(LineState::Registering, None, None);
         }
     }
@@ -207,6 +223,10 @@ impl Registration {
         }
         self.in_flight = None;
         match resp.status {
+            200..=299 if self.clearing => {
+                self.challenges_in_row = 0;
+                self.cleared(now, config, rng);
+            }
             200..=299 => {
                 self.challenges_in_row = 0;
                 if sent_expires == 0 {
@@ -348,6 +368,11 @@ impl Registration {
         code: u16,
         reason: String,
     ) {
+        if self.clearing {
+            // could not remove them: register ours anyway (the others expire in time)
+            self.cleared(now, config, rng);
+            return;
+        }
         if sent_expires == 0 || self.goal == Goal::Unregistered {
             // the unregister failed, or we were stopping anyway: the binding expires
             // on its own at the registrar
@@ -356,6 +381,17 @@ impl Registration {
             return;
         }
         self.fail(now, rng, config, code, reason);
+    }
+
+    /// The removal of every binding is over: register ours (or finish if stopping).
+    fn cleared(&mut self, now: Instant, config: &UaConfig, rng: &mut fastrand::Rng) {
+        self.clearing = false;
+        self.bound = false;
+        if self.goal == Goal::Registered {
+            self.send(now, config, rng, self.expires);
+        } else {
+            self.finish(None, None);
+        }
     }
 
     fn fail(&mut self, now: Instant, rng: &mut fastrand::Rng, config: &UaConfig, code: u16, reason: String) {
@@ -405,7 +441,11 @@ impl Registration {
         req.headers.push("To", from);
         req.headers.push("Call-ID", self.call_id.clone());
         req.headers.push("CSeq", format!("{} REGISTER", self.cseq));
-        req.headers.push("Contact", format!("<{}>", self.contact));
+        if self.clearing {
+            req.headers.push("Contact", "*");
+        } else {
+            req.headers.push("Contact", format!("<{}>", self.contact));
+        }
         req.headers.push("Expires", expires.to_string());
         req.headers.push("Allow", crate::user_agent::ALLOW);
         req.headers.push("User-Agent", config.user_agent.clone());

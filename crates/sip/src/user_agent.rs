@@ -311,9 +311,19 @@ impl UserAgent {
 
     /// Adds a line for `account` and starts registering it.
     pub fn add_line(&mut self, now: Instant, account: Account) -> LineId {
+        self.add_line_with(now, account, false)
+    }
+
+    /// Adds a line for `account` and starts registering it; with `replace_others`,
+    /// first removes every binding the registrar holds for the account (those of a
+    /// gateway node that died holding it).
+    pub fn add_line_with(&mut self, now: Instant, account: Account, replace_others: bool) -> LineId {
         let id = LineId(self.next_line);
         self.next_line += 1;
         let mut registration = Registration::new(account, &self.config, &mut self.rng);
+        if replace_others {
+            registration.replace_other_bindings();
+        }
         registration.start(now, &self.config, &mut self.rng);
         if let Some(user) = &registration.contact().user {
             self.by_user.entry(user.clone()).or_default().push(id);

@@ -506,3 +506,75 @@ fn password_never_shows_in_debug_output() {
     lab.ua.add_line(lab.now, a);
     assert!(!format!("{:?}", lab.ua).contains("hunter2"));
 }
+
+#[test]
+fn a_line_taking_an_account_over_removes_every_binding_first() {
+    let mut lab = Lab::new(config());
+    let line = lab.ua.add_line_with(lab.now, account("886"), true);
+    let clear = lab.one_request();
+    assert_eq!(clear.headers.get("Contact"), Some("*"));
+    assert_eq!(clear.headers.get("Expires"), Some("0"));
+    lab.challenge(&clear, "n1", false);
+    let clear2 = lab.one_request();
+    assert_eq!(
+        clear2.headers.get("Contact"),
+        Some("*"),
+        "the answer to the challenge still removes"
+    );
+    assert!(clear2.headers.get("Authorization").is_some());
+    lab.reply(&clear2, 200, &[]);
+    let ours = lab.one_request();
+    assert!(
+        ours.headers.get("Contact").unwrap().starts_with("<sip:886@"),
+        "then ours"
+    );
+    assert_ne!(ours.headers.get("Expires"), Some("0"));
+    let cseqs: Vec<_> = [&clear, &clear2, &ours]
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("CSeq")
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .collect();
+    assert!(cseqs[0] < cseqs[1] && cseqs[1] < cseqs[2], "{cseqs:?}");
+    lab.reply(&ours, 200, &[("Contact", "<sip:886@127.0.0.1:5090>;expires=60")]);
+    let states = lab.states();
+    assert_eq!(
+        states,
+        vec![(LineState::Registering, None), (LineState::Registered, Some(200))],
+        "the removal is not shown to the browser"
+    );
+    lab.ua.remove_line(lab.now, line);
+    assert_eq!(lab.one_request().headers.get("Expires"), Some("0"));
+}
+
+#[test]
+fn a_refused_removal_still_registers_ours() {
+    let mut lab = Lab::new(config());
+    lab.ua.add_line_with(lab.now, account("887"), true);
+    let clear = lab.one_request();
+    lab.reply(&clear, 403, &[]);
+    let ours = lab.one_request();
+    assert!(ours.headers.get("Contact").unwrap().starts_with("<sip:887@"));
+}
+
+#[test]
+fn removal_of_a_line_still_clearing_finishes_without_registering() {
+    let mut lab = Lab::new(config());
+    let line = lab.ua.add_line_with(lab.now, account("888"), true);
+    let clear = lab.one_request();
+    lab.ua.remove_line(lab.now, line);
+    assert!(lab.sent_requests().is_empty(), "waits for the outcome");
+    lab.reply(&clear, 200, &[]);
+    assert!(
+        lab.sent_requests().is_empty(),
+        "nothing registered, nothing to remove"
+    );
+    assert!(lab.events().contains(&Event::LineRemoved { line }));
+}
