@@ -1,6 +1,7 @@
 #!/bin/bash
 # Installs the real peers the tests use (Debian packages), only those missing:
-# Kamailio (the PBX), sipp and baresip (far ends), Chromium (the browser, driven by
+# Kamailio (the PBX), sipp and baresip (far ends), redis-server (the cluster tests start
+# their own), Chromium (the browser, driven by
 # Playwright from tests/browser; `npm ci` there is run by scripts/test.sh), and the
 # tools for loopback-only network namespaces.
 # Retries while another apt/dpkg holds the lock. Needs root (CI runs as root).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs the real peers the
-# tests drive (lab/install.sh: Kamailio, sipp, baresip...), then checks formatting,
+# tests drive (lab/install.sh: Kamailio, sipp, baresip, redis-server...), then checks formatting,
 # lints, and runs every unit and integration test. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
