@@ -174,6 +174,14 @@ impl Running {
         }
         tracing::info!("shutting down: ending the remaining calls and unregistering every line");
         self.gateway.sip.shutdown().await;
+        if let Some(cluster) = self.gateway.pool.cluster() {
+            // the sessions drop their leases as their lines go; then delete them in Redis
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            while self.gateway.pool.leased() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            cluster.flush(std::time::Duration::from_secs(2)).await;
+        }
         self.server.abort();
         Ok(())
     }

@@ -522,7 +522,7 @@ async fn a_node_cut_off_from_redis_stops_using_its_accounts_before_they_expire()
         &format!("registrar = \"sip:127.0.0.1:{}\"", Slot::new(PBX_SLOT).pbx),
         &format!("registrar = \"sip:127.0.0.1:{}\"", pbx_slot.pbx),
     );
-    let node = Sipline::start(&config);
+    let mut node = Sipline::start(&config);
     wait_ready(std::slice::from_ref(&node), Duration::from_secs(20)).await;
     let (mut b, user) = Browser::registered(&node.ws_url()).await;
     pbx.wait_users(WAIT, |u| u == [user.clone()]);
@@ -559,4 +559,15 @@ async fn a_node_cut_off_from_redis_stops_using_its_accounts_before_they_expire()
     redis.launch();
     let (_again, _) = admitted(&node.ws_url(), Instant::now() + Duration::from_secs(15)).await;
     assert!(node.metrics().await["sipline_refused_total{limit=\"pool_unavailable\"}"] >= 1.0);
+    assert_eq!(redis.leases().len(), 1);
+    // a drained node leaves no lease (nor `:held` marker) behind when it exits
+    node.signal("TERM");
+    assert!(
+        node.wait_exit(Duration::from_secs(20)).is_some(),
+        "{}",
+        node.log()
+    );
+    let left = redis.keys("sipline:lease:*");
+    assert!(left.is_empty(), "{left:?}\n{}", node.log());
+    pbx.wait_users(WAIT, |u| u.is_empty());
 }

@@ -75,6 +75,8 @@ struct Driver {
     stats: Arc<ClusterStats>,
     ops: FuturesUnordered<Op>,
     next_heartbeat: Instant,
+    /// Waiting for every pending release to reach Redis.
+    flushes: Vec<oneshot::Sender<()>>,
 }
 
 pub(super) fn spawn(
@@ -104,6 +106,7 @@ pub(super) fn spawn(
         stats,
         ops: FuturesUnordered::new(),
         next_heartbeat: now,
+        flushes: Vec::new(),
     };
     tokio::spawn(driver.run(rx));
 }
@@ -160,6 +163,7 @@ impl Driver {
             Command::Claim(reply) => self.claim(reply),
             Command::Release(index) => self.release(index),
             Command::Status(reply) => self.status(reply),
+            Command::Flush(reply) => self.flushes.push(reply),
         }
     }
 
@@ -357,6 +361,11 @@ impl Driver {
             }
         }
         self.stats.held.store(self.book.len(), Ordering::Relaxed);
+        if self.releasing.is_empty() {
+            for done in self.flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
     }
 
     fn renew(&mut self, conn: ConnectionManager, batch: RenewBatch) {

@@ -124,6 +124,8 @@ pub(crate) enum Command {
     Claim(oneshot::Sender<Result<Claimed, ClaimError>>),
     Release(usize),
     Status(oneshot::Sender<Result<serde_json::Value, String>>),
+    /// Answered once no release is waiting for Redis.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The handle the pool and `/cluster` use; the driver task runs until every handle is gone.
@@ -165,6 +167,15 @@ impl Cluster {
         // must not be lost: wait for room rather than drop it (the lease would linger a TTL)
         if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Release(index)) {
             tokio::spawn(async move { tx.send(cmd).await });
+        }
+    }
+
+    /// Waits (up to `within`) until every release asked for has reached Redis: before the
+    /// process exits, so a drained node leaves no lease behind.
+    pub async fn flush(&self, within: Duration) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::Flush(reply)).await.is_ok() {
+            let _ = tokio::time::timeout(within, done).await;
         }
     }
 
