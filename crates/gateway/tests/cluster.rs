@@ -386,6 +386,25 @@ async fn doubles(nodes: &[&Sipline]) -> Vec<String> {
     found
 }
 
+/// Samples a node, Redis, and the node again: an account the node lists both times that
+/// Redis (reachable) gives to another node in between is held twice.
+async fn redis_disagrees(nodes: &[&Sipline], names: &[&str], redis: &Redis) -> Vec<String> {
+    let mut found = Vec::new();
+    for (node, name) in nodes.iter().zip(names) {
+        let first = node_accounts(node).await;
+        let leases = redis.leases();
+        let last = node_accounts(node).await;
+        for acct in first.intersection(&last) {
+            if let Some(holder) = leases.get(&format!("{acct}@127.0.0.1"))
+                && holder != name
+            {
+                found.push(format!("{acct}: {name} uses it, Redis says {holder}"));
+            }
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_during_calls_loses_no_lease_and_no_audio() {
     if !netns::inside() {
@@ -443,7 +462,9 @@ async fn a_redis_restart_during_calls_loses_no_lease_and_no_audio() {
     let before = redis.leases();
     assert_eq!(before.len(), 4, "{before:?}");
     let node_refs: Vec<&Sipline> = nodes.iter().collect();
+    let names = ["node-7", "node-8"];
     assert!(doubles(&node_refs).await.is_empty());
+    assert!(redis_disagrees(&node_refs, &names, &redis).await.is_empty());
 
     // in the call: Redis dies with every key, and comes back empty 2 s later
     tokio::time::sleep(Duration::from_secs(9)).await;
@@ -466,6 +487,10 @@ async fn a_redis_restart_during_calls_loses_no_lease_and_no_audio() {
     let mut restored_after = None;
     while t_back.elapsed() < Duration::from_secs_f64(ttl + 2.0) {
         assert_eq!(doubles(&node_refs).await, Vec::<String>::new());
+        assert_eq!(
+            redis_disagrees(&node_refs, &names, &redis).await,
+            Vec::<String>::new()
+        );
         checks += 1;
         if restored_after.is_none() && redis.leases() == before {
             restored_after = Some(t_back.elapsed());
