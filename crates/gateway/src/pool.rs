@@ -217,6 +217,8 @@ pub struct Lease {
     pool: Arc<AccountPool>,
     index: usize,
     releasing: bool,
+    /// The line was seen to unregister (so no binding of ours is left at the PBX).
+    unregistered: bool,
     takeover: bool,
     lost: Option<watch::Receiver<Option<Fenced>>>,
 }
@@ -232,6 +234,7 @@ impl Lease {
             pool: Arc::clone(pool),
             index,
             releasing: false,
+            unregistered: false,
             takeover,
             lost,
         }
@@ -250,6 +253,16 @@ impl Lease {
     /// What tells the session its lease is given up (never, for the local pool).
     pub fn lost(&self) -> LeaseLost {
         LeaseLost(self.lost.clone())
+    }
+
+    /// The line has unregistered (confirmed by the PBX or by the SIP task).
+    pub fn unregistered(&mut self) {
+        self.unregistered = true;
+    }
+
+    /// Whether the lease was given up already (a shared pool that could not renew it).
+    pub fn is_lost(&self) -> bool {
+        self.lost.as_ref().is_some_and(|rx| rx.borrow().is_some())
     }
 
     /// Its session is over: the account comes back once the line has unregistered.
@@ -273,7 +286,7 @@ impl Drop for Lease {
             None => {
                 state.free.insert(self.index);
             }
-            Some(cluster) => cluster.release(self.index),
+            Some(cluster) => cluster.release(self.index, self.unregistered),
         }
         drop(state);
         self.pool.returned.notify_waiters();
@@ -285,13 +298,14 @@ impl Drop for Lease {
 pub struct LeaseLost(Option<watch::Receiver<Option<Fenced>>>);
 
 impl LeaseLost {
+    /// Resolves when the lease is given up (never for the local pool). Meant for while
+    /// the lease is held: a driver gone meanwhile means nothing renews it any more.
     pub async fn wait(&mut self) -> Fenced {
         let Some(rx) = &mut self.0 else {
             return std::future::pending().await;
         };
         match rx.wait_for(Option::is_some).await {
             Ok(why) => why.unwrap_or(Fenced::Lost),
-            // the driver is gone: nothing renews the lease any more
             Err(_) => Fenced::Expiring,
         }
     }

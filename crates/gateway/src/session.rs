@@ -142,6 +142,17 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     // the browser's media leg, negotiated as soon as it sends its offer
     let (media_tx, media_events) = mpsc::unbounded_channel();
     let media = start_media(&gw, conn, media_tx);
+    if lease.is_lost() {
+        // the browser took so long to take its hello that the lease could not be kept
+        tracing::warn!(conn, user = %account.user, "account lease lost before registering");
+        close_with(
+            &mut sink,
+            CLOSE_TRY_AGAIN_LATER,
+            "account lease lost: connect again",
+        )
+        .await;
+        return;
+    }
     let replace_others = lease.is_takeover();
     let Ok((line, events)) = gw
         .sip
@@ -151,6 +162,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         tracing::error!(conn, "SIP task gone");
         return;
     };
+    let fence_watch = stop_line_when_lost(&gw, &lease, line, conn);
     let mut session = Session {
         guard: SessionGuard::new(&gw.settings.session_limits, std::time::Instant::now()),
         gw: Arc::clone(&gw),
@@ -170,6 +182,7 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     };
     let mut events = events;
     let why = session.serve(&mut events, media_events).await;
+    fence_watch.abort();
     let removed = session.removed;
     let user = session.account.user.clone();
     tracing::info!(conn, %user, reason = %why, "browser disconnected");
@@ -178,8 +191,8 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     // Unregister, and free the account only once the PBX has forgotten the binding;
     // a newcomer may wait for it meanwhile.
     lease.releasing();
-    if !removed {
-        unregister(&gw, line, &mut events, conn, &user).await;
+    if removed || unregister(&gw, line, &mut events, conn, &user).await {
+        lease.unregistered();
     }
     drop(lease);
     tracing::info!(conn, %user, "account released");
@@ -268,25 +281,48 @@ fn start_media(gw: &Gateway, conn: u64, events: mpsc::UnboundedSender<MediaEvent
     }
 }
 
-/// Asks the SIP task to remove the line and waits (bounded) until it is unregistered.
+/// With a shared pool, a lease given up must stop the line at once (BYE, unregister),
+/// before another node can claim the account, whatever the session task is busy with
+/// (a browser that does not read can hold it up in a send).
+fn stop_line_when_lost(
+    gw: &Gateway,
+    lease: &crate::pool::Lease,
+    line: sipline_sip::LineId,
+    conn: u64,
+) -> tokio::task::JoinHandle<()> {
+    let (sip, mut lost) = (gw.sip.clone(), lease.lost());
+    tokio::spawn(async move {
+        let why = lost.wait().await;
+        tracing::warn!(
+            conn,
+            ?why,
+            "account lease lost: ending the line's call and unregistering"
+        );
+        sip.remove_line(line);
+    })
+}
+
+/// Asks the SIP task to remove the line and waits (bounded) until it is unregistered;
+/// false if it did not say so in time.
 async fn unregister(
     gw: &Gateway,
     line: sipline_sip::LineId,
     events: &mut mpsc::UnboundedReceiver<LineEvent>,
     conn: u64,
     user: &str,
-) {
+) -> bool {
     gw.sip.remove_line(line);
     let deadline = Instant::now() + UNREGISTER_GRACE;
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(LineEvent::Removed) | None => break,
+                Some(LineEvent::Removed) => return true,
+                None => return false,
                 Some(LineEvent::Status(_) | LineEvent::Call(_)) => {}
             },
             _ = sleep_until(deadline) => {
                 tracing::warn!(conn, %user, "line did not unregister in time");
-                break;
+                return false;
             }
         }
     }

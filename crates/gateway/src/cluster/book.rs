@@ -109,9 +109,10 @@ impl LeaseBook {
         self.held.contains_key(&index)
     }
 
-    /// A claim sent at `sent` succeeded. False if it came back too late to be used.
+    /// A claim sent at `sent` succeeded. False if it came back too late to be used: with
+    /// less than one renewal interval left (a line would register only to stop again).
     pub fn claimed(&mut self, index: usize, value: LeaseValue, sent: Instant, now: Instant) -> bool {
-        if now >= sent + self.ttl - self.margin {
+        if now + self.renew_every >= sent + self.ttl - self.margin {
             return false;
         }
         self.held.insert(
@@ -299,8 +300,12 @@ mod tests {
     #[test]
     fn a_claim_answered_too_late_is_not_used() {
         let (mut b, t0) = book();
-        assert!(!b.claimed(1, v(1), t0, t0 + s(12.0)));
+        assert!(
+            !b.claimed(1, v(1), t0, t0 + s(7.0)),
+            "less than a renewal interval left"
+        );
         assert!(!b.holds(1));
+        assert!(b.claimed(1, v(1), t0, t0 + s(6.9)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::book::{Fenced, LeaseBook, LeaseValue, RenewBatch, Renewed};
 use super::scripts::{Keys, Scripts};
-use super::{ClaimError, Claimed, ClusterSettings, ClusterStats, Command};
+use super::{ClaimError, Claimed, ClusterSettings, ClusterStats, Command, Release};
 
 /// Candidate keys per CLAIM call, lease keys per RENEW call: bounds the time one script
 /// holds Redis.
@@ -44,9 +44,9 @@ enum Done {
         result: Result<Vec<Renewed>, RedisError>,
     },
     Released(usize),
-    /// How long the settle window still runs (ms; 0 or less: none).
-    Heartbeat(Result<i64, RedisError>),
-    Nothing,
+    /// How long the settle window still runs (ms; 0 or less: none), and the longest TTL.
+    Heartbeat(Result<(i64, u64), RedisError>),
+    Status(Result<serde_json::Value, String>),
 }
 
 enum ClaimAnswer {
@@ -77,13 +77,18 @@ struct Driver {
     next_heartbeat: Instant,
     /// Waiting for every pending release to reach Redis.
     flushes: Vec<oneshot::Sender<()>>,
+    /// Waiting for the one status read in flight (later askers share it).
+    status_waiters: Vec<oneshot::Sender<Result<serde_json::Value, String>>>,
+    /// The longest lease TTL any node uses, as far as this node has seen (ms): the settle
+    /// window after Redis lost its data must outlast every holder's renewal.
+    known_max_ttl: u64,
 }
 
 pub(super) fn spawn(
     client: redis::Client,
     settings: Arc<ClusterSettings>,
     accounts: &[Account],
-    rx: mpsc::Receiver<Command>,
+    (rx, releases): (mpsc::Receiver<Command>, mpsc::UnboundedReceiver<Release>),
     stats: Arc<ClusterStats>,
 ) {
     let keys = Keys::new(&settings.key_prefix);
@@ -107,12 +112,14 @@ pub(super) fn spawn(
         ops: FuturesUnordered::new(),
         next_heartbeat: now,
         flushes: Vec::new(),
+        status_waiters: Vec::new(),
+        known_max_ttl: 0,
     };
-    tokio::spawn(driver.run(rx));
+    tokio::spawn(driver.run(rx, releases));
 }
 
 impl Driver {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut releases: mpsc::UnboundedReceiver<Release>) {
         self.connect(Duration::ZERO);
         let mut open = true;
         while open || !self.ops.is_empty() {
@@ -122,8 +129,16 @@ impl Driver {
                     Some(cmd) => self.on_command(cmd),
                     None => open = false,
                 },
+                Some(r) = releases.recv() => self.release(r.index, r.unregistered),
                 Some(done) = self.ops.next(), if !self.ops.is_empty() => self.on_done(done),
                 _ = sleep_until(wake) => {}
+            }
+            if Instant::now() >= self.next_heartbeat {
+                // before looking for leases nobody holds, take the releases already sent
+                while let Ok(r) = releases.try_recv() {
+                    self.release(r.index, r.unregistered);
+                }
+                self.release_abandoned();
             }
             self.tick();
         }
@@ -136,6 +151,17 @@ impl Driver {
 
     fn ttl_ms(&self) -> u64 {
         self.settings.lease_ttl.as_millis() as u64
+    }
+
+    /// ARGV[1..=3] of every script but RELEASE: this node's TTL, its name, the longest
+    /// TTL it has seen.
+    fn common_args(&self) -> [String; 3] {
+        let ttl = self.ttl_ms();
+        [
+            ttl.to_string(),
+            self.settings.node.clone(),
+            self.known_max_ttl.max(ttl).to_string(),
+        ]
     }
 
     fn connect(&mut self, after: Duration) {
@@ -161,7 +187,6 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Claim(reply) => self.claim(reply),
-            Command::Release(index) => self.release(index),
             Command::Status(reply) => self.status(reply),
             Command::Flush(reply) => self.flushes.push(reply),
         }
@@ -178,10 +203,10 @@ impl Driver {
             .map(|i| (i, self.accounts[i].0.clone()))
             .collect();
         let (scripts, control) = (Arc::clone(&self.scripts), self.keys.control());
-        let (node, ttl) = (self.settings.node.clone(), self.ttl_ms());
+        let args = self.common_args();
         let sent = Instant::now();
         self.ops.push(Box::pin(async move {
-            let result = claim_first_free(conn, &scripts, &control, &candidates, &node, ttl).await;
+            let result = claim_first_free(conn, &scripts, &control, &candidates, &args).await;
             Done::Claimed { reply, sent, result }
         }));
     }
@@ -214,7 +239,7 @@ impl Driver {
         };
         if let Err(Ok(claimed)) = reply.send(outcome) {
             // the session gave up waiting: hand the account straight back
-            self.release(claimed.index);
+            self.release(claimed.index, true);
         }
     }
 
@@ -250,7 +275,22 @@ impl Driver {
         })
     }
 
-    fn release(&mut self, index: usize) {
+    /// A claim whose `Claimed` was dropped before it became a `Lease` (its task was
+    /// cancelled) would be renewed for ever: release what no session can hear about.
+    fn release_abandoned(&mut self) {
+        let abandoned: Vec<usize> = self
+            .lost
+            .iter()
+            .filter(|(_, tx)| tx.is_closed())
+            .map(|(i, _)| *i)
+            .collect();
+        for index in abandoned {
+            tracing::warn!(account = %self.accounts[index].1, "cluster: a lease nobody holds, released");
+            self.release(index, false);
+        }
+    }
+
+    fn release(&mut self, index: usize, unregistered: bool) {
         self.in_use.remove(&index);
         self.lost.remove(&index);
         let Some(value) = self.book.released(index) else {
@@ -267,6 +307,7 @@ impl Driver {
                 .release
                 .key(&key)
                 .arg(&value.0)
+                .arg(if unregistered { "1" } else { "0" })
                 .invoke_async(&mut conn)
                 .await;
             if let Err(e) = r {
@@ -276,15 +317,20 @@ impl Driver {
         }));
     }
 
+    /// One status read at a time, whoever asks: `/cluster` cannot pile work on the
+    /// connection the renewals use.
     fn status(&mut self, reply: oneshot::Sender<Result<serde_json::Value, String>>) {
         let Some(conn) = self.conn.clone() else {
             let _ = reply.send(Err("Redis unreachable".into()));
             return;
         };
+        self.status_waiters.push(reply);
+        if self.status_waiters.len() > 1 {
+            return;
+        }
         let keys = self.keys.clone();
         self.ops.push(Box::pin(async move {
-            let _ = reply.send(read_status(conn, &keys).await.map_err(|e| e.to_string()));
-            Done::Nothing
+            Done::Status(read_status(conn, &keys).await.map_err(|e| e.to_string()))
         }));
     }
 
@@ -308,11 +354,16 @@ impl Driver {
             }
             Done::Heartbeat(r) => {
                 self.redis_ok(r.is_ok());
-                if let Ok(settling) = r {
+                if let Ok((settling, max_ttl)) = r {
                     self.stats.settling.store(settling > 0, Ordering::Relaxed);
+                    self.known_max_ttl = self.known_max_ttl.max(max_ttl);
                 }
             }
-            Done::Nothing => {}
+            Done::Status(r) => {
+                for waiter in self.status_waiters.drain(..) {
+                    let _ = waiter.send(r.clone());
+                }
+            }
         }
     }
 
@@ -375,9 +426,9 @@ impl Driver {
             .map(|(i, _)| self.accounts[*i].0.clone())
             .collect();
         let (scripts, control) = (Arc::clone(&self.scripts), self.keys.control());
-        let (node, ttl) = (self.settings.node.clone(), self.ttl_ms());
+        let args = self.common_args();
         self.ops.push(Box::pin(async move {
-            let result = renew_all(conn, &scripts, &control, &keys, &batch, &node, ttl).await;
+            let result = renew_all(conn, &scripts, &control, &keys, &batch, &args).await;
             Done::Renewed { batch, result }
         }));
     }
@@ -394,19 +445,22 @@ impl Driver {
             "leases": self.book.len(),
         })
         .to_string();
-        let [boot, settling, _] = self.keys.control();
-        let (key, ttl) = (self.keys.node(&s.node), self.ttl_ms());
+        let (control, key) = (self.keys.control(), self.keys.node(&s.node));
+        let args = self.common_args();
         let scripts = Arc::clone(&self.scripts);
         self.ops.push(Box::pin(async move {
-            let r = scripts
+            let r: Result<Vec<i64>, _> = scripts
                 .heartbeat
-                .key(&boot)
-                .key(&settling)
+                .key(control.as_slice())
                 .key(&key)
-                .arg(ttl)
+                .arg(args.as_slice())
                 .arg(info)
                 .invoke_async(&mut conn)
                 .await;
+            let r = r.map(|v| {
+                let settling = v.first().copied().unwrap_or(0);
+                (settling, v.get(1).copied().unwrap_or(0).max(0) as u64)
+            });
             Done::Heartbeat(r)
         }));
     }
@@ -415,14 +469,13 @@ impl Driver {
 async fn claim_first_free(
     mut conn: ConnectionManager,
     scripts: &Scripts,
-    control: &[String; 3],
+    control: &[String; 4],
     candidates: &[(usize, String)],
-    node: &str,
-    ttl_ms: u64,
+    args: &[String; 3],
 ) -> Result<ClaimAnswer, RedisError> {
     for chunk in candidates.chunks(CLAIM_CHUNK) {
         let mut call = scripts.claim.prepare_invoke();
-        call.key(control.as_slice()).arg(ttl_ms).arg(node);
+        call.key(control.as_slice()).arg(args.as_slice());
         for (_, key) in chunk {
             call.key(key);
         }
@@ -448,20 +501,25 @@ async fn claim_first_free(
 async fn renew_all(
     mut conn: ConnectionManager,
     scripts: &Scripts,
-    control: &[String; 3],
+    control: &[String; 4],
     keys: &[String],
     batch: &RenewBatch,
-    node: &str,
-    ttl_ms: u64,
+    args: &[String; 3],
 ) -> Result<Vec<Renewed>, RedisError> {
     let mut outcomes = Vec::with_capacity(keys.len());
     for (keys, leases) in keys.chunks(RENEW_CHUNK).zip(batch.leases.chunks(RENEW_CHUNK)) {
         let mut call = scripts.renew.prepare_invoke();
-        call.key(control.as_slice()).arg(ttl_ms).arg(node);
+        call.key(control.as_slice()).arg(args.as_slice());
         for (key, (_, value)) in keys.iter().zip(leases) {
             call.key(key).arg(&value.0);
         }
-        let answer: Vec<i64> = call.invoke_async(&mut conn).await?;
+        let answer: Vec<i64> = match call.invoke_async(&mut conn).await {
+            Ok(answer) => answer,
+            // what the chunks before said still counts (a lost lease among them must be
+            // given up now); the rest stay unconfirmed and are retried or fenced in time
+            Err(_) if !outcomes.is_empty() => return Ok(outcomes),
+            Err(e) => return Err(e),
+        };
         outcomes.extend(answer.into_iter().map(|n| match n {
             1 => Renewed::Kept,
             2 => Renewed::Restored,

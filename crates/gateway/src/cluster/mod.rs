@@ -122,16 +122,25 @@ pub enum ClaimError {
 
 pub(crate) enum Command {
     Claim(oneshot::Sender<Result<Claimed, ClaimError>>),
-    Release(usize),
     Status(oneshot::Sender<Result<serde_json::Value, String>>),
     /// Answered once no release is waiting for Redis.
     Flush(oneshot::Sender<()>),
+}
+
+/// A lease to give back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Release {
+    pub index: usize,
+    pub unregistered: bool,
 }
 
 /// The handle the pool and `/cluster` use; the driver task runs until every handle is gone.
 #[derive(Clone)]
 pub struct Cluster {
     tx: mpsc::Sender<Command>,
+    /// Releases have their own channel: one per lease at most, so bounded by the pool,
+    /// and never lost to a full queue (a lost release would keep an account for a TTL).
+    releases: mpsc::UnboundedSender<Release>,
     pub stats: Arc<ClusterStats>,
     pub settings: Arc<ClusterSettings>,
 }
@@ -144,10 +153,22 @@ impl Cluster {
     pub fn start(settings: ClusterSettings, accounts: &[Account]) -> Result<Cluster, String> {
         let client = redis::Client::open(settings.redis_url.as_str()).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (releases, release_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(ClusterStats::default());
         let settings = Arc::new(settings);
-        driver::spawn(client, Arc::clone(&settings), accounts, rx, Arc::clone(&stats));
-        Ok(Cluster { tx, stats, settings })
+        driver::spawn(
+            client,
+            Arc::clone(&settings),
+            accounts,
+            (rx, release_rx),
+            Arc::clone(&stats),
+        );
+        Ok(Cluster {
+            tx,
+            releases,
+            stats,
+            settings,
+        })
     }
 
     pub async fn claim(&self) -> Result<Claimed, ClaimError> {
@@ -161,13 +182,10 @@ impl Cluster {
             .unwrap_or_else(|_| Err(ClaimError::Unavailable("cluster driver gone".into())))
     }
 
-    /// The line is unregistered: delete the lease (if still ours).
-    pub fn release(&self, index: usize) {
-        let tx = self.tx.clone();
-        // must not be lost: wait for room rather than drop it (the lease would linger a TTL)
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Release(index)) {
-            tokio::spawn(async move { tx.send(cmd).await });
-        }
+    /// The session is over: delete the lease (if still ours). `unregistered`: its line was
+    /// seen to unregister, so the PBX has no binding of ours left to clear.
+    pub fn release(&self, index: usize, unregistered: bool) {
+        let _ = self.releases.send(Release { index, unregistered });
     }
 
     /// Waits (up to `within`) until every release asked for has reached Redis: before the

@@ -5,12 +5,14 @@
 //! Keys (one Redis database, not Redis Cluster: the scripts touch keys they build):
 //! - `PREFIX:lease:USER@DOMAIN` = `"NODE TOKEN"`, expiring after the lease TTL;
 //! - `PREFIX:lease:USER@DOMAIN:held` = `NODE`, no expiry: set by a claim, removed by a
-//!   clean release. Found set by the next claim, it says the last holder died without
-//!   unregistering, so its binding at the PBX must be removed first;
+//!   release whose line was seen to unregister. Found set by the next claim, it says the
+//!   last holder did not unregister (it died), so its binding at the PBX must go first;
 //! - `PREFIX:fence`: the fencing-token counter (only grows, also across data loss);
-//! - `PREFIX:boot`: present while Redis has its data. Missing means Redis restarted
-//!   empty (or was flushed): leases held before may still be in use, so for one TTL
-//!   (`PREFIX:settling`) no new lease is granted while their holders write them again;
+//! - `PREFIX:boot` = the `run_id` of the Redis process that holds the leases. Another
+//!   one (a restart, with or without an old snapshot; a failover to a replica) may have
+//!   lost leases still in use, so for the longest TTL any node uses (`PREFIX:maxttl`,
+//!   and what the nodes remember of it) no new lease is granted (`PREFIX:settling`)
+//!   while their holders write them again;
 //! - `PREFIX:node:NAME`: each node's heartbeat (for `/cluster`), expiring after the TTL.
 //!
 //! Why scripts and not plain commands: a claim must test several keys and write two
@@ -35,12 +37,14 @@ impl Keys {
         format!("{}:lease:{user}@{domain}", self.prefix)
     }
 
-    /// The keys every claim and renewal passes first: boot marker, settle window, fence counter.
-    pub fn control(&self) -> [String; 3] {
+    /// The keys every script but RELEASE passes first: boot marker, settle window, fence
+    /// counter, longest TTL.
+    pub fn control(&self) -> [String; 4] {
         [
             format!("{}:boot", self.prefix),
             format!("{}:settling", self.prefix),
             format!("{}:fence", self.prefix),
+            format!("{}:maxttl", self.prefix),
         ]
     }
 
@@ -63,39 +67,45 @@ impl Keys {
     }
 }
 
-/// Shared start of CLAIM and RENEW: KEYS[1] boot, KEYS[2] settling, ARGV[1] TTL in ms.
-/// Redis without the boot marker lost its data: open a settle window of one TTL.
+/// Shared start of every script but RELEASE. KEYS[1] boot, KEYS[2] settling, KEYS[3]
+/// fence counter, KEYS[4] longest TTL; ARGV[1] this node's TTL (ms), ARGV[2] its name,
+/// ARGV[3] the longest TTL it has seen (ms). A Redis process other than the one that
+/// holds the leases opens the settle window.
 const PROLOGUE: &str = r#"
 local ttl = tonumber(ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], '1')
-  redis.call('SET', KEYS[2], '1', 'PX', ttl)
+local stored = tonumber(redis.call('GET', KEYS[4]) or '0')
+local window = math.max(ttl, tonumber(ARGV[3]), stored)
+if window > stored then redis.call('SET', KEYS[4], window) end
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if redis.call('GET', KEYS[1]) ~= run then
+  redis.call('SET', KEYS[1], run)
+  redis.call('SET', KEYS[2], '1', 'PX', window)
 end
 local settling = redis.call('PTTL', KEYS[2])
 "#;
 
-/// CLAIM: KEYS[4..] candidate lease keys, ARGV[2] node name.
+/// CLAIM: KEYS[5..] candidate lease keys.
 /// Returns `{n, token, previous holder or ''}` for the n-th candidate (1-based),
 /// `{0}` when none is free, `{-1, ms}` while settling.
 pub const CLAIM: &str = r#"
 if settling > 0 then return {-1, settling} end
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local token = redis.call('INCR', KEYS[3])
     redis.call('SET', KEYS[i], ARGV[2] .. ' ' .. token, 'PX', ttl)
     local previous = redis.call('SET', KEYS[i] .. ':held', ARGV[2], 'GET')
-    return {i - 3, token, previous or ''}
+    return {i - 4, token, previous or ''}
   end
 end
 return {0}
 "#;
 
-/// RENEW: KEYS[4..] lease keys, ARGV[2] node name, ARGV[3..] their values.
+/// RENEW: KEYS[5..] lease keys, ARGV[4..] their values.
 /// Returns one number per lease: 1 kept, 2 written again (gone while settling after
 /// data loss: its holder is still using it), 0 lost (another value, or gone otherwise).
 pub const RENEW: &str = r#"
 local out = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local mine = ARGV[i - 1]
   local value = redis.call('GET', KEYS[i])
   if value == mine then
@@ -115,22 +125,24 @@ end
 return out
 "#;
 
-/// RELEASE: KEYS[1] lease key, ARGV[1] our value. Deletes it (and its `:held` marker)
-/// only if it is still ours. Returns 1 if it was.
+/// RELEASE: KEYS[1] lease key, ARGV[1] our value, ARGV[2] "1" when the line was seen to
+/// unregister. Deletes the lease only if it is still ours, and its `:held` marker only
+/// if the PBX no longer has our binding. Returns 1 if it was ours.
 pub const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[1] .. ':held')
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] == '1' then redis.call('DEL', KEYS[1] .. ':held') end
   return 1
 end
 return 0
 "#;
 
-/// HEARTBEAT: KEYS[3] this node's key, ARGV[2] what it says of itself. Starts the settle
-/// window as soon as any node sees Redis back without its data, and returns how long
-/// it still runs (ms, 0 or less when it does not).
+/// HEARTBEAT: KEYS[5] this node's key, ARGV[4] what it says of itself. Starts the settle
+/// window as soon as any node sees another Redis process, and returns
+/// `{ms the window still runs (0 or less: none), longest TTL in ms}`.
 pub const HEARTBEAT: &str = r#"
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ttl)
-return settling
+redis.call('SET', KEYS[5], ARGV[4], 'PX', ttl)
+return {settling, window}
 "#;
 
 /// The scripts, loaded once per process.
