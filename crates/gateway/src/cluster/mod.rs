@@ -5,7 +5,9 @@
 //! and deleted after its line has unregistered. A node that cannot renew in time stops
 //! using the account before Redis would let another node have it ([`book`]). A node
 //! that dies leaves its leases to expire; the node that claims such an account next
-//! first removes the dead node's binding at the PBX.
+//! first removes the dead node's binding at the PBX. A Redis that restarts (empty, from
+//! a snapshot, or failed over) grants no new lease until the holders have written theirs
+//! again ([`scripts`]).
 //!
 //! [`book`] is the sans-IO core (what is held, when to renew, when to give up),
 //! [`scripts`] the Redis side, [`driver`] the task between them.
