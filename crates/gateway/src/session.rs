@@ -404,6 +404,9 @@ impl Session {
                 }
                 why = self.lost.wait() => {
                     tracing::warn!(conn = self.conn, user = %self.account.user, ?why, "account lease lost: closing");
+                    // stop the line now, not after the close handshake (the watcher task
+                    // does the same when this loop is stuck; it is aborted right after)
+                    self.gw.sip.remove_line(self.line);
                     self.close = Some((CLOSE_TRY_AGAIN_LATER, "account lease lost: connect again"));
                     Flow::Stop("account lease lost".to_owned())
                 }
