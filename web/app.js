@@ -75,6 +75,7 @@ function lineText(s) {
     return [`Disconnected — retrying in ${secs} s`, "error"];
   }
   if (s.connection === "closed") return ["Disconnected", "error"];
+  if (s.connection === "reconnecting") return ["Reconnecting…", "pending"];
   if (s.connection !== "open" || !s.admission) return [s.closeCode ? "Reconnecting…" : "Connecting…", "pending"];
   switch (s.line) {
     case "registered": return [`Registered as ${s.user}`, "ok"];

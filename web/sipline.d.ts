@@ -1,15 +1,16 @@
 // Types of sipline.js, the browser client of sipline's API v1 (docs/api.md, docs/client.md).
 // Editors pick this file up next to sipline.js; with TypeScript, copy both side by side.
 
-export type RegistrationState = "accepted" | "connectionLimit";
+export type RegistrationState = "accepted" | "resumed" | "connectionLimit";
 export type LineState = "registering" | "registered" | "registrationFailed" | "unregistering" | "unregistered";
 export type CallState =
   | "dialing" | "ringing" | "earlyMedia" | "inCall" | "held"
   | "busy" | "rejected" | "cancelled" | "noAnswer" | "completed" | "failed";
 export type FinalCallState = "busy" | "rejected" | "cancelled" | "noAnswer" | "completed" | "failed";
 
-/** `idle` before connect(); `waiting` while a reconnection is scheduled (see `retryAt`). */
-export type ConnectionState = "idle" | "connecting" | "open" | "waiting" | "closed";
+/** `idle` before connect(); `reconnecting` while going back to the session the gateway keeps after a
+ * dropped connection (within its resume window); `waiting` while a reconnection is scheduled (see `retryAt`). */
+export type ConnectionState = "idle" | "connecting" | "open" | "reconnecting" | "waiting" | "closed";
 /**
  * The session's WebRTC audio leg: `unavailable` when the gateway has no audio (its `offer`
  * answered -32000), `failed` when negotiation or ICE failed; calls work without it.
@@ -20,7 +21,13 @@ export type MicrophoneState = "off" | "pending" | "on" | "denied" | "absent" | "
 
 // ---- notifications (docs/api.md), the `detail` of the events of the same name ----------
 
-export interface RegistrationStateChanged { state: RegistrationState }
+export interface RegistrationStateChanged {
+  state: RegistrationState;
+  /** With `accepted` and `resumed`: the single-use token that gets the session back after a dropped connection. */
+  resumeToken?: string;
+  /** Seconds the gateway keeps the session for that. */
+  resumeWindow?: number;
+}
 export interface SipUserNameReceived { user: string; displayName: string | null; dialPattern?: string }
 export interface PhoneLineStateChanged { state: LineState; code?: number; reason?: string }
 export interface IncomingCall { callId: string; from: string; displayName: string | null }

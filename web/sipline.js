@@ -62,6 +62,8 @@ export class SiplinePhone extends EventTarget {
   #pending = new Map();
   #wanted = false; // connect() was called and close() was not
   #attempt = 0;
+  /** The session's resume token and until when it works (ms since the epoch). @type {{token: string, until: number} | null} */
+  #resume = null;
   /** @type {any} */ #retryTimer = null;
   /** @type {any} */ #pingTimer = null;
   /** @type {RTCPeerConnection | null} */ #pc = null;
@@ -145,6 +147,7 @@ export class SiplinePhone extends EventTarget {
     if (this.#ws) return this;
     const url = new URL(this.#opt.url);
     if (this.#opt.token) url.searchParams.set("token", this.#opt.token);
+    if (this.#resume && Date.now() < this.#resume.until) url.searchParams.set("resume", this.#resume.token);
     this.#setConnection("connecting", { retryAt: null });
     const ws = new WebSocket(url.href);
     this.#ws = ws;
@@ -193,6 +196,16 @@ export class SiplinePhone extends EventTarget {
       p.reject(new SiplineError("the connection to sipline closed", null, p.method));
     }
     this.#pending.clear();
+    if (this.#resumable(code, byUs, reason)) {
+      // the session (line, call, audio leg) waits for us at sipline: go back to it
+      const delay = Math.min(2000, 250 * 2 ** this.#attempt);
+      this.#attempt++;
+      this.#retryTimer = setTimeout(() => { this.#retryTimer = null; if (this.#wanted) this.connect(); }, delay);
+      this.#set({ closeCode: code, closeReason: reason || null });
+      this.#setConnection("reconnecting", { retryAt: Date.now() + delay });
+      return;
+    }
+    this.#resume = null;
     this.#teardownMedia();
     const call = this.#s.call;
     if (call) {
@@ -215,6 +228,18 @@ export class SiplinePhone extends EventTarget {
     this.#attempt++;
     this.#retryTimer = setTimeout(() => { this.#retryTimer = null; if (this.#wanted) this.connect(); }, delay);
     this.#setConnection("waiting", { retryAt: Date.now() + Math.round(delay) });
+  }
+
+  /**
+   * Whether a closed connection left a session to go back to: the gateway keeps it when the
+   * connection broke without its close frame (or we gave up on a silent one), within the
+   * resume window; a close it sent (limit, drain, replaced, policy) means the session is over.
+   * @param {number} code @param {boolean} byUs @param {string} reason
+   */
+  #resumable(code, byUs, reason) {
+    if (!this.#wanted || !this.#opt.reconnect || !this.#resume || Date.now() >= this.#resume.until) return false;
+    if (byUs) return reason === "no answer to ping";
+    return code === 1006 || code === 1005;
   }
 
   /** @param {import("./sipline").ConnectionState} connection @param {Partial<import("./sipline").PhoneState>} [extra] */
@@ -352,9 +377,20 @@ export class SiplinePhone extends EventTarget {
     switch (msg.method) {
       case "registrationStateChanged":
         this.#set({ admission: params.state });
+        this.#resume = params.resumeToken
+          ? { token: params.resumeToken, until: Date.now() + (params.resumeWindow ?? 0) * 1000 }
+          : null;
         if (params.state === "accepted") {
           this.#attempt = 0;
+          const kept = this.#s.call;
+          // a call kept for a resume that did not happen: the session is gone
+          if (kept) this.#endCall({ callId: kept.callId, state: "failed", reason: "connection to sipline lost" });
           if (this.#opt.media) this.#negotiate();
+        } else if (params.state === "resumed") {
+          this.#attempt = 0;
+          this.#setConnection("open");
+          // the audio leg may have lived through it; if not, a new one
+          if (this.#opt.media && (!this.#pc || this.#pc.connectionState !== "connected")) this.#negotiate();
         }
         break;
       case "sipUserNameReceived":

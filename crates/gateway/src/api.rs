@@ -250,6 +250,8 @@ impl Incoming {
 #[serde(rename_all = "camelCase")]
 pub enum RegistrationState {
     Accepted,
+    /// The session of a resume token, given back to a new WebSocket.
+    Resumed,
     ConnectionLimit,
 }
 
@@ -322,8 +324,16 @@ impl From<sipline_sip::CallState> for CallState {
     deny_unknown_fields
 )]
 pub enum Notification {
+    #[serde(rename_all = "camelCase")]
     RegistrationStateChanged {
         state: RegistrationState,
+        /// With `accepted` and `resumed`: the single-use token that gets this session
+        /// back after its WebSocket dropped (when resuming is on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        /// Seconds the session waits for that.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_window: Option<u64>,
     },
     #[serde(rename_all = "camelCase")]
     SipUserNameReceived {

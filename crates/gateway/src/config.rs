@@ -60,6 +60,9 @@ pub struct HttpConfig {
     pub ws_ping_interval: f64,
     /// Seconds without any frame from the browser after which it counts as gone.
     pub ws_idle_timeout: f64,
+    /// Seconds a session (lease, line, call) waits for its browser to come back with its
+    /// resume token after the WebSocket went away without a close; 0: it ends at once.
+    pub resume_window: f64,
     /// PEM certificate chain and private key: serve HTTPS (browsers only allow the
     /// microphone on https:// or localhost).
     pub tls_cert: Option<std::path::PathBuf>,
@@ -92,6 +95,7 @@ impl Default for HttpConfig {
             tokens: Vec::new(),
             ws_ping_interval: 10.0,
             ws_idle_timeout: 25.0,
+            resume_window: 30.0,
             tls_cert: None,
             tls_key: None,
             max_connections: 2048,
@@ -440,6 +444,8 @@ pub struct Settings {
     pub tokens: Vec<String>,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
+    /// How long a session whose WebSocket dropped waits to be resumed (None: it ends).
+    pub resume_window: Option<Duration>,
     pub http_limits: HttpLimits,
     pub session_limits: SessionLimits,
     pub sip_listen: SocketAddr,
@@ -633,6 +639,13 @@ impl Config {
             tokens: self.http.tokens(&env)?,
             ws_ping_interval,
             ws_idle_timeout,
+            resume_window: {
+                let w = secs("http.resume_window", self.http.resume_window, true)?;
+                if w > Duration::from_secs(3600) {
+                    return Err(ConfigError::new("http.resume_window", "at most 3600 seconds"));
+                }
+                (!w.is_zero()).then_some(w)
+            },
             http_limits,
             session_limits,
             sip_listen: self.sip.listen,

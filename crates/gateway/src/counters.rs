@@ -23,6 +23,7 @@ pub enum Counter {
     Calls,
     Draining,
     PoolUnavailable,
+    ResumeToken,
     RequestRate,
     Candidates,
     FrameTooBig,
@@ -34,7 +35,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -48,6 +49,7 @@ impl Counter {
         Counter::Calls,
         Counter::Draining,
         Counter::PoolUnavailable,
+        Counter::ResumeToken,
         Counter::RequestRate,
         Counter::Candidates,
         Counter::FrameTooBig,
@@ -74,6 +76,7 @@ impl Counter {
             Counter::Calls => (Refused, "calls"),
             Counter::Draining => (Refused, "draining"),
             Counter::PoolUnavailable => (Refused, "pool_unavailable"),
+            Counter::ResumeToken => (Refused, "resume_token"),
             Counter::SessionLength => (Refused, "session_length"),
             Counter::RequestRate => (Refused, "request_rate"),
             Counter::Candidates => (Refused, "candidates"),

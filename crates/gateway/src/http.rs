@@ -93,6 +93,19 @@ async fn ws_upgrade(
         )
             .into_response();
     }
+    // a resume token leads to its own session, or (unknown, used or expired) nowhere:
+    // then this is a new browser like any other
+    let rejoin = match query.get("resume") {
+        Some(token) => {
+            let found = gw.resumes.take(token);
+            if found.is_none() {
+                crate::counters::inc(crate::counters::Counter::ResumeToken);
+                crate::peer_warn!(crate::peer_log::Kind::Browser, %peer, "unknown resume token: admitted as a new session");
+            }
+            found
+        }
+        None => None,
+    };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         // tungstenite's defaults (128 KiB buffers, an unbounded write buffer) would make
@@ -100,7 +113,15 @@ async fn ws_upgrade(
         .read_buffer_size(WS_BUFFER)
         .write_buffer_size(WS_BUFFER)
         .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| session::run(socket, gw, peer))
+        .on_upgrade(move |socket| async move {
+            let Some(session) = rejoin else {
+                return session::run(socket, gw, peer).await;
+            };
+            if let Err(back) = session.send(crate::resume::Rejoin { socket, peer }).await {
+                // the session ended between the token and the upgrade: start afresh
+                session::run(back.0.socket, gw, peer).await;
+            }
+        })
 }
 
 /// Liveness for load balancers and orchestrators: 200 while the process and its SIP
@@ -172,7 +193,7 @@ async fn metrics(
     let Ok(stats) = gw.sip.stats().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    let gauges: [(&str, &str, usize); 9] = [
+    let gauges: [(&str, &str, usize); 10] = [
         ("sipline_pool_accounts", "Accounts in the pool.", gw.pool.size()),
         (
             "sipline_pool_leased",
@@ -183,6 +204,11 @@ async fn metrics(
             "sipline_sessions",
             "Open browser sessions.",
             gw.sessions.load(Ordering::Relaxed),
+        ),
+        (
+            "sipline_sessions_away",
+            "Sessions whose browser is gone without a close, waiting to be resumed.",
+            gw.away.load(Ordering::Relaxed),
         ),
         (
             "sipline_sip_lines",
@@ -235,6 +261,11 @@ async fn metrics(
             http.open()
         ));
     }
+    body.push_str(&format!(
+        "# HELP sipline_sessions_resumed_total Sessions given back to a browser that came back with its token.\n\
+         # TYPE sipline_sessions_resumed_total counter\nsipline_sessions_resumed_total {}\n",
+        gw.resumed.load(Ordering::Relaxed)
+    ));
     let received = crate::media::RTP_PACKETS_RECEIVED.load(Ordering::Relaxed);
     body.push_str(&format!(
         "# HELP sipline_rtp_packets_received_total RTP packets received on call ports.\n\

@@ -21,6 +21,7 @@ pub mod pbx_driver;
 pub mod peer_log;
 pub mod per_ip;
 pub mod pool;
+pub mod resume;
 pub mod services;
 pub mod session;
 pub mod session_guard;

@@ -153,6 +153,7 @@ pub fn spawn(
         browser: None,
         call: None,
         browser_seen: Instant::now(),
+        remote_fingerprint: None,
         events,
         settings,
     });
@@ -235,6 +236,8 @@ struct MediaSession {
     call: Option<CallLeg>,
     /// When the browser's WebRTC leg last sent anything (ICE checks included).
     browser_seen: Instant,
+    /// The DTLS fingerprint of the browser's peer connection, once negotiated.
+    remote_fingerprint: Option<String>,
     events: mpsc::UnboundedSender<MediaEvent>,
     settings: MediaSettings,
 }
@@ -377,6 +380,19 @@ impl MediaSession {
         }
     }
 
+    /// The browser offers from a new peer connection (its page came back after its
+    /// WebSocket dropped): start the WebRTC leg over on the same port; the call's leg
+    /// stays and is bridged again once the new one is negotiated.
+    fn new_peer_connection(&mut self) {
+        tracing::info!("a new peer connection from the browser: WebRTC leg started over");
+        self.rtc = new_rtc(self.local, &self.settings.codecs);
+        self.mid = None;
+        self.browser = None;
+        if let Some(leg) = self.call.as_mut() {
+            leg.bridge = None;
+        }
+    }
+
     /// The browser's codecs as negotiated, our preference first.
     fn refresh_browser_leg(&mut self) {
         let Some(mid) = self.mid else { return };
@@ -442,7 +458,15 @@ impl MediaSession {
     fn on_command(&mut self, cmd: MediaCommand) {
         match cmd {
             MediaCommand::Offer { sdp, reply } => {
-                let _ = reply.send(accept_offer(&mut self.rtc, &sdp));
+                let fingerprint = dtls_fingerprint(&sdp);
+                if self.remote_fingerprint.is_some() && fingerprint != self.remote_fingerprint {
+                    self.new_peer_connection();
+                }
+                let answer = accept_offer(&mut self.rtc, &sdp);
+                if answer.is_ok() {
+                    self.remote_fingerprint = fingerprint;
+                }
+                let _ = reply.send(answer);
                 self.refresh_browser_leg();
             }
             MediaCommand::Candidate(c) => match remote_candidate(&c) {
@@ -642,6 +666,13 @@ impl MediaSession {
             }
         }
     }
+}
+
+/// The `a=fingerprint` of an SDP (one per peer connection: its DTLS certificate).
+fn dtls_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_ascii_lowercase())
 }
 
 /// Negotiates the WebRTC leg: the browser's offer in, our answer out.

@@ -25,6 +25,7 @@ use crate::peer_log::{Kind, clip};
 use crate::peer_warn;
 use crate::per_ip::{Exceeded, PerIpLimit};
 use crate::pool::{AccountPool, LeaseLost, Refusal};
+use crate::resume::Rejoin;
 use crate::session_guard::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, SessionGuard, Verdict};
 use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
 use futures_util::stream::SplitSink;
@@ -59,6 +60,11 @@ pub struct Gateway {
     pub session_places: PerIpLimit,
     /// True once the node drains (SIGTERM): no new sessions, the others go when idle.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Resume tokens of the live sessions.
+    pub resumes: crate::resume::Resumes,
+    /// Sessions whose browser is away, waiting to be resumed; and how many were resumed.
+    pub away: AtomicUsize,
+    pub resumed: AtomicU64,
     next_conn: AtomicU64,
 }
 
@@ -81,6 +87,9 @@ impl Gateway {
             sessions: AtomicUsize::new(0),
             session_places,
             draining: tokio::sync::watch::Sender::new(false),
+            resumes: crate::resume::Resumes::default(),
+            away: AtomicUsize::new(0),
+            resumed: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -138,7 +147,12 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     };
     let account = lease.account().clone();
     tracing::info!(conn, user = %account.user, "account leased");
-    say_hello(&gw, &mut sink, &account).await;
+    let (rejoin_tx, rejoins) = mpsc::channel(1);
+    let token = gw
+        .settings
+        .resume_window
+        .and_then(|_| gw.resumes.issue(&rejoin_tx));
+    say_hello(&gw, &mut sink, &account, token.clone()).await;
     // the browser's media leg, negotiated as soon as it sends its offer
     let (media_tx, media_events) = mpsc::unbounded_channel();
     let media = start_media(&gw, conn, media_tx);
@@ -179,10 +193,19 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         close: None,
         removed: false,
         lost: lease.lost(),
+        rejoins,
+        rejoin_tx,
+        token,
+        missed: std::collections::VecDeque::new(),
     };
     let mut events = events;
     let why = session.serve(&mut events, media_events).await;
     fence_watch.abort();
+    // no resuming a session that ends: its token goes, later rejoins get a new session
+    if let Some(t) = session.token.take() {
+        gw.resumes.revoke(&t);
+    }
+    session.rejoins.close();
     let removed = session.removed;
     let user = session.account.user.clone();
     tracing::info!(conn, %user, reason = %why, "browser disconnected");
@@ -241,11 +264,13 @@ async fn admit(
     }
 }
 
-/// `registrationStateChanged` (accepted) and `sipUserNameReceived`.
-async fn say_hello(gw: &Gateway, sink: &mut Sink, account: &sipline_sip::Account) {
+/// `registrationStateChanged` (accepted, with the resume token) and `sipUserNameReceived`.
+async fn say_hello(gw: &Gateway, sink: &mut Sink, account: &sipline_sip::Account, token: Option<String>) {
     let hello = [
         Notification::RegistrationStateChanged {
             state: RegistrationState::Accepted,
+            resume_window: token.as_ref().and(gw.settings.resume_window).map(|w| w.as_secs()),
+            resume_token: token,
         },
         Notification::SipUserNameReceived {
             user: account.user.clone(),
@@ -331,6 +356,8 @@ async fn unregister(
 /// Whether the session goes on after an input.
 enum Flow {
     Go,
+    /// The browser's connection is gone without a close: resumable.
+    Lost(String),
     /// Over, for this reason (logged).
     Stop(String),
 }
@@ -358,7 +385,17 @@ struct Session {
     removed: bool,
     /// The shared pool gave the account's lease up: stop at once.
     lost: LeaseLost,
+    /// New WebSockets for this session (resume tokens lead here).
+    rejoins: mpsc::Receiver<Rejoin>,
+    rejoin_tx: mpsc::Sender<Rejoin>,
+    /// The current resume token (None when resuming is off).
+    token: Option<String>,
+    /// Call notifications that happened while the browser was away (the latest few).
+    missed: std::collections::VecDeque<Notification>,
 }
+
+/// Call notifications kept for a browser that is away.
+const MAX_MISSED: usize = 32;
 
 impl Session {
     /// Serves the browser until the session ends; returns why.
@@ -391,10 +428,16 @@ impl Session {
                     next_ping = Instant::now() + ping_every;
                     match self.sink.send(Message::Ping(Default::default())).await {
                         Ok(()) => Flow::Go,
-                        Err(_) => Flow::Stop("ping failed".to_owned()),
+                        Err(_) => Flow::Lost("ping failed".to_owned()),
                     }
                 }
-                _ = sleep_until(silent_until) => Flow::Stop(format!("silent for {} s (no pong)", idle.as_secs_f64())),
+                _ = sleep_until(silent_until) => Flow::Lost(format!("silent for {} s (no pong)", idle.as_secs_f64())),
+                Some(rejoin) = self.rejoins.recv() => {
+                    // the browser is back before we noticed it had gone
+                    self.attach(rejoin).await;
+                    silent_until = Instant::now() + idle;
+                    Flow::Go
+                }
                 _ = sleep_until(ends_at.unwrap_or_else(Instant::now)), if ends_at.is_some() && !time_up => {
                     time_up = true;
                     counters::inc(Counter::SessionLength);
@@ -418,8 +461,17 @@ impl Session {
                     Flow::Go
                 }
             };
-            if let Flow::Stop(why) = flow {
-                return why;
+            match flow {
+                Flow::Go => {}
+                Flow::Stop(why) => return why,
+                Flow::Lost(why) => {
+                    let Some(rejoin) = self.away(&why, events, &mut media_events).await else {
+                        return why;
+                    };
+                    self.attach(rejoin).await;
+                    silent_until = Instant::now() + idle;
+                    next_ping = Instant::now() + ping_every;
+                }
             }
             if must_leave && let Some(why) = self.leave_if_idle().await {
                 return why;
@@ -438,10 +490,115 @@ impl Session {
         None
     }
 
+    /// The browser's connection went away without a close: keep the session (lease,
+    /// line, call) for `http.resume_window` and wait for the browser to come back with
+    /// its token. None: it did not (or resuming is off), the session ends.
+    async fn away(
+        &mut self,
+        why: &str,
+        events: &mut mpsc::UnboundedReceiver<LineEvent>,
+        media_events: &mut mpsc::UnboundedReceiver<MediaEvent>,
+    ) -> Option<Rejoin> {
+        let window = self.gw.settings.resume_window?;
+        self.token.as_ref()?;
+        tracing::info!(conn = self.conn, user = %self.account.user, reason = why, window_s = window.as_secs_f64(), "browser away: keeping the session for it");
+        let gw = Arc::clone(&self.gw);
+        let _away = SessionCount::new(&gw.away);
+        let deadline = Instant::now() + window;
+        let mut draining = self.gw.draining.subscribe();
+        loop {
+            tokio::select! {
+                Some(rejoin) = self.rejoins.recv() => return Some(rejoin),
+                ev = events.recv() => match ev {
+                    Some(LineEvent::Status(s)) => self.status = Some(s),
+                    Some(LineEvent::Call(notice)) => {
+                        if self.missed.len() == MAX_MISSED {
+                            self.missed.pop_front();
+                        }
+                        self.missed.push_back(call_notification(notice));
+                    }
+                    Some(LineEvent::Removed) | None => {
+                        self.removed = true;
+                        return None;
+                    }
+                },
+                // DTMF and statistics are for a browser that listens
+                Some(_) = media_events.recv() => {}
+                _ = sleep_until(deadline) => {
+                    tracing::info!(conn = self.conn, user = %self.account.user, "browser did not come back in time");
+                    return None;
+                }
+                _ = self.lost.wait() => {
+                    self.gw.sip.remove_line(self.line);
+                    return None;
+                }
+                Ok(()) = draining.changed() => if *draining.borrow() {
+                    return None;
+                },
+            }
+        }
+    }
+
+    /// A new WebSocket for this session: it replaces the old one and is told where
+    /// things stand (`resumed` with a new token, the account, the line, the call).
+    async fn attach(&mut self, rejoin: Rejoin) {
+        let replaced = CloseFrame {
+            code: CLOSE_GOING_AWAY,
+            reason: "replaced by a resumed connection".into(),
+        };
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.sink.send(Message::Close(Some(replaced))),
+        )
+        .await;
+        let (sink, stream) = rejoin.socket.split();
+        (self.sink, self.stream) = (sink, stream);
+        self.gw.resumed.fetch_add(1, Ordering::Relaxed);
+        self.token = self.gw.resumes.issue(&self.rejoin_tx);
+        tracing::info!(conn = self.conn, user = %self.account.user, peer = %rejoin.peer, "browser back: session resumed");
+        let mut hello = vec![
+            Notification::RegistrationStateChanged {
+                state: RegistrationState::Resumed,
+                resume_window: self
+                    .token
+                    .as_ref()
+                    .and(self.gw.settings.resume_window)
+                    .map(|w| w.as_secs()),
+                resume_token: self.token.clone(),
+            },
+            Notification::SipUserNameReceived {
+                user: self.account.user.clone(),
+                display_name: self.account.display_name.clone(),
+                dial_pattern: Some(self.gw.settings.dial_pattern.as_str().to_owned()),
+            },
+        ];
+        if let Some(s) = &self.status {
+            hello.push(Notification::PhoneLineStateChanged {
+                state: s.state.into(),
+                code: s.code,
+                reason: s.reason.clone(),
+            });
+        }
+        hello.extend(self.missed.drain(..));
+        if let Ok(Some(call)) = self.gw.sip.call_info(self.line).await {
+            hello.push(Notification::CallStateChanged {
+                call_id: call_id(call.call),
+                state: call.state.into(),
+                code: None,
+                reason: None,
+            });
+        }
+        for n in hello {
+            if !matches!(self.notify(n).await, Flow::Go) {
+                break; // gone again: the next read says so
+            }
+        }
+    }
+
     async fn send(&mut self, frame: String) -> Flow {
         match self.sink.send(text(frame)).await {
             Ok(()) => Flow::Go,
-            Err(_) => Flow::Stop("send failed".to_owned()),
+            Err(_) => Flow::Lost("send failed".to_owned()),
         }
     }
 
@@ -463,8 +620,8 @@ impl Session {
                 self.close = Some((CLOSE_MESSAGE_TOO_BIG, "frame too big: at most 64 KiB"));
                 return Flow::Stop("sent a frame over the limit".to_owned());
             }
-            Some(Err(e)) => return Flow::Stop(format!("connection error: {e}")),
-            None => return Flow::Stop("connection lost".to_owned()),
+            Some(Err(e)) => return Flow::Lost(format!("connection error: {e}")),
+            None => return Flow::Lost("connection lost".to_owned()),
         };
         let reply = match msg {
             Message::Text(t) => match self.guard.on_request(std::time::Instant::now()) {
@@ -521,8 +678,9 @@ impl Session {
                     self.answered_at = Some((*call, Instant::now()));
                 }
                 let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
-                if let Flow::Stop(why) = self.notify(call_notification(notice)).await {
-                    return Flow::Stop(why);
+                let sent = self.notify(call_notification(notice)).await;
+                if !matches!(sent, Flow::Go) {
+                    return sent;
                 }
                 match self.leaving {
                     Some((code, reason)) if over => {
@@ -652,6 +810,8 @@ impl Session {
 async fn refuse_admission(sink: &mut Sink, reason: &str) {
     let n = Notification::RegistrationStateChanged {
         state: RegistrationState::ConnectionLimit,
+        resume_token: None,
+        resume_window: None,
     };
     let _ = sink.send(text(n.to_json())).await;
     close_with(sink, CLOSE_TRY_AGAIN_LATER, reason).await;

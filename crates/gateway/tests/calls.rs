@@ -45,7 +45,8 @@ impl CallLab {
                 rtp + 19
             )
             + more;
-        let sipline = Sipline::start(&config);
+        // a browser that vanishes ends its session at once here (resuming: tests/resume.rs)
+        let sipline = Sipline::start(&no_resume(&config));
         CallLab { slot, pbx, sipline }
     }
 

@@ -21,7 +21,8 @@ fn lab(n: u16, sip: &str, media: &str) -> (Slot, Pbx, String) {
     let config = base_config(slot).replace("[sip]\n", &format!("[sip]\n{sip}\n"))
         + "\n[pool]\ndomain = \"127.0.0.1\"\nrange = { from = 880, to = 881 }\n"
         + &format!("\n[media]\nrtp_ports = \"{rtp}-{}\"\n{media}\n", rtp + 19);
-    (slot, pbx, config)
+    // a browser that vanishes ends its session at once here (resuming: tests/resume.rs)
+    (slot, pbx, no_resume(&config))
 }
 
 /// A sipp far end as 1001 (echoing RTP), answering and waiting for our BYE.

@@ -115,7 +115,7 @@ fn node_config(i: u16, redis: u16, ttl: f64, extra: &str) -> String {
     let (own, pbx) = (Slot::new(PBX_SLOT + i), Slot::new(PBX_SLOT));
     let rtp = 47000 + i * 40;
     format!(
-        "[http]\nlisten = \"127.0.0.1:{http}\"\nmax_sessions_per_ip = 64\nws_idle_timeout = 300\n\n\
+        "[http]\nlisten = \"127.0.0.1:{http}\"\nmax_sessions_per_ip = 64\nws_idle_timeout = 300\nresume_window = 0\n\n\
          [sip]\nlisten = \"127.0.0.1:{sip}\"\nregistrar = \"sip:127.0.0.1:{pbx}\"\n\n\
          [pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 898 }}\nadmission_wait = 2\n\n\
          [media]\nrtp_ports = \"{rtp}-{rtp_end}\"\n\n\

@@ -91,7 +91,7 @@ async fn connect_disconnect_cycles_leave_nothing_behind() {
     let config = base_config(slot).replace("[http]\n", "[http]\nmax_sessions_per_ip = 100\n")
         + "\n[pool]\ndomain = \"127.0.0.1\"\nrange = { from = 880, to = 898 }\n"
         + "\n[media]\nrtp_ports = \"49600-49699\"\n";
-    let sipline = Sipline::start(&config);
+    let sipline = Sipline::start(&no_resume(&config));
     let url = sipline.ws_url();
 
     let warm_up = (total / 10).clamp(50, 1000);

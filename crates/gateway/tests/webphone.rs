@@ -126,12 +126,17 @@ impl Lab {
 
     /// With `pool` as the body of the [pool] section (after its domain).
     fn with_pool(n: u16, pool: &str) -> Lab {
+        Lab::with_config(n, pool, "")
+    }
+
+    /// … and `http` as extra keys of the [http] section.
+    fn with_config(n: u16, pool: &str, http: &str) -> Lab {
         assert!((60..=69).contains(&n), "the webphone tests own slots 60..=69");
         prerequisites();
         let slot = Slot::new(n);
         let pbx = Pbx::start(slot.pbx);
         let rtp = 40000 + n * 20;
-        let config = base_config(slot)
+        let config = base_config(slot).replacen("[http]\n", &format!("[http]\n{http}"), 1)
             + &format!(
                 "\n[pool]\ndomain = \"127.0.0.1\"\n{pool}\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
                 rtp + 19
@@ -608,4 +613,33 @@ fn registration_failure_is_shown() {
         "[[pool.accounts]]\nuser = \"880\"\npassword = \"not-the-password\"\n",
     );
     Script::start("regfail.mjs", &lab, &[]).passes();
+}
+
+/// Issue 15: the page's WebSocket is cut mid-call (TCP resets from nft on the HTTP port):
+/// it says "Reconnecting…", resumes its session once the port answers again, and the
+/// call goes on with audio; the far end never notices.
+#[test]
+fn a_websocket_cut_mid_call_is_resumed_and_the_call_goes_on() {
+    if isolated("a_websocket_cut_mid_call_is_resumed_and_the_call_goes_on") {
+        return;
+    }
+    let _one = one_browser_at_a_time();
+    // pings every second: the browser's pong meets the reset at once
+    let lab = Lab::with_config(66, "range = { from = 880, to = 881 }\n", "ws_ping_interval = 1\n");
+    let mut far = lab.uas("uas_answer_wait_bye", "1001", &[]);
+    let port = lab.sipline.http.port().to_string();
+    let mut page = Script::start(
+        "reconnect.mjs",
+        &lab,
+        &[("CALLEE", "1001"), ("HTTP_PORT", port.as_str())],
+    );
+    page.event("registered");
+    let restored = page.event("restored");
+    println!("back: {restored}");
+    assert_eq!(far.received("BYE"), 0, "the far end never noticed");
+    page.send("hangup");
+    page.passes();
+    sipp_passes(&mut far, "the far end (answered, echoed, then BYE)");
+    let log = lab.sipline.log();
+    assert!(log.contains("session resumed"), "{log}");
 }

@@ -222,6 +222,12 @@ pub fn base_config(slot: Slot) -> String {
     )
 }
 
+/// `config` with resuming off (`http.resume_window = 0`): a browser that vanishes ends
+/// its session at once, as these tests expect.
+pub fn no_resume(config: &str) -> String {
+    config.replacen("[http]\n", "[http]\nresume_window = 0\n", 1)
+}
+
 impl Sipline {
     /// Starts sipline with this config text and waits until it serves HTTP.
     pub fn start(config: &str) -> Sipline {
