@@ -62,7 +62,11 @@ export class SiplinePhone extends EventTarget {
   #pending = new Map();
   #wanted = false; // connect() was called and close() was not
   #attempt = 0;
-  /** The session's resume token and until when it works (ms since the epoch). @type {{token: string, until: number} | null} */
+  /**
+   * The session's resume token, how long sipline keeps the session after a drop (ms), and
+   * until when that is (set when the connection drops).
+   * @type {{token: string, windowMs: number, until: number | null} | null}
+   */
   #resume = null;
   /** @type {any} */ #retryTimer = null;
   /** @type {any} */ #pingTimer = null;
@@ -147,7 +151,7 @@ export class SiplinePhone extends EventTarget {
     if (this.#ws) return this;
     const url = new URL(this.#opt.url);
     if (this.#opt.token) url.searchParams.set("token", this.#opt.token);
-    if (this.#resume && Date.now() < this.#resume.until) url.searchParams.set("resume", this.#resume.token);
+    if (this.#resume?.until && Date.now() < this.#resume.until) url.searchParams.set("resume", this.#resume.token);
     this.#setConnection("connecting", { retryAt: null });
     const ws = new WebSocket(url.href);
     this.#ws = ws;
@@ -174,6 +178,13 @@ export class SiplinePhone extends EventTarget {
     this.#wanted = false;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
+    if (!this.#ws && this.#resume?.until) {
+      // gone while going back to the session: what it kept ends here too
+      this.#resume = null;
+      this.#teardownMedia();
+      const call = this.#s.call;
+      if (call) this.#endCall({ callId: call.callId, state: "failed", reason: "connection to sipline lost" });
+    }
     this.#drop(1000, "closed by the page");
     this.closeMicrophone();
     this.#setConnection("closed", { retryAt: null });
@@ -237,9 +248,12 @@ export class SiplinePhone extends EventTarget {
    * @param {number} code @param {boolean} byUs @param {string} reason
    */
   #resumable(code, byUs, reason) {
-    if (!this.#wanted || !this.#opt.reconnect || !this.#resume || Date.now() >= this.#resume.until) return false;
-    if (byUs) return reason === "no answer to ping";
-    return code === 1006 || code === 1005;
+    const r = this.#resume;
+    if (!this.#wanted || !this.#opt.reconnect || !r) return false;
+    if (byUs ? reason !== "no answer to ping" : code !== 1006 && code !== 1005) return false;
+    // the window counts from the first drop, not from each failed attempt
+    r.until ??= Date.now() + r.windowMs;
+    return Date.now() < r.until;
   }
 
   /** @param {import("./sipline").ConnectionState} connection @param {Partial<import("./sipline").PhoneState>} [extra] */
@@ -378,7 +392,7 @@ export class SiplinePhone extends EventTarget {
       case "registrationStateChanged":
         this.#set({ admission: params.state });
         this.#resume = params.resumeToken
-          ? { token: params.resumeToken, until: Date.now() + (params.resumeWindow ?? 0) * 1000 }
+          ? { token: params.resumeToken, windowMs: (params.resumeWindow ?? 0) * 1000, until: null }
           : null;
         if (params.state === "accepted") {
           this.#attempt = 0;

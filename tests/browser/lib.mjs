@@ -20,6 +20,8 @@ import { execFileSync } from "node:child_process";
 
 export const SIPLINE_URL = process.env.SIPLINE_URL ?? "";
 const T0 = Date.now();
+/** When the scenario started (ms since the epoch). */
+export const STARTED_AT = T0;
 const since = () => ((Date.now() - T0) / 1000).toFixed(2).padStart(6);
 export const log = (...a) => console.log(since(), ...a);
 

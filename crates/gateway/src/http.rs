@@ -93,19 +93,7 @@ async fn ws_upgrade(
         )
             .into_response();
     }
-    // a resume token leads to its own session, or (unknown, used or expired) nowhere:
-    // then this is a new browser like any other
-    let rejoin = match query.get("resume") {
-        Some(token) => {
-            let found = gw.resumes.take(token);
-            if found.is_none() {
-                crate::counters::inc(crate::counters::Counter::ResumeToken);
-                crate::peer_warn!(crate::peer_log::Kind::Browser, %peer, "unknown resume token: admitted as a new session");
-            }
-            found
-        }
-        None => None,
-    };
+    let resume = query.get("resume").cloned();
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         // tungstenite's defaults (128 KiB buffers, an unbounded write buffer) would make
@@ -114,7 +102,17 @@ async fn ws_upgrade(
         .write_buffer_size(WS_BUFFER)
         .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
-            let Some(session) = rejoin else {
+            // a resume token leads to its own session, or (unknown, used or expired)
+            // nowhere: then this is a new browser like any other. Taken only once the
+            // upgrade succeeded, so a failed one does not use it up.
+            let Some(session) = resume.and_then(|token| {
+                let found = gw.resumes.take(&token);
+                if found.is_none() {
+                    crate::counters::inc(crate::counters::Counter::ResumeToken);
+                    crate::peer_warn!(crate::peer_log::Kind::Browser, %peer, "unknown resume token: admitted as a new session");
+                }
+                found
+            }) else {
                 return session::run(socket, gw, peer).await;
             };
             if let Err(back) = session.send(crate::resume::Rejoin { socket, peer }).await {

@@ -383,9 +383,9 @@ impl MediaSession {
     /// The browser offers from a new peer connection (its page came back after its
     /// WebSocket dropped): start the WebRTC leg over on the same port; the call's leg
     /// stays and is bridged again once the new one is negotiated.
-    fn new_peer_connection(&mut self) {
+    fn new_peer_connection(&mut self, rtc: Rtc) {
         tracing::info!("a new peer connection from the browser: WebRTC leg started over");
-        self.rtc = new_rtc(self.local, &self.settings.codecs);
+        self.rtc = rtc;
         self.mid = None;
         self.browser = None;
         if let Some(leg) = self.call.as_mut() {
@@ -459,12 +459,23 @@ impl MediaSession {
         match cmd {
             MediaCommand::Offer { sdp, reply } => {
                 let fingerprint = dtls_fingerprint(&sdp);
-                if self.remote_fingerprint.is_some() && fingerprint != self.remote_fingerprint {
-                    self.new_peer_connection();
-                }
-                let answer = accept_offer(&mut self.rtc, &sdp);
+                let another_peer = fingerprint.is_some()
+                    && self.remote_fingerprint.is_some()
+                    && fingerprint != self.remote_fingerprint;
+                let answer = if another_peer {
+                    // negotiated on a fresh leg, taken only if it works: a bad offer
+                    // leaves the working one alone
+                    let mut fresh = new_rtc(self.local, &self.settings.codecs);
+                    let answer = accept_offer(&mut fresh, &sdp);
+                    if answer.is_ok() {
+                        self.new_peer_connection(fresh);
+                    }
+                    answer
+                } else {
+                    accept_offer(&mut self.rtc, &sdp)
+                };
                 if answer.is_ok() {
-                    self.remote_fingerprint = fingerprint;
+                    self.remote_fingerprint = fingerprint.or(self.remote_fingerprint.take());
                 }
                 let _ = reply.send(answer);
                 self.refresh_browser_leg();

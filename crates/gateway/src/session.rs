@@ -37,6 +37,9 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// WebSocket close code "Service Restart": the node drains; connect again (elsewhere).
 pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 
+/// The close code sipline.js sends when its pings go unanswered (it will resume).
+pub const CLOSE_NO_ANSWER_TO_PING: u16 = 4001;
+
 /// Replies a session may have waiting for the far end at once.
 const MAX_WAITING_REPLIES: usize = 4;
 
@@ -158,6 +161,9 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
     let media = start_media(&gw, conn, media_tx);
     if lease.is_lost() {
         // the browser took so long to take its hello that the lease could not be kept
+        if let Some(t) = &token {
+            gw.resumes.revoke(t);
+        }
         tracing::warn!(conn, user = %account.user, "account lease lost before registering");
         close_with(
             &mut sink,
@@ -173,6 +179,9 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         .add_line_with(account.clone(), media.clone(), replace_others)
         .await
     else {
+        if let Some(t) = &token {
+            gw.resumes.revoke(t);
+        }
         tracing::error!(conn, "SIP task gone");
         return;
     };
@@ -206,6 +215,17 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         gw.resumes.revoke(&t);
     }
     session.rejoins.close();
+    while let Ok(late) = session.rejoins.try_recv() {
+        tokio::spawn(async move {
+            let (mut sink, _) = late.socket.split();
+            close_with(
+                &mut sink,
+                CLOSE_SERVICE_RESTART,
+                "that session has ended: connect again",
+            )
+            .await;
+        });
+    }
     let removed = session.removed;
     let user = session.account.user.clone();
     tracing::info!(conn, %user, reason = %why, "browser disconnected");
@@ -471,6 +491,11 @@ impl Session {
                     self.attach(rejoin).await;
                     silent_until = Instant::now() + idle;
                     next_ping = Instant::now() + ping_every;
+                    if self.leaving.is_some()
+                        && let Some(why) = self.leave_if_idle().await
+                    {
+                        return why;
+                    }
                 }
             }
             if must_leave && let Some(why) = self.leave_if_idle().await {
@@ -506,24 +531,34 @@ impl Session {
         let _away = SessionCount::new(&gw.away);
         let deadline = Instant::now() + window;
         let mut draining = self.gw.draining.subscribe();
+        if *draining.borrow_and_update() {
+            return None;
+        }
         loop {
             tokio::select! {
                 Some(rejoin) = self.rejoins.recv() => return Some(rejoin),
                 ev = events.recv() => match ev {
                     Some(LineEvent::Status(s)) => self.status = Some(s),
                     Some(LineEvent::Call(notice)) => {
-                        if self.missed.len() == MAX_MISSED {
-                            self.missed.pop_front();
+                        let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
+                        self.remember(call_notification(notice));
+                        if over && self.leaving.is_some() {
+                            return None; // it was to go once the call ended
                         }
-                        self.missed.push_back(call_notification(notice));
                     }
                     Some(LineEvent::Removed) | None => {
                         self.removed = true;
                         return None;
                     }
                 },
-                // DTMF and statistics are for a browser that listens
-                Some(_) = media_events.recv() => {}
+                Some(ev) = media_events.recv() => match ev {
+                    // a dead far end is hung up, the browser's keys still go out as INFO
+                    MediaEvent::MediaTimeout { .. } | MediaEvent::Dtmf { from: Side::Browser, .. } => {
+                        let _ = self.on_media_event(ev).await;
+                    }
+                    // statistics and the far end's keys are for a browser that listens
+                    _ => {}
+                },
                 _ = sleep_until(deadline) => {
                     tracing::info!(conn = self.conn, user = %self.account.user, "browser did not come back in time");
                     return None;
@@ -588,11 +623,36 @@ impl Session {
                 reason: None,
             });
         }
-        for n in hello {
-            if !matches!(self.notify(n).await, Flow::Go) {
-                break; // gone again: the next read says so
+        let mut hello = hello.into_iter();
+        while let Some(n) = hello.next() {
+            let call_news = matches!(
+                n,
+                Notification::CallStateChanged { .. } | Notification::IncomingCall { .. }
+            );
+            if !matches!(self.notify(n.clone()).await, Flow::Go) {
+                // gone again (the next read says so): keep the call news for next time
+                if call_news {
+                    self.remember(n);
+                }
+                hello
+                    .filter(|n| {
+                        matches!(
+                            n,
+                            Notification::CallStateChanged { .. } | Notification::IncomingCall { .. }
+                        )
+                    })
+                    .for_each(|n| self.remember(n));
+                return;
             }
         }
+    }
+
+    /// A call notification the browser could not be told now (the latest few are kept).
+    fn remember(&mut self, n: Notification) {
+        if self.missed.len() == MAX_MISSED {
+            self.missed.pop_front();
+        }
+        self.missed.push_back(n);
     }
 
     async fn send(&mut self, frame: String) -> Flow {
@@ -640,6 +700,11 @@ impl Session {
                     "Invalid Request: binary frames are not supported",
                 ),
             )),
+            // sipline.js closes with 4001 when its pings go unanswered: the link is bad,
+            // the browser wants its session back
+            Message::Close(Some(f)) if f.code == CLOSE_NO_ANSWER_TO_PING => {
+                return Flow::Lost("the browser's pings went unanswered".to_owned());
+            }
             Message::Close(_) => return Flow::Stop("closed by browser".to_owned()),
             Message::Ping(_) | Message::Pong(_) => None,
         };
@@ -678,8 +743,11 @@ impl Session {
                     self.answered_at = Some((*call, Instant::now()));
                 }
                 let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
-                let sent = self.notify(call_notification(notice)).await;
+                let n = call_notification(notice);
+                let sent = self.notify(n.clone()).await;
                 if !matches!(sent, Flow::Go) {
+                    // the connection is gone: told again if the browser comes back
+                    self.remember(n);
                     return sent;
                 }
                 match self.leaving {

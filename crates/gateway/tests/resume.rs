@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 /// Kamailio, a sipline with accounts 880–881 and this resume window, and a sipp far end
 /// (1001) that answers, echoes RTP and waits for our BYE.
 fn lab(n: u16, window: f64) -> (Slot, Pbx, Sipline, Sipp) {
+    lab_with(n, window, "uas_answer_wait_bye", &[])
+}
+
+/// The same with another far-end scenario.
+fn lab_with(n: u16, window: f64, scenario: &str, args: &[&str]) -> (Slot, Pbx, Sipline, Sipp) {
     let slot = Slot::new(n);
     let pbx = Pbx::start(slot.pbx);
     let rtp = 47500 + (n - 140) * 20;
@@ -28,7 +33,9 @@ fn lab(n: u16, window: f64) -> (Slot, Pbx, Sipline, Sipp) {
     let sipline = Sipline::start(&config);
     let (sip, media) = (slot.pbx + 5, 35400 + (n - 140) * 10);
     Sipp::register(slot.pbx, sip, media, "1001", "secret");
-    let sipp = Sipp::spawn("uas_answer_wait_bye", slot.pbx, sip, media, &["-s", "1001"]);
+    let mut all = vec!["-s", "1001"];
+    all.extend_from_slice(args);
+    let sipp = Sipp::spawn(scenario, slot.pbx, sip, media, &all);
     (slot, pbx, sipline, sipp)
 }
 
@@ -201,4 +208,29 @@ async fn guessed_reused_and_expired_tokens_never_yield_another_sessions_line() {
     let state = late.request("getState", json!({})).await;
     assert!(state["result"]["call"].is_null(), "{state}");
     assert!(sipline.metrics().await["sipline_refused_total{limit=\"resume_token\"}"] >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_ended_while_the_browser_was_away_is_reported_on_its_return() {
+    let (_slot, pbx, sipline, mut sipp) = lab_with(143, 20.0, "uas_answer_then_bye", &["-d", "1500"]);
+    let (mut b, hello) = admitted(&sipline.ws_url()).await;
+    let token = hello["resumeToken"].clone();
+    b.wait_line("registered", WAIT).await;
+    let r = b.request("call", json!({"number": "1001"})).await;
+    let call_id = r["result"]["callId"].clone();
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    b.reset();
+    // the far end hangs up while nobody listens
+    assert_eq!(sipp.wait_async(WAIT).await, Some(0), "{}", sipp.messages());
+    let mut again = Browser::connect(&resume_url(&sipline, &token)).await;
+    let resumed = again.wait_for("registrationStateChanged", |_| true, WAIT).await;
+    assert_eq!(resumed["state"], "resumed", "{resumed}");
+    let ended = again
+        .wait_for("callStateChanged", |p| p["callId"] == call_id, WAIT)
+        .await;
+    assert_eq!(ended["state"], "completed", "told how the call ended: {ended}");
+    let state = again.request("getState", json!({})).await;
+    assert!(state["result"]["call"].is_null(), "{state}");
+    again.close().await;
+    pbx.wait_users(WAIT, only_the_far_end);
 }

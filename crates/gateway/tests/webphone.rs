@@ -624,14 +624,23 @@ fn a_websocket_cut_mid_call_is_resumed_and_the_call_goes_on() {
         return;
     }
     let _one = one_browser_at_a_time();
-    // pings every second: the browser's pong meets the reset at once
-    let lab = Lab::with_config(66, "range = { from = 880, to = 881 }\n", "ws_ping_interval = 1\n");
+    // pings every second: the browser's pong meets the reset at once; the call is
+    // older than the resume window when it is cut (the window counts from the drop)
+    let lab = Lab::with_config(
+        66,
+        "range = { from = 880, to = 881 }\n",
+        "ws_ping_interval = 1\nresume_window = 8\n",
+    );
     let mut far = lab.uas("uas_answer_wait_bye", "1001", &[]);
     let port = lab.sipline.http.port().to_string();
     let mut page = Script::start(
         "reconnect.mjs",
         &lab,
-        &[("CALLEE", "1001"), ("HTTP_PORT", port.as_str())],
+        &[
+            ("CALLEE", "1001"),
+            ("HTTP_PORT", port.as_str()),
+            ("RESUME_WINDOW", "8"),
+        ],
     );
     page.event("registered");
     let restored = page.event("restored");
