@@ -38,6 +38,10 @@ export class SiplineError extends Error {
 
 /** @type {Required<import("./sipline").ReconnectOptions>} */
 const RECONNECT = { minDelay: 1000, maxDelay: 30000, limitDelay: 20000, limitMaxDelay: 120000 };
+/** How long an audio leg may stay `disconnected` before ICE is restarted (ms), and how
+ * many restarts in a row are tried (each given twice that long to connect). */
+const ICE_DISCONNECTED_MS = 3000;
+const ICE_RESTARTS = 8;
 
 /** @param {number} ms @returns {Promise<void>} */
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -485,8 +489,17 @@ export class SiplinePhone extends EventTarget {
     pc.onconnectionstatechange = () => {
       if (pc !== this.#pc) return;
       const st = pc.connectionState;
-      if (st === "connected") this.#setMedia("connected");
-      else if (st === "failed") this.#iceFailed(pc);
+      if (st === "connected") {
+        this.#iceRestarts = 0;
+        this.#setMedia("connected");
+      } else if (st === "failed") {
+        this.#iceFailed(pc);
+      } else if (st === "disconnected") {
+        // a network change: restart ICE unless the path comes back by itself soon
+        setTimeout(() => {
+          if (pc === this.#pc && pc.connectionState === "disconnected") this.#iceFailed(pc);
+        }, ICE_DISCONNECTED_MS);
+      }
     };
     this.#setMedia("negotiating");
     try {
@@ -532,7 +545,7 @@ export class SiplinePhone extends EventTarget {
 
   /** @param {RTCPeerConnection} pc */
   async #iceFailed(pc) {
-    if (this.#iceRestarts >= 2 || !this.#ws) {
+    if (this.#iceRestarts >= ICE_RESTARTS || !this.#ws) {
       this.#setMedia("failed", "the audio connection to sipline failed");
       return;
     }
@@ -543,7 +556,12 @@ export class SiplinePhone extends EventTarget {
       await this.#offer(pc, this.#ws, { iceRestart: true });
     } catch (e) {
       if (pc === this.#pc) this.#mediaFailed(e);
+      return;
     }
+    // the path may still be down: try again while it does not connect
+    setTimeout(() => {
+      if (pc === this.#pc && pc.connectionState !== "connected" && this.#s.media !== "failed") this.#iceFailed(pc);
+    }, ICE_DISCONNECTED_MS * 2);
   }
 
   #teardownMedia() {

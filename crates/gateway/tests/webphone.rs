@@ -652,3 +652,37 @@ fn a_websocket_cut_mid_call_is_resumed_and_the_call_goes_on() {
     let log = lab.sipline.log();
     assert!(log.contains("session resumed"), "{log}");
 }
+
+/// Issue 15: the audio path is cut for 10 s while the WebSocket lives (a network
+/// change): the page restarts ICE and the audio comes back; the far end never notices.
+#[test]
+fn an_audio_path_cut_mid_call_comes_back_by_ice_restart() {
+    if isolated("an_audio_path_cut_mid_call_comes_back_by_ice_restart") {
+        return;
+    }
+    let _one = one_browser_at_a_time();
+    let lab = Lab::start(67, 881);
+    let mut far = lab.uas("uas_answer_wait_bye", "1001", &[]);
+    let rtp = 40000 + 67 * 20;
+    let (_, media) = lab.far(0);
+    let far_media = (media..media + 4)
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut page = Script::start(
+        "netchange.mjs",
+        &lab,
+        &[
+            ("CALLEE", "1001"),
+            ("RTP_RANGE", format!("{rtp}-{}", rtp + 19).as_str()),
+            ("FAR_MEDIA", far_media.as_str()),
+        ],
+    );
+    page.event("registered");
+    let restored = page.event("restored");
+    println!("back: {restored}");
+    assert_eq!(far.received("BYE"), 0, "the far end never noticed");
+    page.send("hangup");
+    page.passes();
+    sipp_passes(&mut far, "the far end (answered, echoed, then BYE)");
+}
