@@ -8,15 +8,8 @@ import * as t from "./lib.mjs";
 const CALLEE = process.env.CALLEE ?? "1001";
 
 t.scenario("hold", async (ctx) => {
-  const browser = await t.launch(ctx);
-  const rec = await t.open(browser, t.SIPLINE_URL);
+  const rec = await t.callFromPage(ctx, CALLEE);
   const { page } = rec;
-
-  await t.expectText(page, "registered", "#conn-text", /^Registered as \d+$/);
-  t.emit("registered", (await page.locator("#conn-text").textContent())?.replace(/\D/g, "") ?? "");
-  await t.dial(page, CALLEE);
-  await page.locator("#call").click();
-  await t.expectText(page, "answered: in call", "#call-state", /^In call$/, 15000);
   await t.expectControls(page, "in call: Hold enabled", { "#hold": "enabled" });
 
   // watch the state line from now on: it must never say "On hold"

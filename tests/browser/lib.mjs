@@ -294,6 +294,48 @@ export async function dial(page, digits) {
   }
 }
 
+/**
+ * The page registers, dials `callee` on the keypad and is answered ("@registered USER"
+ * is told to the harness on the way). Returns the recorded page.
+ */
+export async function callFromPage(ctx, callee) {
+  const browser = await launch(ctx);
+  const rec = await open(browser, SIPLINE_URL);
+  const { page } = rec;
+  await expectText(page, "registered", "#conn-text", /^Registered as \d+$/);
+  emit("registered", (await page.locator("#conn-text").textContent())?.replace(/\D/g, "") ?? "");
+  await dial(page, callee);
+  await page.locator("#call").click();
+  await expectText(page, "answered: in call", "#call-state", /^In call$/, 15000);
+  return rec;
+}
+
+/**
+ * An nft table of this network namespace with an input chain: `add(...rule)` adds a
+ * rule, `remove()` deletes the table (also when the scenario exits).
+ */
+export function nftTable(name) {
+  const nft = (...args) => execFileSync("nft", args, { encoding: "utf8", stdio: "pipe" });
+  let made = false;
+  const remove = () => {
+    if (!made) return;
+    made = false;
+    try { nft("delete", "table", "inet", name); } catch { /* not there */ }
+  };
+  process.on("exit", remove);
+  return {
+    add(...rule) {
+      if (!made) {
+        nft("add", "table", "inet", name);
+        nft("add", "chain", "inet", name, "in", "{ type filter hook input priority 0 ; }");
+        made = true;
+      }
+      nft("add", "rule", "inet", name, "in", ...rule);
+    },
+    remove,
+  };
+}
+
 /** A page init script: counts the page's getUserMedia calls (window.gumCalls). */
 export function countGetUserMedia() {
   const md = navigator.mediaDevices;

@@ -8,34 +8,15 @@
 //      RESUME_WINDOW (the gateway's http.resume_window: the cut comes later than that)
 // stdout: "@registered USER"; "@restored {backMs, level}"
 import * as t from "./lib.mjs";
-import { execFileSync } from "node:child_process";
 
 const CALLEE = process.env.CALLEE ?? "1001";
 const PORT = process.env.HTTP_PORT ?? "";
-const nft = (...args) => execFileSync("nft", args, { encoding: "utf8", stdio: "pipe" });
-
-function cut() {
-  nft("add", "table", "inet", "siplinecut");
-  nft("add", "chain", "inet", "siplinecut", "in", "{ type filter hook input priority 0 ; }");
-  nft("add", "rule", "inet", "siplinecut", "in", "tcp", "dport", PORT, "reject", "with", "tcp", "reset");
-}
-
-function restore() {
-  try { nft("delete", "table", "inet", "siplinecut"); } catch { /* not there */ }
-}
 
 t.scenario("reconnect", async (ctx) => {
   if (!PORT) throw new Error("HTTP_PORT is not set");
-  process.on("exit", restore);
-  const browser = await t.launch(ctx);
-  const rec = await t.open(browser, t.SIPLINE_URL);
+  const cut = t.nftTable("siplinecut");
+  const rec = await t.callFromPage(ctx, CALLEE);
   const { page } = rec;
-
-  await t.expectText(page, "registered", "#conn-text", /^Registered as \d+$/);
-  t.emit("registered", (await page.locator("#conn-text").textContent())?.replace(/\D/g, "") ?? "");
-  await t.dial(page, CALLEE);
-  await page.locator("#call").click();
-  await t.expectText(page, "answered: in call", "#call-state", /^In call$/, 15000);
   const before = await t.remoteLevel(page, 1500);
   t.check("the echo is heard before the cut", (before ?? 0) > 0.01, String(before));
   // a session older than its resume window (the window counts from the drop)
@@ -43,7 +24,7 @@ t.scenario("reconnect", async (ctx) => {
   const old = Date.now() - t.STARTED_AT;
   if (old < (windowS + 3) * 1000) await page.waitForTimeout((windowS + 3) * 1000 - old);
 
-  cut();
+  cut.add("tcp", "dport", PORT, "reject", "with", "tcp", "reset");
   t.log("HTTP port cut");
   await t.expectText(page, "the page says Reconnecting…", "#conn-text", /^Reconnecting…$/, 15000);
   const timer0 = await page.locator("[role=timer]").textContent();
@@ -52,7 +33,7 @@ t.scenario("reconnect", async (ctx) => {
   const timer1 = await page.locator("[role=timer]").textContent();
   t.check("the call timer keeps running", timer0 !== timer1, `${timer0} → ${timer1}`);
 
-  restore();
+  cut.remove();
   const t0 = Date.now();
   await t.expectText(page, "back: registered again", "#conn-text", /^Registered as \d+$/, 10000);
   const backMs = Date.now() - t0;

@@ -34,6 +34,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
+/// A 401 unless the request carries a configured token (for the operator endpoints).
+fn refused_without_token(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Option<Response> {
+    (!token_ok(gw, headers, query))
+        .then(|| (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response())
+}
+
 /// Constant-time comparison of a presented token with the configured ones.
 fn token_ok(gw: &Gateway, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
     if gw.settings.tokens.is_empty() {
@@ -150,8 +160,8 @@ async fn cluster_status(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !token_ok(&gw, &headers, &query) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
+    if let Some(refused) = refused_without_token(&gw, &headers, &query) {
+        return refused;
     }
     let Some(cluster) = gw.pool.cluster() else {
         return (
@@ -185,8 +195,8 @@ async fn metrics(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !token_ok(&gw, &headers, &query) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
+    if let Some(refused) = refused_without_token(&gw, &headers, &query) {
+        return refused;
     }
     let Ok(stats) = gw.sip.stats().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();

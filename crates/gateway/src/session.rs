@@ -414,6 +414,14 @@ struct Session {
     missed: std::collections::VecDeque<Notification>,
 }
 
+/// What a browser that comes back must still be told about its calls.
+fn is_call_news(n: &Notification) -> bool {
+    matches!(
+        n,
+        Notification::CallStateChanged { .. } | Notification::IncomingCall { .. }
+    )
+}
+
 /// Call notifications kept for a browser that is away.
 const MAX_MISSED: usize = 32;
 
@@ -625,22 +633,11 @@ impl Session {
         }
         let mut hello = hello.into_iter();
         while let Some(n) = hello.next() {
-            let call_news = matches!(
-                n,
-                Notification::CallStateChanged { .. } | Notification::IncomingCall { .. }
-            );
             if !matches!(self.notify(n.clone()).await, Flow::Go) {
                 // gone again (the next read says so): keep the call news for next time
-                if call_news {
-                    self.remember(n);
-                }
-                hello
-                    .filter(|n| {
-                        matches!(
-                            n,
-                            Notification::CallStateChanged { .. } | Notification::IncomingCall { .. }
-                        )
-                    })
+                std::iter::once(n)
+                    .chain(hello)
+                    .filter(is_call_news)
                     .for_each(|n| self.remember(n));
                 return;
             }

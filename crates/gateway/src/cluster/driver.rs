@@ -67,8 +67,8 @@ struct Driver {
     scripts: Arc<Scripts>,
     conn: Option<ConnectionManager>,
     book: LeaseBook,
-    /// Leased to a session here (claimed, not yet released), fenced or not.
-    in_use: HashSet<usize>,
+    /// Leased to a session here (claimed, not yet released), fenced or not, and how its
+    /// session hears that the lease was given up.
     lost: HashMap<usize, watch::Sender<Option<Fenced>>>,
     /// Release requested, Redis not yet answered: not a candidate for claims.
     releasing: HashSet<usize>,
@@ -105,7 +105,6 @@ pub(super) fn spawn(
         accounts,
         scripts: Arc::new(Scripts::default()),
         conn: None,
-        in_use: HashSet::new(),
         lost: HashMap::new(),
         releasing: HashSet::new(),
         stats,
@@ -199,7 +198,7 @@ impl Driver {
             return;
         };
         let candidates: Vec<(usize, String)> = (0..self.accounts.len())
-            .filter(|i| !self.in_use.contains(i) && !self.releasing.contains(i))
+            .filter(|i| !self.lost.contains_key(i) && !self.releasing.contains(i))
             .map(|i| (i, self.accounts[i].0.clone()))
             .collect();
         let (scripts, control) = (Arc::clone(&self.scripts), self.keys.control());
@@ -265,7 +264,6 @@ impl Driver {
             tracing::info!(account = %self.accounts[index].1, previous_node = %previous, "account taken over from a node that did not release it");
         }
         let (tx, lost) = watch::channel(None);
-        self.in_use.insert(index);
         self.lost.insert(index, tx);
         tracing::debug!(account = %self.accounts[index].1, token, "lease claimed");
         Ok(Claimed {
@@ -291,7 +289,6 @@ impl Driver {
     }
 
     fn release(&mut self, index: usize, unregistered: bool) {
-        self.in_use.remove(&index);
         self.lost.remove(&index);
         let Some(value) = self.book.released(index) else {
             return; // fenced earlier: Redis expires it (or another node holds it now)
