@@ -42,6 +42,10 @@ const RECONNECT = { minDelay: 1000, maxDelay: 30000, limitDelay: 20000, limitMax
  * many restarts in a row are tried (each given twice that long to connect). */
 const ICE_DISCONNECTED_MS = 3000;
 const ICE_RESTARTS = 8;
+/** How long the browser's ICE consent checks on the audio path may go unanswered before
+ * the path is taken for dead (a network change) and ICE is restarted (ms). Browsers
+ * themselves take longer (Chromium ~12 s) to call such a path `disconnected`. */
+const PATH_SILENT_MS = 5000;
 
 /** @param {number} ms @returns {Promise<void>} */
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -77,6 +81,7 @@ export class SiplinePhone extends EventTarget {
   /** @type {RTCPeerConnection | null} */ #pc = null;
   /** @type {RTCRtpTransceiver | null} */ #transceiver = null;
   #iceRestarts = 0;
+  /** @type {any} */ #pathTimer = null;
   /** @type {MediaStream | null} */ #mic = null;
   /** @type {MediaStream | null} */ #remote = null;
   /** @type {HTMLAudioElement | null} */ #audio = null;
@@ -408,7 +413,8 @@ export class SiplinePhone extends EventTarget {
           this.#attempt = 0;
           this.#setConnection("open");
           // the audio leg may have lived through it; if not, a new one
-          if (this.#opt.media && (!this.#pc || this.#pc.connectionState !== "connected")) this.#negotiate();
+          const lived = this.#pc?.connectionState === "connected" && this.#s.media !== "failed";
+          if (this.#opt.media && !lived) this.#negotiate();
         }
         break;
       case "sipUserNameReceived":
@@ -501,6 +507,7 @@ export class SiplinePhone extends EventTarget {
         }, ICE_DISCONNECTED_MS);
       }
     };
+    this.#watchPath(pc);
     this.#setMedia("negotiating");
     try {
       await this.#offer(pc, ws, {});
@@ -564,7 +571,48 @@ export class SiplinePhone extends EventTarget {
     }, ICE_DISCONNECTED_MS * 2);
   }
 
+  /**
+   * Watches the audio path the browser selected: when its ICE consent checks go out and no
+   * answer comes back for PATH_SILENT_MS, the path died (Wi-Fi to LTE, a NAT that forgot
+   * us) though the browser may still say `connected`: restart ICE. Answers coming back
+   * after a restart mean the audio leg works again.
+   * @param {RTCPeerConnection} pc
+   */
+  #watchPath(pc) {
+    clearInterval(this.#pathTimer);
+    let last = { id: "", requests: 0, responses: 0 };
+    let since = Date.now();
+    this.#pathTimer = setInterval(async () => {
+      if (pc !== this.#pc) return;
+      const now = Date.now();
+      const p = pc.connectionState === "connected" ? await selectedPair(pc) : null;
+      if (!p || pc !== this.#pc) {
+        since = now;
+        return;
+      }
+      if (p.id !== last.id || p.responses !== last.responses) {
+        last = p;
+        since = now;
+        if (this.#s.media === "negotiating" && this.#iceRestarts > 0) {
+          this.#iceRestarts = 0;
+          this.#setMedia("connected");
+        }
+        return;
+      }
+      // silence: restart only over a live WebSocket (else resuming renegotiates)
+      const unanswered = p.requests - last.requests;
+      if (now - since >= PATH_SILENT_MS && unanswered >= 2 && this.#s.connection === "open") {
+        console.info(`sipline: no answer to ${unanswered} ICE checks in ${now - since} ms: restarting ICE`);
+        last = p;
+        since = now;
+        this.#iceFailed(pc);
+      }
+    }, 1000);
+  }
+
   #teardownMedia() {
+    clearInterval(this.#pathTimer);
+    this.#pathTimer = null;
     if (this.#pc) {
       this.#pc.onconnectionstatechange = this.#pc.onicecandidate = this.#pc.ontrack = null;
       this.#pc.close();
@@ -662,6 +710,22 @@ function newCall(callId, state, incoming, peer, displayName) {
     callId, state, incoming, peer: peer ?? null, displayName, code: null, reason: null,
     startedAt: Date.now(), answeredAt: null, endedAt: null, onHold: false, heldByPeer: false,
   };
+}
+
+/**
+ * The candidate pair the browser sends on, with its ICE checks sent and answers received.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<{id: string, requests: number, responses: number} | null>}
+ */
+async function selectedPair(pc) {
+  const stats = await pc.getStats().catch(() => null);
+  if (!stats) return null;
+  /** @type {string | null} */
+  let id = null;
+  stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) id = s.selectedCandidatePairId; });
+  const p = id ? stats.get(id) : null;
+  if (!id || !p) return null;
+  return { id, requests: (p.requestsSent ?? 0) + (p.consentRequestsSent ?? 0), responses: p.responsesReceived ?? 0 };
 }
 
 /**

@@ -209,6 +209,25 @@ export function requests(rec, method) {
   return rec.sent.filter((m) => m?.method === method);
 }
 
+/**
+ * The ICE credentials, UDP ports and DTLS fingerprint of the page's latest offer (and
+ * the candidates it trickled after it): {ufrag, ports, fingerprint}.
+ */
+export function offeredIce(rec) {
+  const i = rec.sent.findLastIndex((m) => m?.method === "offer");
+  if (i < 0) return { ufrag: null, ports: [], fingerprint: null };
+  const sdp = rec.sent[i].params?.sdp ?? "";
+  const lines = [...sdp.split(/\r?\n/), ...rec.sent.slice(i + 1).filter((m) => m?.method === "candidate").map((m) => `a=${m.params?.candidate ?? ""}`)];
+  const ports = new Set();
+  for (const l of lines) {
+    const c = /^a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ/i.exec(l);
+    if (c) ports.add(Number(c[1]));
+  }
+  const ufrag = /^a=ice-ufrag:(\S+)/m.exec(sdp)?.[1] ?? null;
+  const fingerprint = /^a=fingerprint:(.+)$/m.exec(sdp)?.[1]?.trim() ?? null;
+  return { ufrag, ports: [...ports], fingerprint };
+}
+
 /** No page errors, no CSP violations. */
 export function checkClean(rec) {
   check("no page errors", rec.errors.length === 0, rec.errors.join("; "));

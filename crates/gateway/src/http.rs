@@ -115,17 +115,17 @@ async fn ws_upgrade(
             // a resume token leads to its own session, or (unknown, used or expired)
             // nowhere: then this is a new browser like any other. Taken only once the
             // upgrade succeeded, so a failed one does not use it up.
-            let Some(session) = resume.and_then(|token| {
+            let Some((session, token)) = resume.and_then(|token| {
                 let found = gw.resumes.take(&token);
                 if found.is_none() {
                     crate::counters::inc(crate::counters::Counter::ResumeToken);
                     crate::peer_warn!(crate::peer_log::Kind::Browser, %peer, "unknown resume token: admitted as a new session");
                 }
-                found
+                found.map(|s| (s, token))
             }) else {
                 return session::run(socket, gw, peer).await;
             };
-            if let Err(back) = session.send(crate::resume::Rejoin { socket, peer }).await {
+            if let Err(back) = session.send(crate::resume::Rejoin { socket, peer, token }).await {
                 // the session ended between the token and the upgrade: start afresh
                 session::run(back.0.socket, gw, peer).await;
             }

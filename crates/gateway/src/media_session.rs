@@ -54,6 +54,9 @@ pub enum MediaCommand {
     Detach { call: CallRef },
     /// Key presses to send as RFC 4733 events.
     Dtmf { digits: String },
+    /// The browser's WebSocket dropped and its session waits for it (`true`), or it came
+    /// back (`false`): the silence of its WebRTC leg meanwhile is no media timeout.
+    BrowserAway(bool),
 }
 
 pub use sipline_call::SipMedia;
@@ -154,6 +157,7 @@ pub fn spawn(
         call: None,
         browser_seen: Instant::now(),
         remote_fingerprint: None,
+        browser_away: false,
         events,
         settings,
     });
@@ -238,6 +242,8 @@ struct MediaSession {
     browser_seen: Instant,
     /// The DTLS fingerprint of the browser's peer connection, once negotiated.
     remote_fingerprint: Option<String>,
+    /// The browser's session waits for it to come back ([`MediaCommand::BrowserAway`]).
+    browser_away: bool,
     events: mpsc::UnboundedSender<MediaEvent>,
     settings: MediaSettings,
 }
@@ -506,6 +512,7 @@ impl MediaSession {
                     watchdog: {
                         let mut w = Watchdog::new(Instant::now(), self.browser_seen, self.settings.timeouts);
                         w.set_held(Instant::now(), SipMedia::is_held(&leg));
+                        w.set_browser_away(Instant::now(), self.browser_away);
                         w
                     },
                 });
@@ -529,6 +536,12 @@ impl MediaSession {
             MediaCommand::Detach { call } => {
                 if self.call.as_ref().is_some_and(|l| l.call == call) {
                     self.call = None;
+                }
+            }
+            MediaCommand::BrowserAway(away) => {
+                self.browser_away = away;
+                if let Some(leg) = self.call.as_mut() {
+                    leg.watchdog.set_browser_away(Instant::now(), away);
                 }
             }
             MediaCommand::Dtmf { digits } => {

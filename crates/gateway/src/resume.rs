@@ -4,8 +4,10 @@
 //!
 //! A token is 256 bits from the operating system's generator, single use (taken out of
 //! the table when presented, a new one issued with every admission and resumption), and
-//! only ever leads to the session it was issued by. The table holds one entry per live
-//! session, so it is bounded by `http.max_sessions`.
+//! only ever leads to the session it was issued by. One exception keeps a lost hello
+//! from stranding a browser: the token just presented leads back to its session until
+//! the browser speaks on the new connection (proof that it got the new token). The table
+//! holds at most two entries per live session, so it is bounded by `http.max_sessions`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +23,8 @@ pub const TOKEN_LEN: usize = 64;
 pub struct Rejoin {
     pub socket: WebSocket,
     pub peer: SocketAddr,
+    /// The token it presented.
+    pub token: String,
 }
 
 /// Every live session's current token.
@@ -39,6 +43,11 @@ impl Resumes {
         let token = new_token()?;
         self.slots().insert(token.clone(), session.clone());
         Some(token)
+    }
+
+    /// `token` leads to `session` again (a presented one kept as a fallback).
+    pub fn restore(&self, token: String, session: &mpsc::Sender<Rejoin>) {
+        self.slots().insert(token, session.clone());
     }
 
     /// The session a presented token leads to; the token is used up either way.
@@ -89,5 +98,7 @@ mod tests {
         r.revoke(&tb);
         assert!(r.take(&tb).is_none(), "revoked");
         assert!(r.is_empty());
+        r.restore(ta.clone(), &a);
+        assert!(r.take(&ta).unwrap().same_channel(&a), "kept as a fallback");
     }
 }

@@ -127,7 +127,7 @@ async fn media_task(
                 Some(MediaCommand::Offer { reply, .. }) => {
                     let _ = reply.send(Err("an extension has no WebRTC leg".into()));
                 }
-                Some(MediaCommand::Candidate(_) | MediaCommand::Dtmf { .. }) => {}
+                Some(MediaCommand::Candidate(_) | MediaCommand::Dtmf { .. } | MediaCommand::BrowserAway(_)) => {}
                 None => return,
             },
             Some(d) = digits.recv() => {

@@ -205,13 +205,17 @@ pub async fn run(socket: WebSocket, gw: Arc<Gateway>, peer: SocketAddr) {
         rejoins,
         rejoin_tx,
         token,
+        presented: None,
         missed: std::collections::VecDeque::new(),
     };
     let mut events = events;
     let why = session.serve(&mut events, media_events).await;
     fence_watch.abort();
-    // no resuming a session that ends: its token goes, later rejoins get a new session
-    if let Some(t) = session.token.take() {
+    // no resuming a session that ends: its tokens go, later rejoins get a new session
+    for t in [session.token.take(), session.presented.take()]
+        .into_iter()
+        .flatten()
+    {
         gw.resumes.revoke(&t);
     }
     session.rejoins.close();
@@ -410,6 +414,10 @@ struct Session {
     rejoin_tx: mpsc::Sender<Rejoin>,
     /// The current resume token (None when resuming is off).
     token: Option<String>,
+    /// The token the current connection presented: it still leads here until the browser
+    /// speaks on that connection (if our hello with the new token was lost, the browser
+    /// only knows this one).
+    presented: Option<String>,
     /// Call notifications that happened while the browser was away (the latest few).
     missed: std::collections::VecDeque<Notification>,
 }
@@ -493,9 +501,11 @@ impl Session {
                 Flow::Go => {}
                 Flow::Stop(why) => return why,
                 Flow::Lost(why) => {
+                    self.set_browser_away(true);
                     let Some(rejoin) = self.away(&why, events, &mut media_events).await else {
                         return why;
                     };
+                    self.set_browser_away(false);
                     self.attach(rejoin).await;
                     silent_until = Instant::now() + idle;
                     next_ping = Instant::now() + ping_every;
@@ -582,6 +592,14 @@ impl Session {
         }
     }
 
+    /// Tells the media session whether its browser is away (its leg's silence is then
+    /// no media timeout: the resume window decides).
+    fn set_browser_away(&self, away: bool) {
+        if let Some(m) = &self.media {
+            m.send(MediaCommand::BrowserAway(away));
+        }
+    }
+
     /// A new WebSocket for this session: it replaces the old one and is told where
     /// things stand (`resumed` with a new token, the account, the line, the call).
     async fn attach(&mut self, rejoin: Rejoin) {
@@ -597,6 +615,13 @@ impl Session {
         let (sink, stream) = rejoin.socket.split();
         (self.sink, self.stream) = (sink, stream);
         self.gw.resumed.fetch_add(1, Ordering::Relaxed);
+        // the token presented (taken) stays a way back until the browser speaks; the
+        // others it could have presented lead nowhere now
+        for t in [self.token.take(), self.presented.take()].into_iter().flatten() {
+            self.gw.resumes.revoke(&t);
+        }
+        self.gw.resumes.restore(rejoin.token.clone(), &self.rejoin_tx);
+        self.presented = Some(rejoin.token);
         self.token = self.gw.resumes.issue(&self.rejoin_tx);
         tracing::info!(conn = self.conn, user = %self.account.user, peer = %rejoin.peer, "browser back: session resumed");
         let mut hello = vec![
@@ -666,7 +691,13 @@ impl Session {
     /// A frame from the browser (or the end of its connection).
     async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Flow {
         let msg = match frame {
-            Some(Ok(m)) => m,
+            Some(Ok(m)) => {
+                // it speaks on this connection, so it has the token our hello gave it
+                if let Some(t) = self.presented.take() {
+                    self.gw.resumes.revoke(&t);
+                }
+                m
+            }
             Some(Err(e)) if is_too_big(&e) => {
                 counters::inc(Counter::FrameTooBig);
                 peer_warn!(

@@ -22,21 +22,26 @@ fn lab(n: u16, window: f64) -> (Slot, Pbx, Sipline, Sipp) {
 fn lab_with(n: u16, window: f64, scenario: &str, args: &[&str]) -> (Slot, Pbx, Sipline, Sipp) {
     let slot = Slot::new(n);
     let pbx = Pbx::start(slot.pbx);
-    let rtp = 47500 + (n - 140) * 20;
-    let config = base_config(slot).replace(
-        "[http]\n",
-        &format!("[http]\nresume_window = {window}\nws_idle_timeout = 120\n"),
-    ) + &format!(
-        "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\nrtp_ports = \"{rtp}-{}\"\n",
-        rtp + 19
-    );
-    let sipline = Sipline::start(&config);
+    let sipline = Sipline::start(&config(n, window, ""));
     let (sip, media) = (slot.pbx + 5, 35400 + (n - 140) * 10);
     Sipp::register(slot.pbx, sip, media, "1001", "secret");
     let mut all = vec!["-s", "1001"];
     all.extend_from_slice(args);
     let sipp = Sipp::spawn(scenario, slot.pbx, sip, media, &all);
     (slot, pbx, sipline, sipp)
+}
+
+/// sipline of slot `n`: accounts 880–881, this resume window, `media` as extra keys of
+/// the [media] section.
+fn config(n: u16, window: f64, media: &str) -> String {
+    let rtp = 47500 + (n - 140) * 20;
+    base_config(Slot::new(n)).replace(
+        "[http]\n",
+        &format!("[http]\nresume_window = {window}\nws_idle_timeout = 120\n"),
+    ) + &format!(
+        "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\n{media}rtp_ports = \"{rtp}-{}\"\n",
+        rtp + 19
+    )
 }
 
 /// Kamailio's location table holds nobody but sipp (1001): no line of ours.
@@ -172,13 +177,30 @@ async fn guessed_reused_and_expired_tokens_never_yield_another_sessions_line() {
     let user_g = g.wait_for("sipUserNameReceived", |_| true, WAIT).await["user"].clone();
     assert_ne!(user_g, user_a, "never A's line");
 
-    // A comes back, then its old token is presented again: the pool is full, so an
-    // ordinary newcomer is refused, and certainly not given A's session
+    // A comes back; until it speaks on the new connection its old token still leads back
+    // to it (our hello with the new token may have been lost on the way)
+    let mut lost_hello = Browser::connect(&resume_url(&sipline, &token_a)).await;
+    let resumed = lost_hello
+        .wait_for("registrationStateChanged", |_| true, WAIT)
+        .await;
+    assert_eq!(resumed["state"], "resumed");
+    let unused = resumed["resumeToken"].clone();
     let mut a2 = Browser::connect(&resume_url(&sipline, &token_a)).await;
     let resumed = a2.wait_for("registrationStateChanged", |_| true, WAIT).await;
-    assert_eq!(resumed["state"], "resumed");
+    assert_eq!(resumed["state"], "resumed", "the old token, again: {resumed}");
+    assert_eq!(
+        a2.wait_for("sipUserNameReceived", |_| true, WAIT).await["user"],
+        user_a
+    );
     let token_a2 = resumed["resumeToken"].clone();
+    // once A speaks on it, the old token is used up: the pool is full, so an ordinary
+    // newcomer is refused, and certainly not given A's session; so is the token of the
+    // hello A never took
+    let r = a2.request("getState", json!({})).await;
+    assert!(r.get("error").is_none(), "{r}");
     let (_r, first) = admitted(&resume_url(&sipline, &token_a)).await;
+    assert_eq!(first["state"], "connectionLimit", "{first}");
+    let (_r, first) = admitted(&resume_url(&sipline, &unused)).await;
     assert_eq!(first["state"], "connectionLimit", "{first}");
 
     // a token presented while its session still has its browser: the newer connection
@@ -207,7 +229,7 @@ async fn guessed_reused_and_expired_tokens_never_yield_another_sessions_line() {
     late.wait_line("registered", WAIT).await;
     let state = late.request("getState", json!({})).await;
     assert!(state["result"]["call"].is_null(), "{state}");
-    assert!(sipline.metrics().await["sipline_refused_total{limit=\"resume_token\"}"] >= 3.0);
+    assert!(sipline.metrics().await["sipline_refused_total{limit=\"resume_token\"}"] >= 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,4 +255,65 @@ async fn a_call_that_ended_while_the_browser_was_away_is_reported_on_its_return(
     assert!(state["result"]["call"].is_null(), "{state}");
     again.close().await;
     pbx.wait_users(WAIT, only_the_far_end);
+}
+
+/// The browser's media leg is silent while it is away: that is no media timeout (the
+/// resume window decides), even when the timeout is shorter than the window. Once the
+/// browser is back its leg is watched again: this one (a WebSocket client, no WebRTC)
+/// stays silent, and the call ends by media timeout a timeout after the return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_away_is_not_a_media_timeout_but_a_silent_one_back_is() {
+    let slot = Slot::new(144);
+    let pbx = Pbx::start(slot.pbx);
+    let sipline = Sipline::start(&config(144, 20.0, "timeout = 2\n"));
+    // a far end that talks all the time (baresip, 1002): only the browser's leg is silent
+    let phone = Phone::start(
+        "1002",
+        "secret",
+        slot.pbx + 5,
+        slot.pbx,
+        (35440, 35449),
+        "auto",
+        None,
+    );
+    let (mut b, hello) = admitted(&sipline.ws_url()).await;
+    let token = hello["resumeToken"].clone();
+    b.wait_line("registered", WAIT).await;
+    let r = b.request("call", json!({"number": "1002"})).await;
+    let call_id = r["result"]["callId"].clone();
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    b.reset();
+    // away for twice the media timeout
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !phone.log().contains("session closed"),
+        "the call ended while its browser was away"
+    );
+    let mut again = Browser::connect(&resume_url(&sipline, &token)).await;
+    let resumed = again.wait_for("registrationStateChanged", |_| true, WAIT).await;
+    assert_eq!(resumed["state"], "resumed", "{resumed}");
+    let back = Instant::now();
+    let live = again
+        .wait_for("callStateChanged", |p| p["callId"] == call_id, WAIT)
+        .await;
+    assert_eq!(live["state"], "inCall", "the call lived through it: {live}");
+    let ended = again
+        .wait_for("callStateChanged", |p| p["callId"] == call_id, WAIT)
+        .await;
+    let after = back.elapsed();
+    println!("ended {after:?} after the return: {ended}");
+    assert_eq!(ended["state"], "completed", "{ended}");
+    let reason = ended["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("the browser's media"), "{ended}");
+    assert!(
+        after >= Duration::from_millis(1800),
+        "counted from the return: {after:?}"
+    );
+    again.close().await;
+    pbx.wait_users(WAIT, |u| u == ["1002"]);
+    let log = phone.log();
+    assert!(
+        log.contains("session closed") || log.contains("terminated (duration"),
+        "the far end got no BYE:\n{log}"
+    );
 }

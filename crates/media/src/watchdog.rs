@@ -43,6 +43,9 @@ pub struct Watchdog {
     held: bool,
     last_far_end: Instant,
     last_browser: Instant,
+    /// The browser's session is waiting for it to come back (resume): its leg's silence
+    /// is expected and does not count; the session ends the call if it never returns.
+    browser_away: bool,
     fired: bool,
 }
 
@@ -55,6 +58,7 @@ impl Watchdog {
             held: false,
             last_far_end: now,
             last_browser: browser_seen.min(now),
+            browser_away: false,
             fired: false,
         }
     }
@@ -65,6 +69,16 @@ impl Watchdog {
 
     pub fn on_browser(&mut self, now: Instant) {
         self.last_browser = self.last_browser.max(now);
+    }
+
+    /// The browser went away (its WebSocket dropped, the session waits for it) or came
+    /// back at `now`: while away its leg's silence is not a timeout; once back, it counts
+    /// from the return.
+    pub fn set_browser_away(&mut self, now: Instant, away: bool) {
+        if away != self.browser_away {
+            self.browser_away = away;
+            self.on_browser(now);
+        }
     }
 
     /// The call went on or off hold at `now`: the far end's silence counts from here.
@@ -89,7 +103,11 @@ impl Watchdog {
             return None;
         }
         let limit = self.limit()?;
-        Some((self.last_far_end + limit).min(self.last_browser + limit))
+        let far_end = self.last_far_end + limit;
+        Some(match self.browser_away {
+            true => far_end,
+            false => far_end.min(self.last_browser + limit),
+        })
     }
 
     /// Whether a leg has gone silent past its limit (said once).
@@ -98,7 +116,7 @@ impl Watchdog {
             return None;
         }
         let limit = self.limit()?;
-        let silent = if now >= self.last_browser + limit {
+        let silent = if !self.browser_away && now >= self.last_browser + limit {
             Silent::Browser(limit)
         } else if now >= self.last_far_end + limit {
             Silent::FarEnd(limit)
@@ -172,6 +190,32 @@ mod tests {
         w.on_browser(t0 + secs(129));
         assert_eq!(w.handle_timeout(t0 + secs(129)), None);
         assert_eq!(w.poll_timeout(), Some(t0 + secs(130)));
+    }
+
+    #[test]
+    fn a_browser_away_for_a_resume_is_not_a_timeout_until_it_is_back() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(t0, t0, T);
+        w.set_browser_away(t0 + secs(10), true);
+        for s in 0..100 {
+            w.on_far_end(t0 + secs(s));
+        }
+        assert_eq!(
+            w.poll_timeout(),
+            Some(t0 + secs(129)),
+            "only the far end is watched"
+        );
+        assert_eq!(w.handle_timeout(t0 + secs(99)), None, "away for 89 s");
+        // back at 99 s: its silence counts from there
+        w.set_browser_away(t0 + secs(99), false);
+        assert_eq!(w.poll_timeout(), Some(t0 + secs(129)));
+        assert_eq!(w.handle_timeout(t0 + secs(128)), None);
+        w.on_far_end(t0 + secs(129));
+        assert_eq!(w.handle_timeout(t0 + secs(129)), Some(Silent::Browser(secs(30))));
+        // the far end going silent while the browser is away still ends the call
+        let mut w = Watchdog::new(t0, t0, T);
+        w.set_browser_away(t0, true);
+        assert_eq!(w.handle_timeout(t0 + secs(30)), Some(Silent::FarEnd(secs(30))));
     }
 
     #[test]

@@ -958,9 +958,13 @@ pub async fn run_browser_script(
     (out.status.code(), text, result)
 }
 
-/// Reads a mono 16-bit PCM WAV file: (sample rate, samples).
+/// Reads a mono 16-bit PCM WAV file: (sample rate, samples). A file still being written
+/// (its data length not filled in yet) is read to its end.
 pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     let data = std::fs::read(path).expect("wav");
+    if data.len() < 28 {
+        return (8000, Vec::new());
+    }
     let rate = u32::from_le_bytes(data[24..28].try_into().unwrap());
     // find the "data" chunk
     let mut i = 12;
@@ -968,7 +972,10 @@ pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
         let id = &data[i..i + 4];
         let len = u32::from_le_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize;
         if id == b"data" {
-            let end = (i + 8 + len).min(data.len());
+            let end = match len {
+                0 => data.len(),
+                len => (i + 8 + len).min(data.len()),
+            };
             let samples = data[i + 8..end]
                 .chunks_exact(2)
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
@@ -978,6 +985,12 @@ pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
         i += 8 + len;
     }
     (rate, Vec::new())
+}
+
+/// The RMS amplitude of `samples`, 0..1.
+pub fn rms(samples: &[i16]) -> f64 {
+    let sum: f64 = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    (sum / samples.len().max(1) as f64).sqrt() / 32768.0
 }
 
 /// Power of `hz` against everything else, in dB (Goertzel over 20 ms blocks, summed).
