@@ -30,7 +30,13 @@ export interface RegistrationStateChanged {
 }
 export interface SipUserNameReceived { user: string; displayName: string | null; dialPattern?: string }
 export interface PhoneLineStateChanged { state: LineState; code?: number; reason?: string }
-export interface IncomingCall { callId: string; from: string; displayName: string | null }
+export interface IncomingCall {
+  callId: string;
+  from: string;
+  displayName: string | null;
+  /** Headers of the INVITE the gateway passes on (`headers.to_browser`). */
+  headers?: Record<string, string>;
+}
 export interface CallStateChanged {
   callId: string;
   state: CallState;
@@ -209,7 +215,8 @@ export declare class SiplinePhone extends EventTarget {
   close(): void;
 
   request<T = any>(method: string, params?: object, opts?: { timeout?: number }): Promise<T>;
-  call(number: string): Promise<{ callId: string }>;
+  /** `headers`: extra SIP headers for the INVITE (only those in the gateway's `headers.from_browser`). */
+  call(number: string, options?: { headers?: Record<string, string> }): Promise<{ callId: string }>;
   accept(): Promise<{}>;
   hangUp(code?: number): Promise<{}>;
   dtmf(digits: string): Promise<{}>;

@@ -316,16 +316,18 @@ export class SiplinePhone extends EventTarget {
   }
 
   /**
-   * Calls `number` (digits, `*`, `#`, `+`).
+   * Calls `number` (digits, `*`, `#`, `+`), with extra SIP headers for the INVITE if the
+   * gateway allows them (`headers.from_browser`).
    * @param {string} number
+   * @param {{headers?: Record<string, string>}} [options]
    * @returns {Promise<{callId: string}>}
    */
-  async call(number) {
+  async call(number, options = {}) {
     this.#unlockAudio();
     const n = String(number).trim();
     this.#dialing = n;
     try {
-      const r = await this.request("call", { number: n });
+      const r = await this.request("call", options.headers ? { number: n, headers: options.headers } : { number: n });
       if (!this.#s.call || this.#s.call.callId !== r.callId) {
         this.#set({ call: newCall(r.callId, "dialing", false, n, null) });
         this.#changed();

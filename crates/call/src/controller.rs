@@ -89,6 +89,7 @@ impl GatewayCall {
     pub fn incoming(
         peer: String,
         display_name: Option<String>,
+        headers: Vec<(String, String)>,
         offer: Option<&[u8]>,
         local: LocalMedia,
     ) -> Result<GatewayCall, u16> {
@@ -101,6 +102,7 @@ impl GatewayCall {
         call.notify(Notice::Incoming {
             from: peer,
             display_name,
+            headers,
         });
         Ok(call)
     }

@@ -29,6 +29,8 @@ pub enum Notice {
     Incoming {
         from: String,
         display_name: Option<String>,
+        /// Headers of the INVITE the operator chose to pass on.
+        headers: Vec<(String, String)>,
     },
     State(CallStatus),
     Error {

@@ -189,15 +189,22 @@ fn unusable_early_media_is_only_logged_but_an_unusable_answer_ends_the_call() {
 #[test]
 fn incoming_call_rings_then_accept_answers_the_offer_and_attaches() {
     let offer = far_sdp("10.0.0.1", 5000, "8 0 101", "sendrecv");
-    let mut call =
-        GatewayCall::incoming("1000".into(), Some("Reception".into()), Some(&offer), local()).unwrap();
+    let mut call = GatewayCall::incoming(
+        "1000".into(),
+        Some("Reception".into()),
+        vec![],
+        Some(&offer),
+        local(),
+    )
+    .unwrap();
     call.on_sip_event(status(CallState::Ringing, None));
     let out = drain(&mut call);
     assert_eq!(
         out[0],
         Output::Notify(Notice::Incoming {
             from: "1000".into(),
-            display_name: Some("Reception".into())
+            display_name: Some("Reception".into()),
+            headers: vec![],
         })
     );
     assert_eq!(states_of(&out), [CallState::Ringing]);
@@ -218,7 +225,7 @@ fn incoming_call_rings_then_accept_answers_the_offer_and_attaches() {
 #[test]
 fn an_unreadable_incoming_offer_is_refused_with_488() {
     assert_eq!(
-        GatewayCall::incoming("1000".into(), None, Some(b"\xff\xfe"), local()).unwrap_err(),
+        GatewayCall::incoming("1000".into(), None, vec![], Some(b"\xff\xfe"), local()).unwrap_err(),
         488
     );
 }
@@ -226,7 +233,7 @@ fn an_unreadable_incoming_offer_is_refused_with_488() {
 #[test]
 fn an_incoming_offer_without_common_codec_is_refused_on_accept() {
     let offer = far_sdp("10.0.0.1", 5000, "18", "sendrecv");
-    let mut call = GatewayCall::incoming("1000".into(), None, Some(&offer), local()).unwrap();
+    let mut call = GatewayCall::incoming("1000".into(), None, vec![], Some(&offer), local()).unwrap();
     drain(&mut call);
     assert!(matches!(
         call.accept(),
@@ -239,7 +246,7 @@ fn an_incoming_offer_without_common_codec_is_refused_on_accept() {
 
 #[test]
 fn offerless_incoming_invite_gets_our_offer_and_takes_the_answer_from_the_ack() {
-    let mut call = GatewayCall::incoming("1000".into(), None, None, local()).unwrap();
+    let mut call = GatewayCall::incoming("1000".into(), None, vec![], None, local()).unwrap();
     drain(&mut call);
     call.accept().unwrap();
     let out = drain(&mut call);

@@ -4,6 +4,8 @@
 //! `docs/api.md` documents them; a test parses every example in that document into
 //! these types, so the two cannot drift apart.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -27,9 +29,11 @@ pub enum ClientRequest {
     Ping,
     /// `getState {}` → [`StateSnapshot`].
     GetState,
-    /// `call {number}` → `{callId}`.
+    /// `call {number, headers?}` → `{callId}`; `headers` go on the INVITE (names from
+    /// `headers.from_browser` only).
     Call {
         number: String,
+        headers: BTreeMap<String, String>,
     },
     /// `accept {}` → `{}`: answer the ringing incoming call.
     Accept,
@@ -83,6 +87,8 @@ pub use sipline_call::valid_dtmf;
 #[serde(deny_unknown_fields)]
 struct CallParams {
     number: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,7 +212,10 @@ impl Incoming {
         let request = match method.as_str() {
             "ping" => no_params(env.params).map(|_| ClientRequest::Ping),
             "getState" => no_params(env.params).map(|_| ClientRequest::GetState),
-            "call" => params::<CallParams>(env.params).map(|p| ClientRequest::Call { number: p.number }),
+            "call" => params::<CallParams>(env.params).map(|p| ClientRequest::Call {
+                number: p.number,
+                headers: p.headers,
+            }),
             "accept" => no_params(env.params).map(|_| ClientRequest::Accept),
             "hangUp" => params::<HangUpParams>(env.params).and_then(|p| match p.code {
                 Some(c) if !(400..=699).contains(&c) => {
@@ -356,6 +365,9 @@ pub enum Notification {
         call_id: String,
         from: String,
         display_name: Option<String>,
+        /// Headers of the INVITE named in `headers.to_browser`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
     },
     #[serde(rename_all = "camelCase")]
     CallStateChanged {
@@ -599,7 +611,8 @@ mod tests {
         assert_eq!(
             call.request,
             ClientRequest::Call {
-                number: "1000".into()
+                number: "1000".into(),
+                headers: BTreeMap::new(),
             }
         );
         let hang = Incoming::parse(r#"{"jsonrpc":"2.0","id":3,"method":"hangUp"}"#).unwrap();

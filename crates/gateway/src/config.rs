@@ -28,6 +28,7 @@ pub struct Config {
     pub calls: CallsConfig,
     pub media: MediaConfig,
     pub cluster: ClusterConfig,
+    pub headers: HeadersConfig,
 }
 
 impl Default for Config {
@@ -45,6 +46,7 @@ impl Default for Config {
             calls: CallsConfig::default(),
             media: MediaConfig::default(),
             cluster: ClusterConfig::default(),
+            headers: HeadersConfig::default(),
         }
     }
 }
@@ -286,6 +288,69 @@ impl fmt::Debug for AccountConfig {
     }
 }
 
+/// `[headers]`: SIP headers for integrations (sipline_sip::extra_headers).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// Added to every INVITE of a call sipline places.
+    pub invite: std::collections::BTreeMap<String, String>,
+    /// Added to every REGISTER.
+    pub register: std::collections::BTreeMap<String, String>,
+    /// Headers a browser may put on its call (`call {number, headers}`).
+    pub from_browser: Vec<String>,
+    /// Headers of an incoming INVITE passed to the browser (`incomingCall.headers`).
+    pub to_browser: Vec<String>,
+}
+
+/// Most names in each `[headers]` list.
+const MAX_CONFIGURED_HEADERS: usize = 16;
+
+impl HeadersConfig {
+    /// What the user agent adds and passes on, and the browser's allow-list; checked.
+    fn resolve(&self) -> Result<(sipline_sip::ExtraHeaders, Vec<String>), ConfigError> {
+        use sipline_sip::extra_headers::{check_name, check_value};
+        let fixed = |key: &str, map: &std::collections::BTreeMap<String, String>| {
+            let too_many = map.len() > MAX_CONFIGURED_HEADERS;
+            if too_many {
+                return Err(ConfigError::new(key, "at most 16 headers"));
+            }
+            map.iter()
+                .map(|(n, v)| {
+                    check_name(n)
+                        .and_then(|()| check_value(v))
+                        .map_err(|e| ConfigError::new(key, format!("{n}: {e}")))?;
+                    Ok((n.clone(), v.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let names = |key: &str, list: &[String], reserved_ok: bool| {
+            if list.len() > MAX_CONFIGURED_HEADERS {
+                return Err(ConfigError::new(key, "at most 16 headers"));
+            }
+            for n in list {
+                // reading a header the core owns (Call-ID to correlate) is harmless
+                let ok = match check_name(n) {
+                    Err("sipline writes this header itself") => reserved_ok,
+                    other => other.is_ok(),
+                };
+                if !ok {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{n:?} is not a header name that may be used"),
+                    ));
+                }
+            }
+            Ok(list.to_vec())
+        };
+        let extra = sipline_sip::ExtraHeaders {
+            invite: fixed("headers.invite", &self.invite)?,
+            register: fixed("headers.register", &self.register)?,
+            from_incoming: names("headers.to_browser", &self.to_browser, true)?,
+        };
+        Ok((extra, names("headers.from_browser", &self.from_browser, false)?))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallsConfig {
@@ -467,6 +532,8 @@ pub struct Settings {
     pub browser_codecs: Vec<MediaCodec>,
     /// The shared pool, when configured.
     pub cluster: Option<crate::cluster::ClusterSettings>,
+    /// Headers a browser may put on its call (`headers.from_browser`).
+    pub headers_from_browser: Vec<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -629,7 +696,9 @@ impl Config {
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let (ws_ping_interval, ws_idle_timeout) = self.http.ws_timing()?;
         let (http_limits, session_limits) = self.http.limits()?;
-        let (ua, sip_tcp) = self.user_agent()?;
+        let (mut ua, sip_tcp) = self.user_agent()?;
+        let (extra_headers, headers_from_browser) = self.headers.resolve()?;
+        ua.headers = extra_headers;
         let domain = self.pool.domain(&ua.registrar_uri)?;
         let (media_timeouts, media_ip) = (self.media.timeouts()?, self.media_ip(&ua.advertise_host)?);
         Ok(Settings {
@@ -665,6 +734,7 @@ impl Config {
             sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
             browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
             cluster: self.cluster()?,
+            headers_from_browser,
         })
     }
 
@@ -786,6 +856,7 @@ impl Config {
             session_timer: self.calls.session_timer()?,
             timers: Timers::default(),
             protection,
+            headers: sipline_sip::ExtraHeaders::default(),
         };
         Ok((ua, sip_tcp))
     }
@@ -1158,6 +1229,33 @@ mod tests {
         match Config::parse(text) {
             Err(e) => e.to_string(),
             Ok(c) => c.resolve(no_env).unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn headers_resolve_and_the_core_owns_its_own() {
+        let cfg = Config::parse(
+            "[headers]\ninvite = { \"X-Origin\" = \"sipline\" }\nregister = { \"X-Tenant\" = \"acme\" }\n\
+             from_browser = [\"X-Customer-Id\"]\nto_browser = [\"X-Customer-Id\", \"Call-ID\"]\n",
+        )
+        .unwrap();
+        let s = cfg.resolve(no_env).unwrap();
+        assert_eq!(s.ua.headers.invite, vec![("X-Origin".into(), "sipline".into())]);
+        assert_eq!(s.ua.headers.register, vec![("X-Tenant".into(), "acme".into())]);
+        assert_eq!(
+            s.ua.headers.from_incoming,
+            vec!["X-Customer-Id", "Call-ID"],
+            "reading is harmless"
+        );
+        assert_eq!(s.headers_from_browser, vec!["X-Customer-Id"]);
+        for (bad, key) in [
+            ("invite = { \"Via\" = \"x\" }", "headers.invite"),
+            ("register = { \"X-A\" = \"a\\r\\nVia: x\" }", "headers.register"),
+            ("from_browser = [\"Contact\"]", "headers.from_browser"),
+            ("to_browser = [\"X Y\"]", "headers.to_browser"),
+        ] {
+            let e = err(&format!("[headers]\n{bad}\n"));
+            assert!(e.contains(key), "{bad}: {e}");
         }
     }
 

@@ -28,6 +28,8 @@ pub enum Counter {
     Candidates,
     FrameTooBig,
     DialPolicy,
+    /// `call {headers}` with a header not allowed, or a bad value.
+    CallHeaders,
     WaitingReplies,
     RtpForeignSource,
     RtcpForeignSource,
@@ -35,7 +37,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -54,6 +56,7 @@ impl Counter {
         Counter::Candidates,
         Counter::FrameTooBig,
         Counter::DialPolicy,
+        Counter::CallHeaders,
         Counter::WaitingReplies,
         Counter::RtpForeignSource,
         Counter::RtcpForeignSource,
@@ -82,6 +85,7 @@ impl Counter {
             Counter::Candidates => (Refused, "candidates"),
             Counter::FrameTooBig => (Refused, "frame_too_big"),
             Counter::DialPolicy => (Refused, "dial_policy"),
+            Counter::CallHeaders => (Refused, "call_headers"),
             Counter::WaitingReplies => (Refused, "waiting_replies"),
             Counter::RtpForeignSource => (Dropped, "rtp_foreign_source"),
             Counter::RtcpForeignSource => (Dropped, "rtcp_foreign_source"),

@@ -66,7 +66,9 @@ fn client_frame(incoming: &Incoming) -> String {
     let (method, params) = match &incoming.request {
         ClientRequest::Ping => ("ping", None),
         ClientRequest::GetState => ("getState", None),
-        ClientRequest::Call { number } => ("call", Some(json!({ "number": number }))),
+        ClientRequest::Call { number, headers } => {
+            ("call", Some(json!({ "number": number, "headers": headers })))
+        }
         ClientRequest::Accept => ("accept", None),
         ClientRequest::HangUp { code: None } => ("hangUp", Some(json!({}))),
         ClientRequest::HangUp { code: Some(code) } => ("hangUp", Some(json!({ "code": code }))),

@@ -971,16 +971,43 @@ pub fn call_id(call: sipline_sip::CallRef) -> String {
     call.0.to_string()
 }
 
+/// The headers a browser asked for on its call, checked: at most
+/// [`MAX_BROWSER_HEADERS`], each named in `headers.from_browser` (spelt as configured
+/// there), each value one short line.
+fn browser_headers(
+    allowed: &[String],
+    asked: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    if asked.len() > MAX_BROWSER_HEADERS {
+        return Err(format!("at most {MAX_BROWSER_HEADERS} headers"));
+    }
+    asked
+        .into_iter()
+        .map(|(name, value)| {
+            let Some(name) = allowed.iter().find(|a| a.eq_ignore_ascii_case(&name)) else {
+                return Err(format!("header {:?} is not in headers.from_browser", clip(&name)));
+            };
+            sipline_sip::extra_headers::check_value(&value).map_err(|e| format!("{name}: {e}"))?;
+            Ok((name.clone(), value))
+        })
+        .collect()
+}
+
+/// Most headers a browser may put on one call.
+const MAX_BROWSER_HEADERS: usize = 8;
+
 fn call_notification(notice: CallNotice) -> Notification {
     match notice {
         CallNotice::Incoming {
             call,
             from,
             display_name,
+            headers,
         } => Notification::IncomingCall {
             call_id: call_id(call),
             from,
             display_name,
+            headers: headers.into_iter().collect(),
         },
         CallNotice::State { call, status } => Notification::CallStateChanged {
             call_id: call_id(call),
@@ -1031,7 +1058,7 @@ async fn execute(
             };
             Ok(serde_json::to_value(snapshot).unwrap_or(Value::Null))
         }
-        ClientRequest::Call { number } => {
+        ClientRequest::Call { number, headers } => {
             let number = number.trim().to_owned();
             if !ctx.gw.settings.dial_pattern.is_match(&number) {
                 counters::inc(Counter::DialPolicy);
@@ -1044,7 +1071,18 @@ async fn execute(
             if ctx.status.map(|s| s.state) != Some(LineState::Registered) {
                 return Err(invalid_state("the line is not registered"));
             }
-            match ctx.gw.sip.place_call(ctx.line, number).await.map_err(gone)? {
+            let headers = browser_headers(&ctx.gw.settings.headers_from_browser, headers).map_err(|why| {
+                counters::inc(Counter::CallHeaders);
+                peer_warn!(Kind::Browser, user = %ctx.account.user, "call headers refused: {why}");
+                RpcError::new(codes::INVALID_PARAMS, format!("Invalid params for call: {why}"))
+            })?;
+            match ctx
+                .gw
+                .sip
+                .place_call(ctx.line, number, headers)
+                .await
+                .map_err(gone)?
+            {
                 Ok(call) => Ok(json!({ "callId": call_id(call) })),
                 Err(e) => Err(RpcError::for_call("call", &e)),
             }

@@ -188,8 +188,13 @@ impl Driver {
                 let _ = reply.send(id);
             }
             Command::RemoveLine(id) => self.ua.remove_line(now, id),
-            Command::PlaceCall { line, number, reply } => {
-                let _ = reply.send(self.place_call(now, line, number));
+            Command::PlaceCall {
+                line,
+                number,
+                headers,
+                reply,
+            } => {
+                let _ = reply.send(self.place_call(now, line, number, &headers));
             }
             Command::Accept { line, reply } => {
                 let _ = reply.send(self.command(now, line, |r| r.call.accept()));
@@ -256,6 +261,7 @@ impl Driver {
         now: Instant,
         line: LineId,
         number: String,
+        headers: &[(String, String)],
     ) -> Result<CallRef, CallControlError> {
         if self.ua.line_call(line).is_some() {
             return Err(CallControlError::LineBusy);
@@ -269,7 +275,7 @@ impl Driver {
         let call = self.fit_to_line(line, call);
         let id = self
             .ua
-            .place_call(now, line, &number, offer)
+            .place_call_with_headers(now, line, &number, offer, headers)
             .map_err(|e| match e {
                 CallError::LineBusy => CallControlError::LineBusy,
                 other => CallControlError::Sip(other.to_string()),
@@ -456,8 +462,9 @@ impl Driver {
                         from,
                         display_name,
                         offer,
+                        headers,
                     },
-            } => self.on_incoming(now, line, call, from, display_name, offer),
+            } => self.on_incoming(now, line, call, (from, display_name, headers), offer),
             Event::Call { line, call, event } => {
                 if let CallEvent::Status(status) = &event {
                     tracing::info!(
@@ -491,8 +498,7 @@ impl Driver {
         now: Instant,
         line: LineId,
         call: CallRef,
-        from: String,
-        display_name: Option<String>,
+        (from, display_name, headers): (String, Option<String>, Vec<(String, String)>),
         offer: Option<Vec<u8>>,
     ) {
         tracing::info!(user = %self.user(line), %call, %from, "incoming call");
@@ -502,7 +508,7 @@ impl Driver {
             Err(503)
         } else {
             self.new_media().map_err(|_| 503).and_then(|(ports, local)| {
-                GatewayCall::incoming(from, display_name, offer.as_deref(), local)
+                GatewayCall::incoming(from, display_name, headers, offer.as_deref(), local)
                     .map(|c| (self.fit_to_line(line, c), ports))
             })
         };
@@ -523,10 +529,15 @@ impl Driver {
 /// What the session hears, from what the controller says.
 fn call_notice(call: CallRef, notice: Notice) -> CallNotice {
     match notice {
-        Notice::Incoming { from, display_name } => CallNotice::Incoming {
+        Notice::Incoming {
+            from,
+            display_name,
+            headers,
+        } => CallNotice::Incoming {
             call,
             from,
             display_name,
+            headers,
         },
         Notice::State(status) => CallNotice::State { call, status },
         Notice::Error { code, reason } => CallNotice::Error {

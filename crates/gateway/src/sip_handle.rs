@@ -26,6 +26,7 @@ pub enum CallNotice {
         call: CallRef,
         from: String,
         display_name: Option<String>,
+        headers: Vec<(String, String)>,
     },
     State {
         call: CallRef,
@@ -73,6 +74,8 @@ pub(crate) enum Command {
     PlaceCall {
         line: LineId,
         number: String,
+        /// Extra headers for the INVITE (checked).
+        headers: Vec<(String, String)>,
         reply: oneshot::Sender<Result<CallRef, CallControlError>>,
     },
     Accept {
@@ -197,8 +200,15 @@ impl SipHandle {
         &self,
         line: LineId,
         number: String,
+        headers: Vec<(String, String)>,
     ) -> Result<Result<CallRef, CallControlError>, SipGone> {
-        self.ask(|reply| Command::PlaceCall { line, number, reply }).await
+        self.ask(|reply| Command::PlaceCall {
+            line,
+            number,
+            headers,
+            reply,
+        })
+        .await
     }
 
     pub async fn accept(&self, line: LineId) -> Result<Result<(), CallControlError>, SipGone> {

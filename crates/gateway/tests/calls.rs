@@ -696,3 +696,68 @@ async fn a_caller_requiring_100rel_gets_a_reliable_180() {
     assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
     lab.settled().await;
 }
+
+/// Issue 16, headers: `[headers]` adds fixed headers to our INVITE, lets the browser add
+/// the allowed ones to its call (and refuses the others, and header injection), and
+/// passes the chosen headers of an incoming INVITE on in `incomingCall`.
+const HEADERS: &str = "\n[headers]\ninvite = { \"X-Origin\" = \"sipline\" }\n\
+    from_browser = [\"X-Campaign\", \"X-Customer-Id\"]\n\
+    to_browser = [\"X-Customer-Id\", \"X-Campaign\", \"X-Absent\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_go_out_on_our_invite_as_configured_and_allowed() {
+    let lab = CallLab::start_with_config(58, "", "", HEADERS);
+    let mut uas = lab.uas("uas_answer_wait_bye", "1001", &[]);
+    let (mut b, _) = lab.browser().await;
+    // not allowed, a core header, and an injection attempt: refused, no call placed
+    for bad in [
+        json!({"X-Secret": "1"}),
+        json!({"Via": "SIP/2.0/UDP 10.0.0.1"}),
+        json!({"X-Campaign": "a\r\nVia: SIP/2.0/UDP 10.0.0.1"}),
+    ] {
+        let r = b.request("call", json!({"number": "1001", "headers": bad})).await;
+        assert_eq!(r["error"]["code"], -32602, "{bad}: {r}");
+    }
+    let r = b
+        .request(
+            "call",
+            json!({"number": "1001", "headers": {"x-campaign": "spring sale", "X-Customer-Id": "77"}}),
+        )
+        .await;
+    assert!(r["result"]["callId"].is_string(), "{r}");
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    let msgs = hang_up_and_check(&mut b, &mut uas).await;
+    let invite = msgs.split("INVITE sip:").nth(1).expect("sipp logged the INVITE");
+    let invite = &invite[..invite.find("\n\n").unwrap_or(invite.len())];
+    for h in [
+        "X-Origin: sipline",
+        "X-Campaign: spring sale",
+        "X-Customer-Id: 77",
+    ] {
+        assert!(invite.contains(h), "{h} missing from the INVITE:\n{invite}");
+    }
+    assert!(!msgs.contains("X-Secret") && !msgs.contains("10.0.0.1"), "{msgs}");
+    assert_eq!(uas.received("INVITE"), 1, "the refused calls never left");
+    let m = lab.sipline.metrics().await;
+    assert_eq!(m["sipline_refused_total{limit=\"call_headers\"}"], 3.0);
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_headers_of_an_incoming_invite_reach_the_browser() {
+    let lab = CallLab::start_with_config(59, "", "", HEADERS);
+    let (mut b, user) = lab.browser().await;
+    let mut uac = lab.uac(0, "uac_call_with_headers", &user, &[]);
+    let incoming = b.wait_for("incomingCall", |_| true, WAIT).await;
+    assert_eq!(
+        incoming["headers"],
+        json!({"X-Customer-Id": "77, 78", "X-Campaign": "spring sale"}),
+        "{incoming}"
+    );
+    b.request("accept", json!({})).await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    b.request("hangUp", json!({})).await;
+    wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
+    lab.settled().await;
+}

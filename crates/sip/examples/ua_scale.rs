@@ -37,6 +37,7 @@ fn config() -> UaConfig {
             max_server_transactions: 1_000_000,
             ..Protection::default()
         },
+        headers: Default::default(),
     }
 }
 

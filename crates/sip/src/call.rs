@@ -93,6 +93,8 @@ pub enum CallEvent {
         display_name: Option<String>,
         /// The SDP offer of the INVITE, if it had one.
         offer: Option<Vec<u8>>,
+        /// The INVITE's headers named in [`crate::ExtraHeaders::from_incoming`].
+        headers: Vec<(String, String)>,
     },
     Status(CallStatus),
     /// The far end's SDP answer (or offer, for an INVITE we answer), to point media
@@ -344,6 +346,7 @@ impl Call {
         contact: &Uri,
         number: &str,
         offer: Vec<u8>,
+        headers: &[(String, String)],
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) -> Result<Call, CallError> {
@@ -372,6 +375,9 @@ impl Call {
             None => invite.headers.push("Supported", "100rel"),
         }
         invite.headers.push("User-Agent", config.user_agent.clone());
+        for (name, value) in config.headers.invite.iter().chain(headers) {
+            invite.headers.push(name.clone(), value.clone());
+        }
         invite.headers.push("Content-Type", "application/sdp");
         invite.body = offer.clone();
         let mut call = Call::base(id, line, true, account.clone(), invite.clone());
@@ -402,6 +408,7 @@ impl Call {
             .and_then(|f| f.display.clone())
             .filter(|d| !d.is_empty());
         let offer = (!invite.body.is_empty()).then(|| invite.body.clone());
+        let headers = config.headers.pick(&invite.headers);
         let peer_allows_update = invite.headers.lists("Allow", "UPDATE");
         let mut call = Call::base(id, line, false, account.clone(), invite);
         call.peer_allows_update = peer_allows_update;
@@ -424,6 +431,7 @@ impl Call {
             from: caller,
             display_name,
             offer,
+            headers,
         });
         call.set_status(CallState::Ringing, None, None);
         call

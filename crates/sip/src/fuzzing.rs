@@ -76,6 +76,7 @@ pub fn user_agent(data: &[u8]) {
         session_timer: Some(crate::session_timer::SessionTimerConfig::default()),
         timers: Timers::default(),
         protection: Protection::default(),
+        headers: Default::default(),
     };
     let t0 = Instant::now();
     let mut ua = UserAgent::new(t0, config, 1);

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod call;
 pub mod deadlines;
 pub mod dialog;
+pub mod extra_headers;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keepalive;
@@ -21,6 +22,7 @@ pub mod trust;
 pub mod user_agent;
 
 pub use call::{CallError, CallEvent, CallRef, CallState, CallStatus};
+pub use extra_headers::ExtraHeaders;
 pub use registration::{LineState, LineStatus};
 pub use transport::{Target, Transmit, Transport};
 pub use user_agent::{

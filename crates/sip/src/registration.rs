@@ -449,6 +449,9 @@ impl Registration {
         req.headers.push("Expires", expires.to_string());
         req.headers.push("Allow", crate::user_agent::ALLOW);
         req.headers.push("User-Agent", config.user_agent.clone());
+        for (name, value) in &config.headers.register {
+            req.headers.push(name.clone(), value.clone());
+        }
         self.answered_challenge = self.challenge.is_some() && std::mem::take(&mut self.fresh_challenge);
         if let Some((ch, proxy)) = &self.challenge {
             self.nc += 1;

@@ -53,6 +53,8 @@ pub struct UaConfig {
     pub session_timer: Option<crate::session_timer::SessionTimerConfig>,
     pub timers: Timers,
     pub protection: Protection,
+    /// Operator headers added to INVITE and REGISTER, and those picked out of incoming INVITEs.
+    pub headers: crate::ExtraHeaders,
 }
 
 /// What the user agent does against peers it has no reason to serve.
@@ -371,6 +373,19 @@ impl UserAgent {
         number: &str,
         offer: Vec<u8>,
     ) -> Result<CallRef, CallError> {
+        self.place_call_with_headers(now, line, number, offer, &[])
+    }
+
+    /// The same, with extra headers on the INVITE (after the configured ones; checked by
+    /// the caller with [`crate::extra_headers::check_name`] and `check_value`).
+    pub fn place_call_with_headers(
+        &mut self,
+        now: Instant,
+        line: LineId,
+        number: &str,
+        offer: Vec<u8>,
+        headers: &[(String, String)],
+    ) -> Result<CallRef, CallError> {
         let l = self.lines.get(&line).ok_or(CallError::NoSuchLine)?;
         if l.call.is_some() {
             return Err(CallError::LineBusy);
@@ -387,6 +402,7 @@ impl UserAgent {
             l.registration.contact(),
             number,
             offer,
+            headers,
             &self.config,
             &mut self.rng,
         )?;
@@ -1143,6 +1159,7 @@ pub(crate) fn test_config() -> UaConfig {
         session_timer: Some(crate::session_timer::SessionTimerConfig::default()),
         timers: Timers::default(),
         protection: Protection::default(),
+        headers: crate::ExtraHeaders::default(),
     }
 }
 

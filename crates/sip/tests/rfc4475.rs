@@ -456,6 +456,7 @@ fn config() -> UaConfig {
         session_timer: Some(sipline_sip::session_timer::SessionTimerConfig::default()),
         timers: Timers::default(),
         protection: Protection::default(),
+        headers: Default::default(),
     }
 }
 

@@ -28,8 +28,13 @@ struct Lab {
 impl Lab {
     /// A UA with one registered line, 880.
     fn new() -> Lab {
+        Lab::with_config(test_config()).0
+    }
+
+    /// The same with `config`; and the REGISTER it sent.
+    fn with_config(config: UaConfig) -> (Lab, Request) {
         let t0 = Instant::now();
-        let mut ua = UserAgent::new(t0, test_config(), 7);
+        let mut ua = UserAgent::new(t0, config, 7);
         let line = ua.add_line(
             t0,
             Account {
@@ -49,7 +54,7 @@ impl Lab {
             b"",
         );
         lab.events();
-        lab
+        (lab, reg)
     }
 
     fn sent(&mut self) -> Vec<Message> {
@@ -462,7 +467,8 @@ fn incoming_call_rings_is_accepted_acked_and_ended_by_the_caller() {
         CallEvent::Incoming {
             from: "1000".into(),
             display_name: Some("Alice".into()),
-            offer: Some(FAR_SDP.to_vec())
+            offer: Some(FAR_SDP.to_vec()),
+            headers: vec![],
         }
     );
     assert!(matches!(&ev[1], CallEvent::Status(s) if s.state == CallState::Ringing));
@@ -1486,4 +1492,40 @@ fn key_presses_waiting_for_the_far_end_are_capped_per_call() {
     let sent = lab.requests();
     lab.respond(&sent[0], 200, &[], b"");
     info(&mut lab).unwrap();
+}
+
+#[test]
+fn operator_and_call_headers_go_out_and_chosen_incoming_ones_are_reported() {
+    let mut config = test_config();
+    config.headers = crate::ExtraHeaders {
+        invite: vec![("X-Origin".into(), "sipline".into())],
+        register: vec![("X-Tenant".into(), "acme".into())],
+        from_incoming: vec!["X-Customer-Id".into()],
+    };
+    let (mut lab, register) = Lab::with_config(config);
+    assert_eq!(register.headers.get("X-Tenant"), Some("acme"));
+    assert_eq!(register.headers.get("X-Origin"), None, "INVITE only");
+
+    let headers = [("X-Campaign".to_owned(), "spring".to_owned())];
+    lab.ua
+        .place_call_with_headers(lab.now, lab.line, "1001", OFFER.to_vec(), &headers)
+        .unwrap();
+    let invite = lab.one_request();
+    assert_eq!(invite.headers.get("X-Origin"), Some("sipline"));
+    assert_eq!(invite.headers.get("X-Campaign"), Some("spring"));
+    assert_eq!(invite.headers.get("X-Tenant"), None, "REGISTER only");
+
+    let mut lab = Lab::with_config(lab.ua.config().clone()).0;
+    let far = Lab::far_request("INVITE", "inv9", "in-9", 1, None, FAR_SDP).replacen(
+        "Max-Forwards: 69\r\n",
+        "Max-Forwards: 69\r\nX-Customer-Id: 77\r\nX-Secret: no\r\n",
+        1,
+    );
+    lab.feed(far.as_bytes());
+    let ev = lab.call_events();
+    assert!(
+        matches!(&ev[0], CallEvent::Incoming { headers, .. }
+            if headers == &[("X-Customer-Id".to_owned(), "77".to_owned())]),
+        "{ev:?}"
+    );
 }
