@@ -47,6 +47,8 @@ export interface CallStateChanged {
 }
 export interface CallErrorOccurred { callId?: string | null; code?: number | null; reason: string }
 export interface DtmfReceived { callId: string; digit: string; method: "rfc4733" | "info" }
+export type TransferState = "trying" | "ringing" | "completed" | "failed";
+export interface TransferStateChanged { callId: string; state: TransferState; code?: number }
 export interface LegStats {
   codec?: string;
   packetsSent?: number;
@@ -81,6 +83,7 @@ export interface SiplinePhoneEventMap {
   callStateChanged: CustomEvent<CallStateChanged>;
   callErrorOccurred: CustomEvent<CallErrorOccurred>;
   dtmfReceived: CustomEvent<DtmfReceived>;
+  transferStateChanged: CustomEvent<TransferStateChanged>;
   callStats: CustomEvent<CallStats>;
   connectionStateChanged: CustomEvent<ConnectionStateChanged>;
   mediaStateChanged: CustomEvent<MediaStateChanged>;
@@ -111,6 +114,8 @@ export interface CallInfo {
   onHold: boolean;
   /** The far end put us on hold. */
   heldByPeer: boolean;
+  /** The last word on a transfer of this call (`transfer()`), if one was asked for. */
+  transfer: { state: TransferState; code: number | null } | null;
 }
 
 export interface PhoneState {
@@ -220,6 +225,8 @@ export declare class SiplinePhone extends EventTarget {
   accept(): Promise<{}>;
   hangUp(code?: number): Promise<{}>;
   dtmf(digits: string): Promise<{}>;
+  /** Blind transfer of the call to `number` (REFER); see `transferStateChanged`. */
+  transfer(number: string): Promise<{}>;
   hold(): Promise<{}>;
   unhold(): Promise<{}>;
   getState(): Promise<StateSnapshot>;

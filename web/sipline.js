@@ -13,7 +13,7 @@ export const FINAL_CALL_STATES = Object.freeze(["busy", "rejected", "cancelled",
 /** Every notification sipline sends (each is also an event of SiplinePhone). */
 export const NOTIFICATIONS = Object.freeze([
   "registrationStateChanged", "sipUserNameReceived", "phoneLineStateChanged", "incomingCall",
-  "callStateChanged", "callErrorOccurred", "dtmfReceived", "callStats",
+  "callStateChanged", "callErrorOccurred", "dtmfReceived", "callStats", "transferStateChanged",
 ]);
 
 /** WebSocket close code sipline uses with `connectionLimit` (Try Again Later). */
@@ -358,6 +358,17 @@ export class SiplinePhone extends EventTarget {
     return this.request("dtmf", { digits: String(digits) });
   }
 
+  /**
+   * Blind transfer: asks the far end to call `number` instead (the dial policy applies).
+   * Progress comes as `transferStateChanged` and in `state.call.transfer`; once it
+   * worked the call ends (`completed`, reason `transferred`).
+   * @param {string} number @returns {Promise<{}>}
+   */
+  transfer(number) {
+    const callId = this.#s.call?.callId;
+    return this.request("transfer", callId ? { callId, number: String(number).trim() } : { number: String(number).trim() });
+  }
+
   /** Puts the far end on hold. @returns {Promise<{}>} */
   async hold() {
     const r = await this.request("hold");
@@ -437,6 +448,11 @@ export class SiplinePhone extends EventTarget {
         break;
       case "callStats":
         this.#set({ stats: params });
+        break;
+      case "transferStateChanged":
+        if (this.#s.call?.callId === params.callId) {
+          this.#set({ call: { ...this.#s.call, transfer: { state: params.state, code: params.code ?? null } } });
+        }
         break;
     }
     if (NOTIFICATIONS.includes(msg.method)) this.#emit(msg.method, params);
@@ -710,7 +726,7 @@ export class SiplinePhone extends EventTarget {
 function newCall(callId, state, incoming, peer, displayName) {
   return {
     callId, state, incoming, peer: peer ?? null, displayName, code: null, reason: null,
-    startedAt: Date.now(), answeredAt: null, endedAt: null, onHold: false, heldByPeer: false,
+    startedAt: Date.now(), answeredAt: null, endedAt: null, onHold: false, heldByPeer: false, transfer: null,
   };
 }
 

@@ -222,6 +222,21 @@ impl GatewayCall {
         }
     }
 
+    /// Blind transfer: asks the far end to call `number` instead of us (REFER). The
+    /// progress comes back as [`Notice::Transfer`]; once it worked, the call ends.
+    pub fn transfer(&mut self, number: &str) -> Result<(), CallControlError> {
+        match self.phase {
+            Phase::Established { .. } => {
+                self.sip(SipAction::Refer {
+                    number: number.to_owned(),
+                });
+                Ok(())
+            }
+            Phase::Ending => Err(CallControlError::CallEnded),
+            _ => Err(CallControlError::NotEstablished),
+        }
+    }
+
     /// Ends the call: CANCEL, reject with `code`, or BYE. `why` replaces the reason the
     /// browser is told (a media timeout…).
     pub fn hang_up(&mut self, code: u16, why: Option<String>) -> Result<(), CallControlError> {
@@ -257,6 +272,7 @@ impl GatewayCall {
                     });
                 }
             }
+            CallEvent::Transfer { state, code } => self.notify(Notice::Transfer { state, code }),
             CallEvent::ReinviteFailed { code } => {
                 if self.roll_back_hold(Err(CallControlError::Refused { code })) {
                     self.notify(Notice::Error {

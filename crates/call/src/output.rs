@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use sipline_media::bridge::SipLeg;
 use sipline_media::sdp::NegotiatedMedia;
-use sipline_sip::CallStatus;
+use sipline_sip::{CallStatus, TransferState};
 
 use crate::{CallControlError, DtmfMethod};
 
@@ -42,6 +42,11 @@ pub enum Notice {
         digit: char,
         method: DtmfMethod,
     },
+    /// How the browser's transfer of this call is going.
+    Transfer {
+        state: TransferState,
+        code: Option<u16>,
+    },
 }
 
 /// A request to the SIP user agent, for this call.
@@ -60,6 +65,8 @@ pub enum SipAction {
         content_type: &'static str,
         body: Vec<u8>,
     },
+    /// A blind transfer: REFER the far end to `number`.
+    Refer { number: String },
 }
 
 /// A change for the media task.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use sipline_media::sdp::{Codec, LocalMedia};
-use sipline_sip::{CallEvent, CallState, CallStatus};
+use sipline_sip::{CallEvent, CallState, CallStatus, TransferState};
 
 use crate::{CallControlError, DtmfMethod, GatewayCall, MediaAction, Notice, Output, SipAction, SipMedia};
 
@@ -637,4 +637,34 @@ fn without_a_media_task_nothing_is_attached_and_dtmf_goes_as_info() {
     call.on_sip_event(status(CallState::InCall, Some(200)));
     assert!(media_of(&drain(&mut call)).is_empty());
     assert_eq!(call.dtmf("1"), Ok(DtmfMethod::Info));
+}
+
+#[test]
+fn a_transfer_is_a_refer_and_its_progress_reaches_the_browser() {
+    let mut call = GatewayCall::outgoing("1001".into(), local()).0;
+    drain(&mut call);
+    assert_eq!(call.transfer("1002"), Err(CallControlError::NotEstablished));
+    let mut call = established_outgoing();
+    call.transfer("1002").unwrap();
+    let out = drain(&mut call);
+    assert_eq!(
+        sip_of(&out),
+        [&SipAction::Refer {
+            number: "1002".into()
+        }]
+    );
+    call.on_sip_event(CallEvent::Transfer {
+        state: TransferState::Ringing,
+        code: Some(180),
+    });
+    assert_eq!(
+        drain(&mut call),
+        [Output::Notify(Notice::Transfer {
+            state: TransferState::Ringing,
+            code: Some(180)
+        })]
+    );
+    call.on_sip_event(status(CallState::Completed, None));
+    drain(&mut call);
+    assert_eq!(call.transfer("1002"), Err(CallControlError::CallEnded));
 }

@@ -57,6 +57,20 @@ pub enum ClientRequest {
     /// `hold {}` / `unhold {}` → `{}`.
     Hold,
     Unhold,
+    /// `transfer {callId?, number}` → `{}`: blind transfer (REFER) of the call to
+    /// `number`; progress in `transferStateChanged`.
+    Transfer {
+        call_id: Option<String>,
+        number: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TransferParams {
+    #[serde(default)]
+    call_id: Option<String>,
+    number: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +256,10 @@ impl Incoming {
             }),
             "hold" => no_params(env.params).map(|_| ClientRequest::Hold),
             "unhold" => no_params(env.params).map(|_| ClientRequest::Unhold),
+            "transfer" => params::<TransferParams>(env.params).map(|p| ClientRequest::Transfer {
+                call_id: p.call_id,
+                number: p.number,
+            }),
             _ => {
                 return Err(Rejection {
                     id,
@@ -303,6 +321,28 @@ pub enum CallState {
     NoAnswer,
     Completed,
     Failed,
+}
+
+/// `transferStateChanged` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TransferState {
+    Trying,
+    Ringing,
+    Completed,
+    Failed,
+}
+
+impl From<sipline_sip::TransferState> for TransferState {
+    fn from(s: sipline_sip::TransferState) -> Self {
+        use sipline_sip::TransferState as T;
+        match s {
+            T::Trying => TransferState::Trying,
+            T::Ringing => TransferState::Ringing,
+            T::Completed => TransferState::Completed,
+            T::Failed => TransferState::Failed,
+        }
+    }
 }
 
 impl From<sipline_sip::CallState> for CallState {
@@ -385,6 +425,14 @@ pub enum Notification {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<u16>,
         reason: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    TransferStateChanged {
+        call_id: String,
+        state: TransferState,
+        /// The SIP status it is based on (of the REFER, or of the new call).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
     },
     #[serde(rename_all = "camelCase")]
     DtmfReceived {

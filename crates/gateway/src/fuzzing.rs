@@ -77,6 +77,9 @@ fn client_frame(incoming: &Incoming) -> String {
         ClientRequest::Dtmf { digits } => ("dtmf", Some(json!({ "digits": digits }))),
         ClientRequest::Hold => ("hold", Some(json!({}))),
         ClientRequest::Unhold => ("unhold", None),
+        ClientRequest::Transfer { call_id, number } => {
+            ("transfer", Some(json!({ "callId": call_id, "number": number })))
+        }
     };
     let mut frame = json!({ "jsonrpc": "2.0", "method": method });
     if let Some(id) = &incoming.id {

@@ -426,7 +426,9 @@ struct Session {
 fn is_call_news(n: &Notification) -> bool {
     matches!(
         n,
-        Notification::CallStateChanged { .. } | Notification::IncomingCall { .. }
+        Notification::CallStateChanged { .. }
+            | Notification::IncomingCall { .. }
+            | Notification::TransferStateChanged { .. }
     )
 }
 
@@ -971,6 +973,20 @@ pub fn call_id(call: sipline_sip::CallRef) -> String {
     call.0.to_string()
 }
 
+/// `number` trimmed, if the dial policy lets the browser reach it (for `method`).
+fn dialable(ctx: &LineContext<'_>, method: &str, number: &str) -> Result<String, RpcError> {
+    let number = number.trim();
+    if ctx.gw.settings.dial_pattern.is_match(number) {
+        return Ok(number.to_owned());
+    }
+    counters::inc(Counter::DialPolicy);
+    peer_warn!(Kind::Browser, user = %ctx.account.user, number = %clip(number), "number refused by the dial policy");
+    Err(RpcError::new(
+        codes::INVALID_PARAMS,
+        format!("Invalid params for {method}: {number:?} is not a number this gateway may dial"),
+    ))
+}
+
 /// The headers a browser asked for on its call, checked: at most
 /// [`MAX_BROWSER_HEADERS`], each named in `headers.from_browser` (spelt as configured
 /// there), each value one short line.
@@ -1020,6 +1036,11 @@ fn call_notification(notice: CallNotice) -> Notification {
             code,
             reason,
         },
+        CallNotice::Transfer { call, state, code } => Notification::TransferStateChanged {
+            call_id: call_id(call),
+            state: state.into(),
+            code,
+        },
         CallNotice::Dtmf { call, digit, method } => Notification::DtmfReceived {
             call_id: call_id(call),
             digit: digit.to_string(),
@@ -1059,15 +1080,7 @@ async fn execute(
             Ok(serde_json::to_value(snapshot).unwrap_or(Value::Null))
         }
         ClientRequest::Call { number, headers } => {
-            let number = number.trim().to_owned();
-            if !ctx.gw.settings.dial_pattern.is_match(&number) {
-                counters::inc(Counter::DialPolicy);
-                peer_warn!(Kind::Browser, user = %ctx.account.user, number = %clip(&number), "number refused by the dial policy");
-                return Err(RpcError::new(
-                    codes::INVALID_PARAMS,
-                    format!("Invalid params for call: {number:?} is not a number this gateway may dial"),
-                ));
-            }
+            let number = dialable(ctx, "call", &number)?;
             if ctx.status.map(|s| s.state) != Some(LineState::Registered) {
                 return Err(invalid_state("the line is not registered"));
             }
@@ -1114,6 +1127,28 @@ async fn execute(
         },
         // answered when the far end has: `handle_text` sends them to `hold_reply`
         ClientRequest::Hold | ClientRequest::Unhold => Err(invalid_state("hold is answered by the far end")),
+        ClientRequest::Transfer {
+            call_id: wanted,
+            number,
+        } => {
+            let number = dialable(ctx, "transfer", &number)?;
+            if let Some(wanted) = wanted {
+                let current = ctx.gw.sip.call_info(ctx.line).await.map_err(gone)?;
+                if current.map(|c| call_id(c.call)).as_deref() != Some(wanted.as_str()) {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMS,
+                        format!(
+                            "Invalid params for transfer: there is no call {:?}",
+                            clip(&wanted)
+                        ),
+                    ));
+                }
+            }
+            match ctx.gw.sip.transfer(ctx.line, number).await.map_err(gone)? {
+                Ok(()) => Ok(json!({})),
+                Err(e) => Err(RpcError::for_call("transfer", &e)),
+            }
+        }
         ClientRequest::HangUp { code } => {
             let code = code.unwrap_or(ctx.gw.settings.reject_code);
             match ctx.gw.sip.hang_up(ctx.line, code).await.map_err(gone)? {

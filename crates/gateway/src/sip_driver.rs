@@ -230,6 +230,9 @@ impl Driver {
                 });
             }
             Command::Hold { line, on, reply } => self.hold(now, line, on, reply),
+            Command::Transfer { line, number, reply } => {
+                let _ = reply.send(self.command(now, line, |r| r.call.transfer(&number)));
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {
                     ua: self.ua.stats(),
@@ -376,6 +379,7 @@ impl Driver {
             SipAction::Reinvite { sdp } => self.ua.reinvite(now, id, sdp.clone()),
             SipAction::HangUp { code, why } => self.ua.hang_up_because(now, id, *code, why.clone()),
             SipAction::Info { content_type, body } => self.ua.send_info(now, id, content_type, body.clone()),
+            SipAction::Refer { number } => self.ua.refer(now, id, number),
         }
     }
 
@@ -550,5 +554,6 @@ fn call_notice(call: CallRef, notice: Notice) -> CallNotice {
             digit,
             method: method.into(),
         },
+        Notice::Transfer { state, code } => CallNotice::Transfer { call, state, code },
     }
 }

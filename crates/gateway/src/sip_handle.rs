@@ -43,6 +43,12 @@ pub enum CallNotice {
         digit: char,
         method: DtmfMethod,
     },
+    /// How the browser's transfer of the call is going.
+    Transfer {
+        call: CallRef,
+        state: sipline_sip::TransferState,
+        code: Option<u16>,
+    },
 }
 
 /// A call as the session may ask about it.
@@ -108,6 +114,12 @@ pub(crate) enum Command {
         on: bool,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
+    /// Blind transfer of the line's call to `number` (checked by the dial policy).
+    Transfer {
+        line: LineId,
+        number: String,
+        reply: oneshot::Sender<Result<(), CallControlError>>,
+    },
     Stats(oneshot::Sender<DriverStats>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -168,6 +180,16 @@ impl SipHandle {
 
     pub async fn dtmf(&self, line: LineId, digits: String) -> Result<Result<(), CallControlError>, SipGone> {
         self.ask(|reply| Command::Dtmf { line, digits, reply }).await
+    }
+
+    /// Blind transfer: the far end is asked (REFER) to call `number`; answered once the
+    /// REFER is on its way, the progress comes as [`CallNotice::Transfer`].
+    pub async fn transfer(
+        &self,
+        line: LineId,
+        number: String,
+    ) -> Result<Result<(), CallControlError>, SipGone> {
+        self.ask(|reply| Command::Transfer { line, number, reply }).await
     }
 
     pub fn info_dtmf(&self, line: LineId, digit: char) {

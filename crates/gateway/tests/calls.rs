@@ -761,3 +761,76 @@ async fn chosen_headers_of_an_incoming_invite_reach_the_browser() {
     assert_eq!(uac.wait_async(WAIT).await, Some(0), "sipp: {}", uac.messages());
     lab.settled().await;
 }
+
+/// Issue 16, blind transfer: `transfer` sends REFER through Kamailio; the far end's
+/// NOTIFYs reach the browser as `transferStateChanged` trying → ringing → completed,
+/// and the transferred call ends with our BYE. (Slots 81–82: calls.rs's own are full.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_is_reported_and_ends_the_call() {
+    let lab = CallLab::start(81);
+    let mut uas = lab.uas("uas_transfer", "1001", &["-key", "final", "200 OK"]);
+    let (mut b, _) = lab.browser().await;
+    let id = call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    // the dial policy applies to the transfer target too
+    let r = b
+        .request("transfer", json!({"number": "sip:evil@example.com"}))
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = b
+        .request("transfer", json!({"callId": "999", "number": "1002"}))
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "another call: {r}");
+    let r = b
+        .request("transfer", json!({"callId": id, "number": "1002"}))
+        .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("completed") {
+        let t = b
+            .wait_for("transferStateChanged", |p| p["callId"] == id.as_str(), WAIT)
+            .await;
+        states.push(t["state"].as_str().unwrap_or_default().to_owned());
+        if t["state"] == "completed" {
+            assert_eq!(t["code"], 200, "{t}");
+        }
+    }
+    assert_eq!(states, ["trying", "ringing", "completed"]);
+    let ended = wait_call_state(&mut b, "completed", WAIT).await;
+    assert_eq!(ended["reason"], "transferred", "{ended}");
+    assert_eq!(uas.wait_async(WAIT).await, Some(0), "sipp: {}", uas.messages());
+    let msgs = uas.messages();
+    assert!(msgs.contains("Refer-To: <sip:1002@127.0.0.1>"), "{msgs}");
+    assert_eq!(uas.received("REFER"), 1, "the refused transfers sent nothing");
+    lab.settled().await;
+}
+
+/// A transfer that fails (the REFER refused, or the new call busy) says so with the
+/// status and leaves the call as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_transfer_leaves_the_call_up() {
+    let lab = CallLab::start(82);
+    for (scenario, args, code) in [
+        ("uas_refuse_refer", vec![], 603),
+        ("uas_transfer", vec!["-key", "final", "486 Busy Here"], 486),
+    ] {
+        let mut uas = lab.uas(scenario, "1001", &args);
+        let (mut b, _) = lab.browser().await;
+        let id = call(&mut b, "1001").await;
+        wait_call_state(&mut b, "inCall", WAIT).await;
+        let r = b.request("transfer", json!({"number": "1002"})).await;
+        assert_eq!(r["result"], json!({}), "{r}");
+        let failed = b
+            .wait_for(
+                "transferStateChanged",
+                |p| p["callId"] == id.as_str() && p["state"] == "failed",
+                WAIT,
+            )
+            .await;
+        assert_eq!(failed["code"], code, "{scenario}: {failed}");
+        // still in the call: hang up as usual
+        hang_up_and_check(&mut b, &mut uas).await;
+        b.close().await;
+        lab.settled().await;
+    }
+}

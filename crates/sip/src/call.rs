@@ -29,9 +29,11 @@ mod invite;
 mod offers;
 mod refresh;
 mod reliable;
+mod transfer;
 
 use refresh::SessionClock;
 use reliable::{Reliability, Reliable};
+pub use transfer::TransferState;
 
 /// Identifies a call within the user agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,6 +118,11 @@ pub enum CallEvent {
     /// Our re-INVITE was refused or got no answer; the previous media stays.
     ReinviteFailed {
         code: u16,
+    },
+    /// How our transfer (REFER) is going; `code` is the SIP status it is based on.
+    Transfer {
+        state: TransferState,
+        code: Option<u16>,
     },
     /// The call's resources may be released; nothing more will come for it.
     Ended,
@@ -237,6 +244,8 @@ pub struct Call {
     ended: bool,
     /// INFO/PRACK not sent for [`MAX_MULTIPLIABLE_IN_FLIGHT`], since last taken.
     refused_in_flight: u64,
+    /// Our blind transfer (REFER) under way.
+    transfer: Option<transfer::Transfer>,
 }
 
 /// Our INVITE, from sending it to its final response.
@@ -333,6 +342,7 @@ impl Call {
             out: Outbox::default(),
             ended: false,
             refused_in_flight: 0,
+            transfer: None,
         }
     }
 
@@ -576,7 +586,11 @@ impl Call {
     }
 
     fn send(&mut self, req: Request, target: Target) {
-        if matches!(req.method, Method::Bye | Method::Info | Method::Update) && self.dialog.is_some() {
+        let challengeable = matches!(
+            req.method,
+            Method::Bye | Method::Info | Method::Update | Method::Refer
+        );
+        if challengeable && self.dialog.is_some() {
             if self.auth.requests.len() >= MAX_REMEMBERED_REQUESTS {
                 self.auth.requests.remove(0);
             }
@@ -614,6 +628,9 @@ impl Call {
                         self.on_refresh_answered(now, resp, config);
                     }
                     self.on_dialog_request_response(key, resp, config, rng);
+                    if key.method == Method::Refer {
+                        self.on_refer_response(resp);
+                    }
                 }
             }
         }
@@ -623,6 +640,9 @@ impl Call {
     /// A client transaction of this call timed out (Timer B/F or transport error).
     pub fn on_timeout(&mut self, key: &ClientKey) {
         self.outstanding.retain(|k| k != key);
+        if key.method == Method::Refer {
+            self.on_refer_timeout();
+        }
         if self
             .offers
             .ours
@@ -678,7 +698,14 @@ impl Call {
 
     /// A request from the far end within this call (in-dialog, or a CANCEL/ACK for
     /// our incoming INVITE). Returns true if handled.
-    pub fn on_request(&mut self, now: Instant, key: Option<ServerKey>, req: &Request, config: &UaConfig) {
+    pub fn on_request(
+        &mut self,
+        now: Instant,
+        key: Option<ServerKey>,
+        req: &Request,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
         match (&req.method, key) {
             (Method::Ack, _) => {
                 if matches!(self.phase, Phase::Answered) {
@@ -745,6 +772,7 @@ impl Call {
                     body: req.body.clone(),
                 });
             }
+            (Method::Notify, Some(key)) => self.on_notify(key, req, config, rng),
             (Method::Options, Some(key)) => {
                 let mut ok = self.plain_response(req, 200, "OK", config);
                 ok.headers.push("Allow", ALLOW);
@@ -780,6 +808,7 @@ impl Call {
         if self.offers.give_up.is_some_and(|at| at <= now) {
             self.give_up_reinvite();
         }
+        self.on_transfer_timeout(now);
         let Some((at, timer)) = self.timer else {
             self.maybe_end();
             return;
@@ -825,6 +854,7 @@ impl Call {
             self.refresh.map(|c| c.at),
             self.reliable_next(),
             self.offers.give_up,
+            self.transfer.as_ref().map(|t| t.deadline),
         ]
         .into_iter()
         .flatten()

@@ -22,7 +22,7 @@ use crate::transport::{Target, Transmit, Transport};
 use crate::trust::TrustedSource;
 
 /// Methods we implement, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, NOTIFY";
 
 /// Static settings of the user agent.
 #[derive(Debug, Clone)]
@@ -450,6 +450,15 @@ impl UserAgent {
         Ok(())
     }
 
+    /// Blind transfer: asks the far end of an established call to call `number` instead
+    /// (REFER); [`CallEvent::Transfer`] reports how it goes.
+    pub fn refer(&mut self, now: Instant, call: CallRef, number: &str) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        let sent = c.refer(now, number, &self.config, &mut self.rng);
+        self.flush_call(now, call);
+        sent
+    }
+
     /// Sends an INFO in an established call.
     pub fn send_info(
         &mut self,
@@ -586,7 +595,7 @@ impl UserAgent {
                     self.transactions.ack_received(&key);
                 }
                 if let Some(c) = self.calls.get_mut(&id) {
-                    c.on_request(now, None, &req, &self.config);
+                    c.on_request(now, None, &req, &self.config, &mut self.rng);
                 }
                 self.flush_call(now, id);
             }
@@ -747,7 +756,7 @@ impl UserAgent {
 
     fn call_request(&mut self, now: Instant, id: CallRef, key: ServerKey, req: &Request) {
         if let Some(c) = self.calls.get_mut(&id) {
-            c.on_request(now, Some(key), req, &self.config);
+            c.on_request(now, Some(key), req, &self.config, &mut self.rng);
         }
         self.flush_call(now, id);
     }

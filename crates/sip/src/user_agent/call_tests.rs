@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::call::{CallState, CallStatus};
+use crate::call::{CallState, CallStatus, TransferState};
 
 const PBX: &str = "127.0.0.1:5060";
 const OFFER: &[u8] =
@@ -1528,4 +1528,121 @@ fn operator_and_call_headers_go_out_and_chosen_incoming_ones_are_reported() {
             if headers == &[("X-Customer-Id".to_owned(), "77".to_owned())]),
         "{ev:?}"
     );
+}
+
+/// An answered outgoing call's Call-ID and our tag.
+fn dialog_ids(lab: &Lab) -> (String, String) {
+    let d = lab.ua.calls.values().next().unwrap().dialog().unwrap();
+    (d.id.call_id.clone(), d.id.local_tag.clone())
+}
+
+/// A NOTIFY from the far end about our REFER: `frag` is the new call's status line.
+fn refer_notify(lab: &Lab, cseq: u32, state: &str, frag: &str) -> String {
+    let (call_id, local_tag) = dialog_ids(lab);
+    format!(
+        "NOTIFY sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn{cseq}\r\n\
+         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} NOTIFY\r\nEvent: refer\r\nSubscription-State: {state}\r\n\
+         Content-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{frag}",
+        frag.len()
+    )
+}
+
+fn transfers(events: &[CallEvent]) -> Vec<(TransferState, Option<u16>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Transfer { state, code } => Some((*state, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn blind_transfer_reports_progress_then_ends_the_call() {
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.refer(lab.now, call, "1002").unwrap();
+    let refer = lab.one_request();
+    assert_eq!(refer.method, Method::Refer);
+    assert_eq!(refer.headers.get("Refer-To"), Some("<sip:1002@127.0.0.1>"));
+    assert_eq!(refer.headers.get("Referred-By"), Some("<sip:880@127.0.0.1>"));
+    assert!(refer.headers.get("Route").is_some(), "in the dialog's route set");
+    assert!(
+        matches!(lab.ua.refer(lab.now, call, "1003"), Err(CallError::WrongState(_))),
+        "one transfer at a time"
+    );
+    lab.respond(&refer, 202, &[], b"");
+    for (cseq, frag) in [(1, "SIP/2.0 100 Trying"), (2, "SIP/2.0 180 Ringing")] {
+        lab.feed(refer_notify(&lab, cseq, "active;expires=60", frag).as_bytes());
+        assert_eq!(status_of(&lab.responses()), vec![200]);
+    }
+    assert_eq!(
+        transfers(&lab.call_events()),
+        [(TransferState::Trying, None), (TransferState::Ringing, Some(180))],
+        "100 Trying after the 202 is no news"
+    );
+    lab.feed(refer_notify(&lab, 3, "terminated;reason=noresource", "SIP/2.0 200 OK\r\n").as_bytes());
+    let sent = lab.sent();
+    assert!(
+        matches!(&sent[0], Message::Response(r) if r.status == 200),
+        "{sent:?}"
+    );
+    assert!(
+        matches!(&sent[1], Message::Request(r) if r.method == Method::Bye),
+        "our call has done its job: {sent:?}"
+    );
+    let ev = lab.call_events();
+    assert_eq!(transfers(&ev), [(TransferState::Completed, Some(200))]);
+    assert!(
+        ev.iter().any(|e| matches!(e, CallEvent::Status(s)
+            if s.state == CallState::Completed && s.reason.as_deref() == Some("transferred"))),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_refused_refer_or_a_failed_new_call_leaves_the_call_up() {
+    // the REFER refused
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.refer(lab.now, call, "1002").unwrap();
+    let refer = lab.one_request();
+    lab.respond(&refer, 603, &[], b"");
+    assert_eq!(
+        transfers(&lab.call_events()),
+        [(TransferState::Failed, Some(603))]
+    );
+    assert!(lab.requests().is_empty(), "no BYE");
+    // a NOTIFY for no transfer of ours: 481
+    lab.feed(refer_notify(&lab, 1, "active", "SIP/2.0 180 Ringing").as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![481]);
+
+    // the new call busy: failed with its code, our call goes on; a second try may go
+    lab.ua.refer(lab.now, call, "1002").unwrap();
+    let refer = lab.one_request();
+    lab.respond(&refer, 202, &[], b"");
+    lab.feed(refer_notify(&lab, 2, "terminated", "SIP/2.0 486 Busy Here").as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    assert_eq!(
+        transfers(&lab.call_events()),
+        [(TransferState::Trying, None), (TransferState::Failed, Some(486))]
+    );
+    assert!(lab.requests().is_empty(), "no BYE");
+    assert_eq!(
+        lab.ua.calls.values().next().unwrap().state(),
+        Some(CallState::InCall)
+    );
+
+    // nothing final in time: failed
+    lab.ua.refer(lab.now, call, "1002").unwrap();
+    let refer = lab.one_request();
+    lab.respond(&refer, 202, &[], b"");
+    lab.call_events();
+    lab.advance(Duration::from_secs(120 + 33));
+    assert_eq!(transfers(&lab.call_events()), [(TransferState::Failed, None)]);
 }

@@ -1,0 +1,183 @@
+//! Blind transfer as the transferor (RFC 3515, RFC 5589 §6): a REFER in the dialog asks
+//! the far end to call someone else; its NOTIFYs (`Event: refer`, a `message/sipfrag`
+//! body holding the status line of that new call) tell how it goes. Once the new call
+//! is answered our call has done its job and ends with BYE. A refused REFER, a failed
+//! new call, or no final word in time leaves the call as it was.
+
+use super::*;
+
+/// How a transfer we asked for is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferState {
+    /// The far end took the REFER (or said 100 Trying about the new call).
+    Trying,
+    /// The transfer target is ringing (180/183).
+    Ringing,
+    /// The target answered: our call ends.
+    Completed,
+    /// The REFER was refused, or the new call failed, or nothing final came in time.
+    Failed,
+}
+
+/// Our REFER in progress.
+#[derive(Debug)]
+pub(super) struct Transfer {
+    /// The last state reported (none yet: nothing reported).
+    reported: Option<TransferState>,
+    /// When it counts as failed without a final NOTIFY.
+    pub(super) deadline: Instant,
+}
+
+/// How long a transfer may take beyond the target's ringing (the REFER, the NOTIFYs).
+const TRANSFER_SLACK: Duration = Duration::from_secs(32);
+
+impl Call {
+    /// Asks the far end to call `number` (at our account's domain) instead of us: REFER.
+    pub fn refer(
+        &mut self,
+        now: Instant,
+        number: &str,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Confirmed) {
+            return Err(CallError::WrongState("the call is not established"));
+        }
+        if self.transfer.is_some() {
+            return Err(CallError::WrongState("a transfer is already under way"));
+        }
+        let user = escape_user(number).ok_or(CallError::BadNumber)?;
+        let Some(d) = self.dialog.as_mut() else {
+            return Err(CallError::WrongState("the call is not established"));
+        };
+        let target = Uri::sip(Some(&user), &self.account.domain, None);
+        let us = Uri::sip(Some(&self.account.user), &self.account.domain, None);
+        let (mut req, to) = d.request(Method::Refer, None, config, rng);
+        req.headers.push("Refer-To", format!("<{target}>"));
+        req.headers.push("Referred-By", format!("<{us}>"));
+        req.headers.push("User-Agent", config.user_agent.clone());
+        self.send(req, to);
+        self.transfer = Some(Transfer {
+            reported: None,
+            deadline: now + config.no_answer_timeout + TRANSFER_SLACK,
+        });
+        Ok(())
+    }
+
+    /// The final response to our REFER.
+    pub(super) fn on_refer_response(&mut self, resp: &Response) {
+        let resent = matches!(resp.status, 401 | 407)
+            && self.out.requests.iter().any(|(r, _)| r.method == Method::Refer);
+        if resent {
+            return; // answered with credentials: the next response decides
+        }
+        if resp.is_success() {
+            self.report_transfer(TransferState::Trying, None);
+        } else {
+            self.end_transfer(TransferState::Failed, Some(resp.status));
+        }
+    }
+
+    /// Our REFER timed out (no final response).
+    pub(super) fn on_refer_timeout(&mut self) {
+        self.end_transfer(TransferState::Failed, Some(408));
+    }
+
+    /// A NOTIFY in the dialog: the progress of the call our REFER asked for.
+    pub(super) fn on_notify(
+        &mut self,
+        key: ServerKey,
+        req: &Request,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
+        let is_refer = req.headers.get("Event").is_some_and(|e| {
+            e.split(';')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("refer"))
+        });
+        if !is_refer || self.transfer.is_none() {
+            let resp = self.plain_response(req, 481, "Subscription Does Not Exist", config);
+            self.out.responses.push((key, resp));
+            return;
+        }
+        let ok = self.plain_response(req, 200, "OK", config);
+        self.out.responses.push((key, ok));
+        let terminated = req
+            .headers
+            .get("Subscription-State")
+            .is_some_and(|s| s.trim_start().to_ascii_lowercase().starts_with("terminated"));
+        match sipfrag_status(&req.body) {
+            Some(code @ 200..=299) => {
+                self.end_transfer(TransferState::Completed, Some(code));
+                // RFC 5589 §6.1: the transferor ends its call once the transfer worked
+                self.send_bye(config, rng);
+                self.set_status(CallState::Completed, None, Some("transferred".into()));
+            }
+            Some(code @ 300..) => self.end_transfer(TransferState::Failed, Some(code)),
+            _ if terminated => self.end_transfer(TransferState::Failed, None),
+            Some(code @ (180 | 183)) => self.report_transfer(TransferState::Ringing, Some(code)),
+            Some(code) => self.report_transfer(TransferState::Trying, Some(code)),
+            None => {}
+        }
+    }
+
+    /// No final word about the transfer in time.
+    pub(super) fn on_transfer_timeout(&mut self, now: Instant) {
+        if self.transfer.as_ref().is_some_and(|t| t.deadline <= now) {
+            self.end_transfer(TransferState::Failed, None);
+        }
+    }
+
+    /// Reports `state` unless it was the last one reported.
+    fn report_transfer(&mut self, state: TransferState, code: Option<u16>) {
+        let Some(t) = self.transfer.as_mut() else { return };
+        if t.reported == Some(state) {
+            return;
+        }
+        t.reported = Some(state);
+        self.out.events.push(CallEvent::Transfer { state, code });
+    }
+
+    fn end_transfer(&mut self, state: TransferState, code: Option<u16>) {
+        if self.transfer.take().is_some() {
+            self.out.events.push(CallEvent::Transfer { state, code });
+        }
+    }
+}
+
+/// The status code of a `message/sipfrag` body's status line (`SIP/2.0 180 Ringing`).
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let line = body.split(|b| *b == b'\n').next()?;
+    let line = String::from_utf8_lossy(&line[..line.len().min(128)]);
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.eq_ignore_ascii_case("SIP/2.0") {
+        return None;
+    }
+    parts.next()?.parse().ok().filter(|c| (100..700).contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sipfrag_status;
+
+    #[test]
+    fn sipfrag_status_lines() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 180 Ringing\r\n"), Some(180));
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK"), Some(200));
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n"),
+            Some(486)
+        );
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1 200 OK",
+            b"SIP/2.0 99 x",
+            b"SIP/2.0 abc",
+            b"\xff\xfe",
+            b"\nSIP/2.0 200 OK",
+        ] {
+            assert_eq!(sipfrag_status(bad), None, "{bad:?}");
+        }
+    }
+}
