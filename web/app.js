@@ -11,7 +11,8 @@ const ui = {
   keypad: $("keypad"), incoming: $("incoming"), incomingName: $("incoming-name"), incomingNumber: $("incoming-number"),
   incomingInitials: $("incoming-initials"), limit: $("limit"), limitText: $("limit-text"), limitRetry: $("limit-retry"),
   retry: /** @type {HTMLButtonElement} */ ($("retry")),
-  call: /** @type {HTMLButtonElement} */ ($("call")), hangup: /** @type {HTMLButtonElement} */ ($("hangup")),
+  call: /** @type {HTMLButtonElement} */ ($("call")), callCap: $("call-cap"), hangup: /** @type {HTMLButtonElement} */ ($("hangup")),
+  transfer: /** @type {HTMLButtonElement} */ ($("transfer")),
   answer: /** @type {HTMLButtonElement} */ ($("answer")), reject: /** @type {HTMLButtonElement} */ ($("reject")),
   hold: /** @type {HTMLButtonElement} */ ($("hold")), holdCap: $("hold-cap"),
   mute: /** @type {HTMLButtonElement} */ ($("mute")), muteCap: $("mute-cap"),
@@ -64,6 +65,9 @@ const page = {
   prevCallState: /** @type {string | null} */ (null),
   stopMeter: () => {},
   busy: false,               // a call/answer/hangUp request is on its way
+  transferring: false,       // the number field and keypad choose where to transfer the call
+  transferTo: "",            // where the call was last transferred to
+  transferAsked: /** @type {string | null} */ (null), // the call whose transfer request succeeded
 };
 
 // ---- rendering: everything on screen follows phone.state -------------------------------------
@@ -101,7 +105,7 @@ function initials(name) {
 
 /** How a call ended: [headline, detail]. */
 function endedText(c) {
-  const text = ENDED[c.state] ?? "Call ended";
+  const text = c.state === "completed" && c.reason === "transferred" ? "Call transferred" : ENDED[c.state] ?? "Call ended";
   const detail = c.state === "failed" || c.state === "noAnswer" ? [c.code, c.reason].filter(Boolean).join(" ") : "";
   return [text, detail];
 }
@@ -164,13 +168,19 @@ function render() {
     if (incoming) { state = "Incoming call"; stateTone = "live"; }
     else if (call.state === "dialing") { state = "Calling…"; stateTone = "progress"; }
     else if (call.state === "ringing" || call.state === "earlyMedia") { state = "Ringing…"; stateTone = "progress"; }
+    else if (page.transferring) { state = "Transfer to…"; stateTone = "progress"; }
+    else if (call.transfer?.state === "ringing") { state = `${page.transferTo} is ringing…`; stateTone = "progress"; }
+    else if (call.transfer?.state === "completed") { state = "Transferred"; stateTone = "progress"; }
+    else if (call.transfer?.state === "trying" || (page.transferAsked === call.callId && !call.transfer)) {
+      state = `Transferring to ${page.transferTo}…`; stateTone = "progress";
+    }
     else if (call.onHold) { state = "On hold"; stateTone = "warn"; }
     else if (call.state === "held") { state = "Held by the other side"; stateTone = "warn"; }
     else { state = "In call"; stateTone = "live"; }
     if (call.answeredAt) { sub = duration(now - call.answeredAt); timer = true; }
     else sub = who || (call.incoming ? "" : "\u00a0");
     if (timer && who) sub = `${who} · ${sub}`;
-    if (document.activeElement !== ui.number || ui.number.value !== (call.peer ?? "")) ui.number.value = call.peer ?? "";
+    if (!page.transferring && (document.activeElement !== ui.number || ui.number.value !== (call.peer ?? ""))) ui.number.value = call.peer ?? "";
   } else if (ended && s.lastCall) {
     state = page.endedText; stateTone = s.lastCall.state === "completed" ? "idle" : "error";
     if (s.lastCall.answeredAt) { sub = duration((s.lastCall.endedAt ?? now) - s.lastCall.answeredAt); timer = true; }
@@ -181,7 +191,7 @@ function render() {
   ui.sub.textContent = sub;
   ui.sub.classList.toggle("timer", timer);
   ui.sub.setAttribute("role", timer ? "timer" : "none");
-  ui.number.readOnly = !!call;
+  ui.number.readOnly = !!call && !page.transferring;
   const len = ui.number.value.length;
   ui.number.classList.toggle("long", len > 11 && len <= 15);
   ui.number.classList.toggle("xlong", len > 15);
@@ -216,15 +226,26 @@ function render() {
 
   // buttons: shown and enabled only when they make sense
   const registered = s.connection === "open" && s.line === "registered";
-  ui.call.hidden = !!call;
+  const established = !!call && (call.state === "inCall" || call.state === "held");
+  if (!established) page.transferring = false;
+  ui.call.hidden = !!call && !page.transferring;
   ui.call.disabled = !registered || !dialable(ui.number.value) || page.busy;
-  ui.call.setAttribute("aria-label", ui.number.value ? `Call ${ui.number.value}` : "Call");
-  ui.hangup.hidden = !call || !!incoming;
+  ui.callCap.textContent = page.transferring ? "Transfer" : "Call";
+  ui.call.setAttribute("aria-label", page.transferring
+    ? (ui.number.value ? `Transfer the call to ${ui.number.value}` : "Transfer the call")
+    : ui.number.value ? `Call ${ui.number.value}` : "Call");
+  ui.hangup.hidden = !call || !!incoming || page.transferring;
+  const transferBusy = ["trying", "ringing", "completed"].includes(call?.transfer?.state ?? "")
+    || (!!call && page.transferAsked === call.callId && !call.transfer);
+  ui.transfer.hidden = !established;
+  ui.transfer.disabled = transferBusy || page.busy;
+  ui.transfer.textContent = page.transferring ? "Cancel transfer" : "Transfer…";
+  ui.transfer.setAttribute("aria-pressed", String(page.transferring));
   ui.hangup.setAttribute("aria-label", call && !call.answeredAt ? "Cancel call" : "Hang up");
   ui.answer.hidden = ui.reject.hidden = !incoming;
   ui.answer.disabled = ui.reject.disabled = page.busy;
   ui.mute.hidden = ui.hold.hidden = !!incoming;
-  ui.backspace.disabled = !!call || !ui.number.value;
+  ui.backspace.disabled = (!!call && !page.transferring) || !ui.number.value;
   const holdable = !!call && (call.state === "inCall" || call.state === "held") && !call.heldByPeer;
   ui.hold.disabled = !holdable;
   ui.hold.setAttribute("aria-pressed", String(!!call?.onHold));
@@ -317,6 +338,7 @@ function showError(title, e) {
 }
 
 function placeCall() {
+  if (page.transferring) { transfer(); return; }
   const number = sanitize(ui.number.value);
   ui.number.value = number;
   if (!dialable(number) || phone.state.call) return;
@@ -349,6 +371,27 @@ function hangUp(code) {
   run("Could not hang up", () => phone.hangUp(call.incoming && call.state === "ringing" ? (code ?? 603) : undefined));
 }
 
+/** Enters or leaves transfer mode: the number field and keypad then choose the target. */
+function toggleTransfer() {
+  page.transferring = !page.transferring && !!phone.state.call;
+  ui.number.value = "";
+  render();
+  if (page.transferring) ui.number.focus({ preventScroll: true });
+}
+
+/** Blind transfer of the call to the number entered. */
+function transfer() {
+  const number = sanitize(ui.number.value);
+  if (page.busy || !dialable(number) || !phone.state.call) return;
+  page.transferTo = number;
+  const callId = phone.state.call.callId;
+  run("Could not transfer the call", async () => {
+    await phone.transfer(number);
+    page.transferring = false;
+    page.transferAsked = callId;
+  });
+}
+
 async function toggleHold() {
   const call = phone.state.call;
   if (!call) return;
@@ -379,7 +422,7 @@ async function sendDtmf(digit) {
 function press(key) {
   const call = phone.state.call;
   flash(key);
-  if (call) {
+  if (call && !page.transferring) {
     if (call.state === "inCall" || call.state === "held" || call.state === "earlyMedia") sendDtmf(key);
     return;
   }
@@ -409,7 +452,7 @@ function insert(text) {
 
 function backspace() {
   const el = ui.number;
-  if (phone.state.call || !el.value) return;
+  if ((phone.state.call && !page.transferring) || !el.value) return;
   const focused = document.activeElement === el;
   let start = focused ? el.selectionStart ?? el.value.length : el.value.length;
   const end = focused ? el.selectionEnd ?? el.value.length : el.value.length;
@@ -490,7 +533,7 @@ document.addEventListener("paste", (e) => {
   if (target !== ui.number && target.closest?.("input, textarea, [contenteditable]")) return;
   const text = e.clipboardData?.getData("text") ?? "";
   e.preventDefault();
-  if (phone.state.call) return;
+  if (phone.state.call && !page.transferring) return;
   if (target !== ui.number) ui.number.focus();
   insert(sanitize(text));
 });
@@ -506,13 +549,14 @@ document.addEventListener("keydown", (e) => {
     if (onButton) return; // the focused button does its own thing
     e.preventDefault();
     if (call?.incoming && call.state === "ringing") answer();
-    else if (!call) placeCall();
+    else if (!call || page.transferring) placeCall();
   } else if (e.key === "Escape") {
     if (!call) return;
     e.preventDefault();
-    hangUp();
-  } else if (KEYS.includes(e.key) || (e.key === "+" && !call)) {
-    if (call || !inNumber) { e.preventDefault(); press(e.key); }
+    if (page.transferring) toggleTransfer();
+    else hangUp();
+  } else if (KEYS.includes(e.key) || (e.key === "+" && (!call || page.transferring))) {
+    if ((call && !page.transferring) || !inNumber) { e.preventDefault(); press(e.key); }
     else { sounds.key(e.key); flash(e.key); }
   } else if (e.key === "Backspace" && !inNumber) {
     e.preventDefault();
@@ -526,6 +570,7 @@ ui.hangup.addEventListener("click", () => hangUp());
 ui.answer.addEventListener("click", answer);
 ui.reject.addEventListener("click", () => hangUp(603));
 ui.hold.addEventListener("click", toggleHold);
+ui.transfer.addEventListener("click", toggleTransfer);
 ui.mute.addEventListener("click", () => phone.setMuted(!phone.state.muted));
 ui.retry.addEventListener("click", () => phone.reconnect());
 document.addEventListener("pointerdown", () => sounds.unlock(), { capture: true });
@@ -552,6 +597,13 @@ phone.addEventListener("callStateChanged", (e) => {
   else sounds.stop();
   if (document.activeElement === document.body || document.activeElement?.closest?.(".actions")) ui.number.focus();
   setTimeout(render, ENDED_VIEW_MS + 50);
+});
+phone.addEventListener("transferStateChanged", (e) => {
+  const { state, code } = e.detail;
+  if (state === "failed") {
+    showError("The transfer failed", new Error(code ? `${page.transferTo} could not be reached (${code}); the call goes on` : "No answer about it; the call goes on"));
+  }
+  render();
 });
 phone.addEventListener("dtmfReceived", (e) => {
   page.dtmfRecv += e.detail.digit;

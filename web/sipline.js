@@ -81,6 +81,7 @@ export class SiplinePhone extends EventTarget {
   /** @type {RTCPeerConnection | null} */ #pc = null;
   /** @type {RTCRtpTransceiver | null} */ #transceiver = null;
   #iceRestarts = 0;
+  #restarting = false; // an ICE-restart offer is out
   /** @type {any} */ #pathTimer = null;
   /** @type {MediaStream | null} */ #mic = null;
   /** @type {MediaStream | null} */ #remote = null;
@@ -570,18 +571,22 @@ export class SiplinePhone extends EventTarget {
 
   /** @param {RTCPeerConnection} pc */
   async #iceFailed(pc) {
+    if (this.#restarting) return; // one restart at a time: its own retry follows
     if (this.#iceRestarts >= ICE_RESTARTS || !this.#ws) {
       this.#setMedia("failed", "the audio connection to sipline failed");
       return;
     }
     this.#iceRestarts++;
+    this.#restarting = true;
     this.#setMedia("negotiating");
-    await wait(500);
     try {
+      await wait(500);
       await this.#offer(pc, this.#ws, { iceRestart: true });
     } catch (e) {
       if (pc === this.#pc) this.#mediaFailed(e);
       return;
+    } finally {
+      this.#restarting = false;
     }
     // the path may still be down: try again while it does not connect
     setTimeout(() => {
@@ -598,7 +603,7 @@ export class SiplinePhone extends EventTarget {
    */
   #watchPath(pc) {
     clearInterval(this.#pathTimer);
-    let last = { id: "", requests: 0, responses: 0 };
+    let last = { id: "", requests: 0, responses: 0, bytes: 0 };
     let since = Date.now();
     this.#pathTimer = setInterval(async () => {
       if (pc !== this.#pc) return;
@@ -608,7 +613,8 @@ export class SiplinePhone extends EventTarget {
         since = now;
         return;
       }
-      if (p.id !== last.id || p.responses !== last.responses) {
+      // answers to its checks, or media arriving, mean the path lives
+      if (p.id !== last.id || p.responses !== last.responses || p.bytes !== last.bytes) {
         last = p;
         since = now;
         if (this.#s.media === "negotiating" && this.#iceRestarts > 0) {
@@ -617,9 +623,11 @@ export class SiplinePhone extends EventTarget {
         }
         return;
       }
-      // silence: restart only over a live WebSocket (else resuming renegotiates)
+      // silence: restart only over a live WebSocket (else resuming renegotiates), and not
+      // while a restart is being negotiated
       const unanswered = p.requests - last.requests;
-      if (now - since >= PATH_SILENT_MS && unanswered >= 2 && this.#s.connection === "open") {
+      const quiet = now - since >= PATH_SILENT_MS && unanswered >= 3;
+      if (quiet && this.#s.connection === "open" && !this.#restarting) {
         console.info(`sipline: no answer to ${unanswered} ICE checks in ${now - since} ms: restarting ICE`);
         last = p;
         since = now;
@@ -731,9 +739,11 @@ function newCall(callId, state, incoming, peer, displayName) {
 }
 
 /**
- * The candidate pair the browser sends on, with its ICE checks sent and answers received.
+ * The candidate pair the browser sends on, with its ICE checks sent, answers received and
+ * bytes received (browsers without these statistics, Firefox for one, never trigger the
+ * path watch: their own `disconnected` still does).
  * @param {RTCPeerConnection} pc
- * @returns {Promise<{id: string, requests: number, responses: number} | null>}
+ * @returns {Promise<{id: string, requests: number, responses: number, bytes: number} | null>}
  */
 async function selectedPair(pc) {
   const stats = await pc.getStats().catch(() => null);
@@ -743,7 +753,10 @@ async function selectedPair(pc) {
   stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) id = s.selectedCandidatePairId; });
   const p = id ? stats.get(id) : null;
   if (!id || !p) return null;
-  return { id, requests: (p.requestsSent ?? 0) + (p.consentRequestsSent ?? 0), responses: p.responsesReceived ?? 0 };
+  return {
+    id, requests: (p.requestsSent ?? 0) + (p.consentRequestsSent ?? 0),
+    responses: p.responsesReceived ?? 0, bytes: p.bytesReceived ?? 0,
+  };
 }
 
 /**

@@ -6,7 +6,8 @@
 //! the table when presented, a new one issued with every admission and resumption), and
 //! only ever leads to the session it was issued by. One exception keeps a lost hello
 //! from stranding a browser: the token just presented leads back to its session until
-//! the browser speaks on the new connection (proof that it got the new token). The table
+//! the browser answers a ping on the new connection (sent after the hello, so the hello
+//! with the new token reached it). The table
 //! holds at most two entries per live session, so it is bounded by `http.max_sessions`.
 
 use std::collections::HashMap;

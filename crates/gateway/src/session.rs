@@ -415,8 +415,8 @@ struct Session {
     /// The current resume token (None when resuming is off).
     token: Option<String>,
     /// The token the current connection presented: it still leads here until the browser
-    /// speaks on that connection (if our hello with the new token was lost, the browser
-    /// only knows this one).
+    /// answers a ping on that connection (if our hello with the new token was lost, the
+    /// browser only knows this one).
     presented: Option<String>,
     /// Call notifications that happened while the browser was away (the latest few).
     missed: std::collections::VecDeque<Notification>,
@@ -617,7 +617,7 @@ impl Session {
         let (sink, stream) = rejoin.socket.split();
         (self.sink, self.stream) = (sink, stream);
         self.gw.resumed.fetch_add(1, Ordering::Relaxed);
-        // the token presented (taken) stays a way back until the browser speaks; the
+        // the token presented (taken) stays a way back until the browser pongs; the
         // others it could have presented lead nowhere now
         for t in [self.token.take(), self.presented.take()].into_iter().flatten() {
             self.gw.resumes.revoke(&t);
@@ -694,8 +694,11 @@ impl Session {
     async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Flow {
         let msg = match frame {
             Some(Ok(m)) => {
-                // it speaks on this connection, so it has the token our hello gave it
-                if let Some(t) = self.presented.take() {
+                // a pong answers a ping sent after our hello: the hello with the new token
+                // reached the browser, so the one it presented is used up now
+                if matches!(m, Message::Pong(_))
+                    && let Some(t) = self.presented.take()
+                {
                     self.gw.resumes.revoke(&t);
                 }
                 m

@@ -37,7 +37,7 @@ fn config(n: u16, window: f64, media: &str) -> String {
     let rtp = 47500 + (n - 140) * 20;
     base_config(Slot::new(n)).replace(
         "[http]\n",
-        &format!("[http]\nresume_window = {window}\nws_idle_timeout = 120\n"),
+        &format!("[http]\nresume_window = {window}\nws_idle_timeout = 120\nws_ping_interval = 1\n"),
     ) + &format!(
         "\n[pool]\ndomain = \"127.0.0.1\"\nrange = {{ from = 880, to = 881 }}\n\n[media]\n{media}rtp_ports = \"{rtp}-{}\"\n",
         rtp + 19
@@ -177,7 +177,7 @@ async fn guessed_reused_and_expired_tokens_never_yield_another_sessions_line() {
     let user_g = g.wait_for("sipUserNameReceived", |_| true, WAIT).await["user"].clone();
     assert_ne!(user_g, user_a, "never A's line");
 
-    // A comes back; until it speaks on the new connection its old token still leads back
+    // A comes back; until it answers a ping on the new connection its old token still leads back
     // to it (our hello with the new token may have been lost on the way)
     let mut lost_hello = Browser::connect(&resume_url(&sipline, &token_a)).await;
     let resumed = lost_hello
@@ -193,11 +193,12 @@ async fn guessed_reused_and_expired_tokens_never_yield_another_sessions_line() {
         user_a
     );
     let token_a2 = resumed["resumeToken"].clone();
-    // once A speaks on it, the old token is used up: the pool is full, so an ordinary
-    // newcomer is refused, and certainly not given A's session; so is the token of the
-    // hello A never took
+    // once A answers a ping on it (every second here), the old token is used up: the
+    // pool is full, so an ordinary newcomer is refused, and certainly not given A's
+    // session; so is the token of the hello A never took
     let r = a2.request("getState", json!({})).await;
     assert!(r.get("error").is_none(), "{r}");
+    while a2.next(Duration::from_millis(1500)).await.is_some() {}
     let (_r, first) = admitted(&resume_url(&sipline, &token_a)).await;
     assert_eq!(first["state"], "connectionLimit", "{first}");
     let (_r, first) = admitted(&resume_url(&sipline, &unused)).await;

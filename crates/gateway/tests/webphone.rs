@@ -756,3 +756,22 @@ fn an_audio_path_cut_mid_call_comes_back_by_ice_restart() {
     let r: Value = serde_json::from_str(&restored).unwrap();
     assert!(r["offers"].as_u64().is_some_and(|n| n >= 1), "{r}");
 }
+
+/// Issue 16: a blind transfer from the page, by accessible names: "Transfer…", the
+/// target on the keypad, "Transfer the call to 1002"; the far end (sipp) takes the REFER
+/// and reports the new call; the page says so and ends with "Call transferred".
+#[test]
+fn a_blind_transfer_from_the_page() {
+    if isolated("a_blind_transfer_from_the_page") {
+        return;
+    }
+    let _one = one_browser_at_a_time();
+    let lab = Lab::start(69, 881);
+    let mut far = lab.uas("uas_transfer", "1001", &["-key", "final", "200 OK"]);
+    let mut page = Script::start("transfer.mjs", &lab, &[("CALLEE", "1001"), ("TARGET", "1002")]);
+    page.event("registered");
+    page.event("transferred");
+    page.passes();
+    let msgs = sipp_passes(&mut far, "the far end (REFER, NOTIFYs, our BYE)");
+    assert!(msgs.contains("Refer-To: <sip:1002@127.0.0.1>"), "{msgs}");
+}

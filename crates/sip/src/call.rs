@@ -757,6 +757,7 @@ impl Call {
                     Phase::Answered | Phase::Confirmed => {
                         self.phase = Phase::Closing;
                         self.timer = None;
+                        self.transfer_left_by_far_end();
                         self.set_status(CallState::Completed, None, Some("hung up by far end".into()));
                     }
                 }
@@ -772,7 +773,7 @@ impl Call {
                     body: req.body.clone(),
                 });
             }
-            (Method::Notify, Some(key)) => self.on_notify(key, req, config, rng),
+            (Method::Notify, Some(key)) => self.on_notify(now, key, req, config, rng),
             (Method::Options, Some(key)) => {
                 let mut ok = self.plain_response(req, 200, "OK", config);
                 ok.headers.push("Allow", ALLOW);

@@ -2,7 +2,9 @@
 //! the far end to call someone else; its NOTIFYs (`Event: refer`, a `message/sipfrag`
 //! body holding the status line of that new call) tell how it goes. Once the new call
 //! is answered our call has done its job and ends with BYE. A refused REFER, a failed
-//! new call, or no final word in time leaves the call as it was.
+//! new call, or no final word in time leaves the call as it was. A far end that hangs up
+//! on us before its final NOTIFY has gone ahead with the transfer (a transferee keeps
+//! the call when it cannot): reported as completed, without a code.
 
 use super::*;
 
@@ -22,9 +24,11 @@ pub enum TransferState {
 /// Our REFER in progress.
 #[derive(Debug)]
 pub(super) struct Transfer {
+    /// The REFER's CSeq: its NOTIFYs say `Event: refer;id=CSEQ` (RFC 3515 §2.4.6).
+    cseq: u32,
     /// The last state reported (none yet: nothing reported).
     reported: Option<TransferState>,
-    /// When it counts as failed without a final NOTIFY.
+    /// When it counts as failed without a final NOTIFY (moved on by each progress report).
     pub(super) deadline: Instant,
 }
 
@@ -53,11 +57,16 @@ impl Call {
         let target = Uri::sip(Some(&user), &self.account.domain, None);
         let us = Uri::sip(Some(&self.account.user), &self.account.domain, None);
         let (mut req, to) = d.request(Method::Refer, None, config, rng);
+        let cseq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
         req.headers.push("Refer-To", format!("<{target}>"));
         req.headers.push("Referred-By", format!("<{us}>"));
+        // a REFER creates (here: takes part in) a dialog usage: it must carry a Contact
+        req.headers
+            .push("Contact", format!("<{}>", self.contact_uri(config)));
         req.headers.push("User-Agent", config.user_agent.clone());
         self.send(req, to);
         self.transfer = Some(Transfer {
+            cseq,
             reported: None,
             deadline: now + config.no_answer_timeout + TRANSFER_SLACK,
         });
@@ -67,12 +76,27 @@ impl Call {
     /// The final response to our REFER.
     pub(super) fn on_refer_response(&mut self, resp: &Response) {
         let resent = matches!(resp.status, 401 | 407)
-            && self.out.requests.iter().any(|(r, _)| r.method == Method::Refer);
-        if resent {
-            return; // answered with credentials: the next response decides
+            .then(|| {
+                self.out
+                    .requests
+                    .iter()
+                    .rev()
+                    .find(|(r, _)| r.method == Method::Refer)
+            })
+            .flatten()
+            .and_then(|(r, _)| r.headers.cseq().ok());
+        if let Some(cseq) = resent {
+            // answered with credentials: the next response decides, its NOTIFYs carry its CSeq
+            if let Some(t) = self.transfer.as_mut() {
+                t.cseq = cseq.seq;
+            }
+            return;
         }
         if resp.is_success() {
-            self.report_transfer(TransferState::Trying, None);
+            // a NOTIFY may have overtaken the 202: never step back from what it said
+            if self.transfer.as_ref().is_some_and(|t| t.reported.is_none()) {
+                self.report_transfer(TransferState::Trying, None);
+            }
         } else {
             self.end_transfer(TransferState::Failed, Some(resp.status));
         }
@@ -86,17 +110,17 @@ impl Call {
     /// A NOTIFY in the dialog: the progress of the call our REFER asked for.
     pub(super) fn on_notify(
         &mut self,
+        now: Instant,
         key: ServerKey,
         req: &Request,
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) {
-        let is_refer = req.headers.get("Event").is_some_and(|e| {
-            e.split(';')
-                .next()
-                .is_some_and(|p| p.trim().eq_ignore_ascii_case("refer"))
-        });
-        if !is_refer || self.transfer.is_none() {
+        let ours = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| refer_event_of(req).is_some_and(|id| id.is_none_or(|id| id == t.cseq)));
+        if !ours {
             let resp = self.plain_response(req, 481, "Subscription Does Not Exist", config);
             self.out.responses.push((key, resp));
             return;
@@ -107,12 +131,19 @@ impl Call {
             .headers
             .get("Subscription-State")
             .is_some_and(|s| s.trim_start().to_ascii_lowercase().starts_with("terminated"));
-        match sipfrag_status(&req.body) {
+        let status = sipfrag_status(&req.body);
+        if let (Some(t), Some(100..=199)) = (self.transfer.as_mut(), status) {
+            // the target still rings: give it its ring time again
+            t.deadline = now + config.no_answer_timeout + TRANSFER_SLACK;
+        }
+        match status {
             Some(code @ 200..=299) => {
                 self.end_transfer(TransferState::Completed, Some(code));
                 // RFC 5589 §6.1: the transferor ends its call once the transfer worked
-                self.send_bye(config, rng);
-                self.set_status(CallState::Completed, None, Some("transferred".into()));
+                if matches!(self.phase, Phase::Confirmed | Phase::Answered) {
+                    self.send_bye(config, rng);
+                    self.set_status(CallState::Completed, None, Some("transferred".into()));
+                }
             }
             Some(code @ 300..) => self.end_transfer(TransferState::Failed, Some(code)),
             _ if terminated => self.end_transfer(TransferState::Failed, None),
@@ -120,6 +151,11 @@ impl Call {
             Some(code) => self.report_transfer(TransferState::Trying, Some(code)),
             None => {}
         }
+    }
+
+    /// The far end hung up on us with our transfer under way: it went ahead with it.
+    pub(super) fn transfer_left_by_far_end(&mut self) {
+        self.end_transfer(TransferState::Completed, None);
     }
 
     /// No final word about the transfer in time.
@@ -144,6 +180,24 @@ impl Call {
             self.out.events.push(CallEvent::Transfer { state, code });
         }
     }
+}
+
+/// For a NOTIFY of the refer event package, `Some(id)` (the `id` parameter, the REFER's
+/// CSeq, when given); None for any other event.
+fn refer_event_of(req: &Request) -> Option<Option<u32>> {
+    let event = req.headers.get("Event")?;
+    let mut parts = event.split(';');
+    if !parts.next()?.trim().eq_ignore_ascii_case("refer") {
+        return None;
+    }
+    let id = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        // an id that is no number matches no REFER of ours
+        k.trim()
+            .eq_ignore_ascii_case("id")
+            .then(|| v.trim().parse::<u32>().unwrap_or(u32::MAX))
+    });
+    Some(id)
 }
 
 /// The status code of a `message/sipfrag` body's status line (`SIP/2.0 180 Ringing`).

@@ -1538,11 +1538,15 @@ fn dialog_ids(lab: &Lab) -> (String, String) {
 
 /// A NOTIFY from the far end about our REFER: `frag` is the new call's status line.
 fn refer_notify(lab: &Lab, cseq: u32, state: &str, frag: &str) -> String {
+    refer_notify_event(lab, cseq, "refer", state, frag)
+}
+
+fn refer_notify_event(lab: &Lab, cseq: u32, event: &str, state: &str, frag: &str) -> String {
     let (call_id, local_tag) = dialog_ids(lab);
     format!(
         "NOTIFY sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn{cseq}\r\n\
          From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
-         CSeq: {cseq} NOTIFY\r\nEvent: refer\r\nSubscription-State: {state}\r\n\
+         CSeq: {cseq} NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\n\
          Content-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{frag}",
         frag.len()
     )
@@ -1569,6 +1573,7 @@ fn blind_transfer_reports_progress_then_ends_the_call() {
     assert_eq!(refer.method, Method::Refer);
     assert_eq!(refer.headers.get("Refer-To"), Some("<sip:1002@127.0.0.1>"));
     assert_eq!(refer.headers.get("Referred-By"), Some("<sip:880@127.0.0.1>"));
+    assert_eq!(refer.headers.get("Contact"), Some("<sip:880@127.0.0.1:5090>"));
     assert!(refer.headers.get("Route").is_some(), "in the dialog's route set");
     assert!(
         matches!(lab.ua.refer(lab.now, call, "1003"), Err(CallError::WrongState(_))),
@@ -1645,4 +1650,67 @@ fn a_refused_refer_or_a_failed_new_call_leaves_the_call_up() {
     lab.call_events();
     lab.advance(Duration::from_secs(120 + 33));
     assert_eq!(transfers(&lab.call_events()), [(TransferState::Failed, None)]);
+}
+
+#[test]
+fn transfer_edge_cases_a_notify_first_a_stale_one_a_far_end_leaving() {
+    // a NOTIFY overtaking the 202: no step back to trying
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.events();
+    lab.ua.refer(lab.now, call, "1002").unwrap();
+    let refer = lab.one_request();
+    let id = refer.headers.cseq().unwrap().seq;
+    // a NOTIFY about another REFER (its id): not ours
+    let stale = refer_notify_event(
+        &lab,
+        1,
+        &format!("refer;id={}", id + 7),
+        "active",
+        "SIP/2.0 200 OK",
+    );
+    lab.feed(stale.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![481]);
+    let ringing = refer_notify_event(
+        &lab,
+        2,
+        &format!("refer;id={id}"),
+        "active",
+        "SIP/2.0 180 Ringing",
+    );
+    lab.feed(ringing.as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![200]);
+    lab.respond(&refer, 202, &[], b"");
+    assert_eq!(
+        transfers(&lab.call_events()),
+        [(TransferState::Ringing, Some(180))]
+    );
+    // the far end hangs up on us before its final NOTIFY: it went ahead
+    let (call_id, local_tag) = dialog_ids(&lab);
+    let bye = format!(
+        "BYE sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye9\r\n\
+         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    lab.feed(bye.as_bytes());
+    assert_eq!(transfers(&lab.call_events()), [(TransferState::Completed, None)]);
+
+    // the final NOTIFY after we hung up: answered, but no second BYE
+    let mut lab = Lab::new();
+    let (call, _) = lab.call_answered();
+    lab.requests();
+    lab.ua.refer(lab.now, call, "1002").unwrap();
+    let refer = lab.one_request();
+    lab.respond(&refer, 202, &[], b"");
+    let notify = refer_notify(&lab, 1, "terminated", "SIP/2.0 200 OK");
+    lab.ua.hang_up(lab.now, call, 486).unwrap();
+    assert_eq!(lab.one_request().method, Method::Bye);
+    lab.feed(notify.as_bytes());
+    let sent = lab.sent();
+    assert!(
+        sent.iter()
+            .all(|m| !matches!(m, Message::Request(r) if r.method == Method::Bye)),
+        "{sent:?}"
+    );
 }
