@@ -1,12 +1,12 @@
 #!/bin/bash
 # Installs the real peers the tests use (Debian packages), only those missing:
-# Kamailio (the PBX), sipp and baresip (far ends), redis-server (the cluster tests start
+# Kamailio (the PBX, with its TLS module), sipp and baresip (far ends), redis-server (the cluster tests start
 # their own), Chromium (the browser, driven by
 # Playwright from tests/browser; `npm ci` there is run by scripts/test.sh), and the
 # tools for loopback-only network namespaces (and nft, to cut a port inside one).
 # Retries while another apt/dpkg holds the lock. Needs root (CI runs as root).
 set -euo pipefail
-PKGS=(kamailio sip-tester baresip-core sox tcpdump chromium iproute2 util-linux openssl curl redis-server nftables)
+PKGS=(kamailio kamailio-tls-modules sip-tester baresip-core sox tcpdump chromium iproute2 util-linux openssl curl redis-server nftables)
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
