@@ -342,7 +342,7 @@ export class SiplinePhone extends EventTarget {
   /** Answers the ringing incoming call. @returns {Promise<{}>} */
   accept() {
     this.#unlockAudio();
-    return this.request("accept");
+    return this.request("accept", this.#onCall());
   }
 
   /**
@@ -351,12 +351,12 @@ export class SiplinePhone extends EventTarget {
    * @returns {Promise<{}>}
    */
   hangUp(code) {
-    return this.request("hangUp", code === undefined ? {} : { code });
+    return this.request("hangUp", this.#onCall(code === undefined ? {} : { code }));
   }
 
   /** Sends DTMF (`0-9 * # A-D`, up to 64) into the call. @param {string} digits @returns {Promise<{}>} */
   dtmf(digits) {
-    return this.request("dtmf", { digits: String(digits) });
+    return this.request("dtmf", this.#onCall({ digits: String(digits) }));
   }
 
   /**
@@ -366,20 +366,29 @@ export class SiplinePhone extends EventTarget {
    * @param {string} number @returns {Promise<{}>}
    */
   transfer(number) {
+    return this.request("transfer", this.#onCall({ number: String(number).trim() }));
+  }
+
+  /**
+   * `params` naming the call they are meant for (`callId`), so that a request for a call
+   * that has just ended cannot act on the next one.
+   * @param {object} [params] @returns {object}
+   */
+  #onCall(params = {}) {
     const callId = this.#s.call?.callId;
-    return this.request("transfer", callId ? { callId, number: String(number).trim() } : { number: String(number).trim() });
+    return callId ? { ...params, callId } : params;
   }
 
   /** Puts the far end on hold. @returns {Promise<{}>} */
   async hold() {
-    const r = await this.request("hold");
+    const r = await this.request("hold", this.#onCall());
     if (this.#s.call) { this.#set({ call: { ...this.#s.call, onHold: true } }); this.#changed(); }
     return r;
   }
 
   /** Takes the far end off hold. @returns {Promise<{}>} */
   async unhold() {
-    const r = await this.request("unhold");
+    const r = await this.request("unhold", this.#onCall());
     if (this.#s.call) { this.#set({ call: { ...this.#s.call, onHold: false } }); this.#changed(); }
     return r;
   }

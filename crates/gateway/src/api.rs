@@ -60,16 +60,13 @@ pub enum ClientRequest {
     /// `transfer {callId?, number}` → `{}`: blind transfer (REFER) of the call to
     /// `number`; progress in `transferStateChanged`.
     Transfer {
-        call_id: Option<String>,
         number: String,
     },
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 struct TransferParams {
-    #[serde(default)]
-    call_id: Option<String>,
     number: String,
 }
 
@@ -136,6 +133,25 @@ struct Envelope {
 pub struct Incoming {
     pub id: Option<Value>,
     pub request: ClientRequest,
+    /// The call a request that acts on one names (`callId`, optional): it must be the
+    /// line's call.
+    pub call_id: Option<String>,
+}
+
+/// Requests that act on the line's call: each may name it with `callId`.
+const CALL_REQUESTS: [&str; 6] = ["accept", "hangUp", "dtmf", "hold", "unhold", "transfer"];
+
+/// Takes `callId` out of a request's params (the typed parsing never sees it).
+fn take_call_id(params: &mut Option<Value>) -> Result<Option<String>, String> {
+    let Some(Value::Object(map)) = params else {
+        return Ok(None);
+    };
+    match map.remove("callId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if id.len() <= 32 => Ok(Some(id)),
+        Some(Value::String(_)) => Err("callId is too long".into()),
+        Some(other) => Err(format!("callId must be a string, not {other}")),
+    }
 }
 
 /// An error to send back, with the id of the request it answers (null if unknown).
@@ -223,29 +239,35 @@ impl Incoming {
                 format!("Invalid params for {method}: {why}"),
             ),
         };
+        let mut params_in = env.params;
+        let call_id = match CALL_REQUESTS.contains(&method.as_str()) {
+            true => take_call_id(&mut params_in).map_err(|why| bad_params(id.clone(), why))?,
+            false => None,
+        };
+        let env_params = params_in;
         let request = match method.as_str() {
-            "ping" => no_params(env.params).map(|_| ClientRequest::Ping),
-            "getState" => no_params(env.params).map(|_| ClientRequest::GetState),
-            "call" => params::<CallParams>(env.params).map(|p| ClientRequest::Call {
+            "ping" => no_params(env_params).map(|_| ClientRequest::Ping),
+            "getState" => no_params(env_params).map(|_| ClientRequest::GetState),
+            "call" => params::<CallParams>(env_params).map(|p| ClientRequest::Call {
                 number: p.number,
                 headers: p.headers,
             }),
-            "accept" => no_params(env.params).map(|_| ClientRequest::Accept),
-            "hangUp" => params::<HangUpParams>(env.params).and_then(|p| match p.code {
+            "accept" => no_params(env_params).map(|_| ClientRequest::Accept),
+            "hangUp" => params::<HangUpParams>(env_params).and_then(|p| match p.code {
                 Some(c) if !(400..=699).contains(&c) => {
                     Err(format!("code {c} is not a SIP status between 400 and 699"))
                 }
                 code => Ok(ClientRequest::HangUp { code }),
             }),
-            "offer" => params::<OfferParams>(env.params).and_then(|p| match p.kind.as_deref() {
+            "offer" => params::<OfferParams>(env_params).and_then(|p| match p.kind.as_deref() {
                 None | Some("offer") if p.sdp.len() <= 64 * 1024 => Ok(ClientRequest::Offer { sdp: p.sdp }),
                 None | Some("offer") => Err("sdp too large".into()),
                 Some(other) => Err(format!("type must be \"offer\", not {other:?}")),
             }),
-            "candidate" => params::<CandidateParams>(env.params).map(|p| ClientRequest::Candidate {
+            "candidate" => params::<CandidateParams>(env_params).map(|p| ClientRequest::Candidate {
                 candidate: p.candidate,
             }),
-            "dtmf" => params::<DtmfParams>(env.params).and_then(|p| {
+            "dtmf" => params::<DtmfParams>(env_params).and_then(|p| {
                 if valid_dtmf(&p.digits) {
                     Ok(ClientRequest::Dtmf {
                         digits: p.digits.to_ascii_uppercase(),
@@ -254,12 +276,11 @@ impl Incoming {
                     Err(format!("{:?} is not 1-64 DTMF digits (0-9 * # A-D)", p.digits))
                 }
             }),
-            "hold" => no_params(env.params).map(|_| ClientRequest::Hold),
-            "unhold" => no_params(env.params).map(|_| ClientRequest::Unhold),
-            "transfer" => params::<TransferParams>(env.params).map(|p| ClientRequest::Transfer {
-                call_id: p.call_id,
-                number: p.number,
-            }),
+            "hold" => no_params(env_params).map(|_| ClientRequest::Hold),
+            "unhold" => no_params(env_params).map(|_| ClientRequest::Unhold),
+            "transfer" => {
+                params::<TransferParams>(env_params).map(|p| ClientRequest::Transfer { number: p.number })
+            }
             _ => {
                 return Err(Rejection {
                     id,
@@ -268,7 +289,11 @@ impl Incoming {
             }
         }
         .map_err(|why| bad_params(id.clone(), why))?;
-        Ok(Incoming { id: env.id, request })
+        Ok(Incoming {
+            id: env.id,
+            request,
+            call_id,
+        })
     }
 }
 
@@ -665,6 +690,25 @@ mod tests {
         );
         let hang = Incoming::parse(r#"{"jsonrpc":"2.0","id":3,"method":"hangUp"}"#).unwrap();
         assert_eq!(hang.request, ClientRequest::HangUp { code: None });
+        // requests that act on a call may name it; others may not have a callId
+        let hold =
+            Incoming::parse(r#"{"jsonrpc":"2.0","id":4,"method":"hold","params":{"callId":"7"}}"#).unwrap();
+        assert_eq!(
+            (hold.request, hold.call_id.as_deref()),
+            (ClientRequest::Hold, Some("7"))
+        );
+        let hang = Incoming::parse(
+            r#"{"jsonrpc":"2.0","id":5,"method":"hangUp","params":{"callId":"7","code":603}}"#,
+        )
+        .unwrap();
+        assert_eq!(hang.request, ClientRequest::HangUp { code: Some(603) });
+        assert_eq!(hang.call_id.as_deref(), Some("7"));
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":6,"method":"accept","params":{"callId":7}}"#,
+            r#"{"jsonrpc":"2.0","id":6,"method":"ping","params":{"callId":"7"}}"#,
+        ] {
+            assert_eq!(code(bad), codes::INVALID_PARAMS, "{bad}");
+        }
     }
 
     #[test]

@@ -77,9 +77,7 @@ fn client_frame(incoming: &Incoming) -> String {
         ClientRequest::Dtmf { digits } => ("dtmf", Some(json!({ "digits": digits }))),
         ClientRequest::Hold => ("hold", Some(json!({}))),
         ClientRequest::Unhold => ("unhold", None),
-        ClientRequest::Transfer { call_id, number } => {
-            ("transfer", Some(json!({ "callId": call_id, "number": number })))
-        }
+        ClientRequest::Transfer { number } => ("transfer", Some(json!({ "number": number }))),
     };
     let mut frame = json!({ "jsonrpc": "2.0", "method": method });
     if let Some(id) = &incoming.id {
@@ -87,6 +85,9 @@ fn client_frame(incoming: &Incoming) -> String {
     }
     if let Some(params) = params {
         frame["params"] = params;
+    }
+    if let Some(call) = &incoming.call_id {
+        frame["params"]["callId"] = json!(call);
     }
     frame.to_string()
 }

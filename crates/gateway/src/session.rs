@@ -976,6 +976,23 @@ pub fn call_id(call: sipline_sip::CallRef) -> String {
     call.0.to_string()
 }
 
+/// Whether `wanted` (a request's `callId`) is the line's call.
+async fn is_the_call(ctx: &LineContext<'_>, wanted: &str) -> Result<(), RpcError> {
+    let current = ctx
+        .gw
+        .sip
+        .call_info(ctx.line)
+        .await
+        .map_err(|e| invalid_state(e.to_string()))?;
+    if current.map(|c| call_id(c.call)).as_deref() == Some(wanted) {
+        return Ok(());
+    }
+    Err(RpcError::new(
+        codes::INVALID_PARAMS,
+        format!("Invalid params: there is no call {:?}", clip(wanted)),
+    ))
+}
+
 /// `number` trimmed, if the dial policy lets the browser reach it (for `method`).
 fn dialable(ctx: &LineContext<'_>, method: &str, number: &str) -> Result<String, RpcError> {
     let number = number.trim();
@@ -1130,23 +1147,8 @@ async fn execute(
         },
         // answered when the far end has: `handle_text` sends them to `hold_reply`
         ClientRequest::Hold | ClientRequest::Unhold => Err(invalid_state("hold is answered by the far end")),
-        ClientRequest::Transfer {
-            call_id: wanted,
-            number,
-        } => {
+        ClientRequest::Transfer { number } => {
             let number = dialable(ctx, "transfer", &number)?;
-            if let Some(wanted) = wanted {
-                let current = ctx.gw.sip.call_info(ctx.line).await.map_err(gone)?;
-                if current.map(|c| call_id(c.call)).as_deref() != Some(wanted.as_str()) {
-                    return Err(RpcError::new(
-                        codes::INVALID_PARAMS,
-                        format!(
-                            "Invalid params for transfer: there is no call {:?}",
-                            clip(&wanted)
-                        ),
-                    ));
-                }
-            }
             match ctx.gw.sip.transfer(ctx.line, number).await.map_err(gone)? {
                 Ok(()) => Ok(json!({})),
                 Err(e) => Err(RpcError::for_call("transfer", &e)),
@@ -1197,6 +1199,11 @@ async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard
         Ok(i) => i,
         Err(rejection) => return Reply::Now(Some(error_json(&rejection.id, &rejection.error))),
     };
+    if let Some(wanted) = &incoming.call_id
+        && let Err(error) = is_the_call(ctx, wanted).await
+    {
+        return Reply::Now(incoming.id.map(|id| error_json(&id, &error)));
+    }
     if let ClientRequest::Hold | ClientRequest::Unhold = incoming.request {
         if ctx.waiting_replies >= MAX_WAITING_REPLIES {
             counters::inc(Counter::WaitingReplies);

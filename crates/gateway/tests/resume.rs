@@ -109,7 +109,9 @@ async fn a_dropped_websocket_gets_its_line_and_call_back_and_the_far_end_notices
     assert_eq!(m["sipline_sessions_resumed_total"], 1.0);
     assert_eq!(m["sipline_sessions_away"], 0.0);
 
-    // the used token leads nowhere now: an ordinary newcomer, on the other account
+    // once the browser has answered a ping on the new connection (every second here),
+    // the used token leads nowhere: an ordinary newcomer, on the other account
+    while again.next(Duration::from_millis(1500)).await.is_some() {}
     let (mut other, first) = admitted(&resume_url(&sipline, &token)).await;
     assert_eq!(first["state"], "accepted", "{first}");
     let other_user = other.wait_for("sipUserNameReceived", |_| true, WAIT).await["user"].clone();
