@@ -150,6 +150,12 @@ pub struct SipConfig {
     /// Bytes that may wait to be written to one SIP-TCP peer; a peer that does not
     /// read beyond that is disconnected.
     pub tcp_send_queue_bytes: usize,
+    /// With `transport = "tls"`: a PEM file of the CAs the PBX's certificate must chain
+    /// to (default: the system's roots).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the PBX's certificate must be for, and sent as SNI (default: the host
+    /// of `registrar`, or of `outbound_proxy` when there is one).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for SipConfig {
@@ -174,6 +180,8 @@ impl Default for SipConfig {
             tcp_idle_timeout: 180.0,
             tcp_message_timeout: 10.0,
             tcp_send_queue_bytes: 1 << 20,
+            tls_ca: None,
+            tls_server_name: None,
         }
     }
 }
@@ -515,6 +523,8 @@ pub struct Settings {
     pub session_limits: SessionLimits,
     pub sip_listen: SocketAddr,
     pub sip_tcp: crate::sip_transport::TcpLimits,
+    /// TLS toward the PBX (`sip.transport = "tls"`).
+    pub sip_tls: Option<crate::sip_tls::TlsClient>,
     pub ua: UaConfig,
     pub accounts: Vec<Account>,
     pub admission_wait: Duration,
@@ -645,6 +655,26 @@ impl HttpConfig {
 }
 
 impl SipConfig {
+    /// The TLS client toward the PBX when the transport is TLS (its CAs read now, so a
+    /// bad file is a config error at start).
+    fn tls(&self, ua: &UaConfig) -> Result<Option<crate::sip_tls::TlsClient>, ConfigError> {
+        if ua.transport != Transport::Tls {
+            if self.tls_ca.is_some() || self.tls_server_name.is_some() {
+                return Err(ConfigError::new("sip.tls_ca", "only with transport = \"tls\""));
+            }
+            return Ok(None);
+        }
+        let first_hop = ua
+            .outbound_proxy
+            .as_ref()
+            .map_or(&ua.registrar_uri, |(uri, _)| uri);
+        let host = first_hop.host.trim_start_matches('[').trim_end_matches(']');
+        let name = self.tls_server_name.as_deref().unwrap_or(host);
+        crate::sip_tls::TlsClient::new(self.tls_ca.as_deref(), name)
+            .map(Some)
+            .map_err(|e| ConfigError::new("sip.tls_ca", e))
+    }
+
     /// Who may call in, and the bounds on what SIP peers can hold.
     fn protection(&self) -> Result<(sipline_sip::Protection, crate::sip_transport::TcpLimits), ConfigError> {
         let mut trusted_sources = Vec::new();
@@ -718,6 +748,7 @@ impl Config {
             http_limits,
             session_limits,
             sip_listen: self.sip.listen,
+            sip_tls: self.sip.tls(&ua)?,
             sip_tcp,
             accounts: self.pool.accounts(&domain, &env)?,
             ua,
@@ -793,7 +824,7 @@ impl Config {
         let transport = Transport::parse(&self.sip.transport).ok_or_else(|| {
             ConfigError::new(
                 "sip.transport",
-                format!("{:?} is not \"udp\" or \"tcp\"", self.sip.transport),
+                format!("{:?} is not \"udp\", \"tcp\" or \"tls\"", self.sip.transport),
             )
         })?;
         // no registrar: the embedded PBX is the registrar
@@ -1161,7 +1192,7 @@ fn resolve_sip_uri(key: &str, text: &str, transport: Transport) -> Result<(Uri, 
             format!("only sip: URIs are supported, not {}:", uri.scheme),
         ));
     }
-    let port = uri.port.unwrap_or(5060);
+    let port = uri.port.unwrap_or(transport.default_port());
     let host = uri.host.trim_start_matches('[').trim_end_matches(']');
     let addr = (host, port)
         .to_socket_addrs()
@@ -1230,6 +1261,29 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(c) => c.resolve(no_env).unwrap_err().to_string(),
         }
+    }
+
+    #[test]
+    fn tls_toward_the_pbx_is_checked_at_start() {
+        // the TLS port by default, the CA file read now
+        let e =
+            err("[sip]\nregistrar = \"sip:127.0.0.1\"\ntransport = \"tls\"\ntls_ca = \"/nonexistent.pem\"\n");
+        assert!(e.contains("sip.tls_ca") && e.contains("/nonexistent.pem"), "{e}");
+        let e =
+            err("[sip]\nregistrar = \"sip:127.0.0.1\"\ntls_ca = \"/etc/ssl/certs/ca-certificates.crt\"\n");
+        assert!(e.contains("only with transport"), "{e}");
+        let e = err("[sip]\ntransport = \"tls\"\n");
+        assert!(e.contains("embedded PBX"), "{e}");
+        let dir = std::env::temp_dir().join(format!("sipline-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = err(&format!(
+            "[sip]\nregistrar = \"sip:127.0.0.1\"\ntransport = \"tls\"\ntls_ca = \"{}\"\n",
+            empty.display()
+        ));
+        assert!(e.contains("no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod session;
 pub mod session_guard;
 pub mod sip_driver;
 pub mod sip_handle;
+pub mod sip_tls;
 pub mod sip_transport;
 
 use std::io;
@@ -78,10 +79,14 @@ pub async fn start(mut settings: Settings) -> io::Result<Running> {
         None => None,
     };
     let rtp = media::RtpPortPool::new(settings.media_ip, settings.rtp_ports.clone());
+    let sockets = sip_transport::SocketSettings {
+        listen: settings.sip_listen,
+        tcp: settings.sip_tcp.clone(),
+        tls: settings.sip_tls.clone(),
+    };
     let sip = sip_driver::start(
         settings.ua.clone(),
-        settings.sip_listen,
-        settings.sip_tcp.clone(),
+        sockets,
         Arc::clone(&rtp),
         settings.media_ip,
         settings.sip_codecs.clone(),

@@ -26,19 +26,18 @@ use crate::peer_log::Kind;
 use crate::peer_warn;
 use crate::sip_handle::Command;
 pub use crate::sip_handle::{CallInfo, CallNotice, DriverStats, LineEvent, SipGone, SipHandle};
-use crate::sip_transport::{Received, SipTransport, TcpLimits};
+use crate::sip_transport::{Received, SipTransport, SocketSettings};
 
 /// Binds the SIP sockets and starts the SIP task.
 pub async fn start(
     config: UaConfig,
-    listen: std::net::SocketAddr,
-    tcp_limits: TcpLimits,
+    sockets: SocketSettings,
     rtp: Arc<RtpPortPool>,
     media_ip: IpAddr,
     sip_codecs: Vec<sipline_media::sdp::Codec>,
     max_calls: Option<usize>,
 ) -> io::Result<SipHandle> {
-    let transport = SipTransport::bind(listen, tcp_limits).await?;
+    let transport = SipTransport::bind(sockets).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
     let (commands, rx) = mpsc::unbounded_channel();
     let driver = Driver {

@@ -1,6 +1,6 @@
-//! SIP's sockets: one UDP socket and a TCP listener on `sip.listen`, plus TCP
-//! connections made on demand to whoever the core wants to reach (and reused for
-//! whatever comes back on them). Streams are cut into messages with the core's
+//! SIP's sockets: one UDP socket and a TCP listener on `sip.listen`, plus TCP (or TLS,
+//! [`crate::sip_tls`]) connections made on demand to whoever the core wants to reach (and
+//! reused for whatever comes back on them). Streams are cut into messages with the core's
 //! framing; everything else about SIP happens in the sans-IO core.
 //!
 //! Everything a peer can grow here is bounded ([`TcpLimits`]): accepted connections in
@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use sipline_sip::message::{MAX_MESSAGE_SIZE, frame_length};
 use sipline_sip::{Target, Transmit, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -30,6 +29,7 @@ use crate::counters::{self, Counter};
 use crate::peer_log::Kind;
 use crate::peer_warn;
 use crate::per_ip::{Exceeded, PerIpLimit, Place};
+use crate::sip_tls::TlsClient;
 
 /// What the sockets produced.
 #[derive(Debug)]
@@ -67,10 +67,20 @@ impl Default for TcpLimits {
     }
 }
 
+/// Where and how SIP's sockets are set up.
+#[derive(Debug, Clone)]
+pub struct SocketSettings {
+    /// UDP and the TCP listener (`sip.listen`).
+    pub listen: SocketAddr,
+    pub tcp: TcpLimits,
+    /// TLS toward the PBX, when `sip.transport = "tls"`.
+    pub tls: Option<TlsClient>,
+}
+
 #[derive(Debug)]
 enum StreamEvent {
-    Message(SocketAddr, Vec<u8>),
-    Closed(SocketAddr, u64),
+    Message(Target, Vec<u8>),
+    Closed(Target, u64),
 }
 
 /// Messages read from streams that may wait for the SIP task.
@@ -99,9 +109,11 @@ pub struct SipTransport {
     udp_tx: std::net::UdpSocket,
     listener: TcpListener,
     limits: TcpLimits,
-    /// Open connections by peer, with an id so a late close of an old connection
-    /// does not remove its replacement.
-    connections: HashMap<SocketAddr, Connection>,
+    /// Open connections by peer (TCP or TLS), with an id so a late close of an old
+    /// connection does not remove its replacement.
+    connections: HashMap<Target, Connection>,
+    /// How TLS connections to the PBX are made (`sip.transport = "tls"`).
+    tls: Option<TlsClient>,
     /// Accepted connections, in all and per address; each task holds its place.
     accepted: PerIpLimit,
     accept_backoff: Duration,
@@ -115,7 +127,12 @@ pub struct SipTransport {
 }
 
 impl SipTransport {
-    pub async fn bind(addr: SocketAddr, limits: TcpLimits) -> io::Result<SipTransport> {
+    pub async fn bind(settings: SocketSettings) -> io::Result<SipTransport> {
+        let SocketSettings {
+            listen: addr,
+            tcp: limits,
+            tls,
+        } = settings;
         let std_udp = std::net::UdpSocket::bind(addr)?;
         std_udp.set_nonblocking(true)?;
         let sock = socket2::SockRef::from(&std_udp);
@@ -133,6 +150,7 @@ impl SipTransport {
             udp_tx,
             listener,
             connections: HashMap::new(),
+            tls,
             accept_backoff: ACCEPT_BACKOFF_MIN,
             accept_paused_until: None,
             dropped: VecDeque::new(),
@@ -152,37 +170,47 @@ impl SipTransport {
                     tracing::debug!(target = %t.target, error = %e, "SIP send failed");
                 }
             }
-            Transport::Tcp => self.send_tcp(t.target.addr, t.data),
+            Transport::Tcp | Transport::Tls => self.send_stream(t.target, t.data),
         }
     }
 
-    fn send_tcp(&mut self, addr: SocketAddr, data: Vec<u8>) {
-        if !self.connections.contains_key(&addr) {
+    fn send_stream(&mut self, target: Target, data: Vec<u8>) {
+        let addr = target.addr;
+        if !self.connections.contains_key(&target) {
+            let tls = match target.transport {
+                Transport::Tls => match &self.tls {
+                    Some(tls) => Some(tls.clone()),
+                    None => {
+                        // the core only asks for TLS when configured; a Via or Record-Route
+                        // saying TLS with no TLS set up fails like an unreachable peer
+                        self.dropped.push_back(target);
+                        return;
+                    }
+                },
+                _ => None,
+            };
             self.next_id += 1;
             let conn = spawn_connection(
                 None,
-                addr,
+                target,
                 self.next_id,
                 self.events_tx.clone(),
                 self.limits.clone(),
-                None,
+                (None, tls),
             );
-            self.connections.insert(addr, conn);
+            self.connections.insert(target, conn);
         }
-        let Some(conn) = self.connections.get(&addr) else {
+        let Some(conn) = self.connections.get(&target) else {
             return;
         };
         let len = data.len();
         if conn.queued.load(Ordering::Relaxed) + len > self.limits.send_queue_bytes {
             counters::inc(Counter::SipTcpSlowReader);
             peer_warn!(Kind::SipTcp, %addr, "closing a SIP TCP connection whose peer does not read");
-            if let Some(conn) = self.connections.remove(&addr) {
+            if let Some(conn) = self.connections.remove(&target) {
                 conn.task.abort();
             }
-            self.dropped.push_back(Target {
-                transport: Transport::Tcp,
-                addr,
-            });
+            self.dropped.push_back(target);
             return;
         }
         conn.queued.fetch_add(len, Ordering::Relaxed);
@@ -223,14 +251,12 @@ impl SipTransport {
                     Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
                 },
                 Some(ev) = self.events_rx.recv() => match ev {
-                    StreamEvent::Message(addr, data) => {
-                        return Received::Message(Target { transport: Transport::Tcp, addr }, data);
-                    }
-                    StreamEvent::Closed(addr, id) => {
-                        if self.connections.get(&addr).is_some_and(|c| c.id == id) {
-                            self.connections.remove(&addr);
+                    StreamEvent::Message(target, data) => return Received::Message(target, data),
+                    StreamEvent::Closed(target, id) => {
+                        if self.connections.get(&target).is_some_and(|c| c.id == id) {
+                            self.connections.remove(&target);
                         }
-                        return Received::TransportError(Target { transport: Transport::Tcp, addr });
+                        return Received::TransportError(target);
                     }
                 },
                 accepted = self.listener.accept(), if paused.is_none() => match accepted {
@@ -267,69 +293,70 @@ impl SipTransport {
         };
         tracing::debug!(%addr, "SIP TCP connection accepted");
         self.next_id += 1;
+        let target = Target {
+            transport: Transport::Tcp,
+            addr,
+        };
         let conn = spawn_connection(
             Some(stream),
-            addr,
+            target,
             self.next_id,
             self.events_tx.clone(),
             self.limits.clone(),
-            Some(place),
+            (Some(place), None),
         );
-        if let Some(old) = self.connections.insert(addr, conn) {
+        if let Some(old) = self.connections.insert(target, conn) {
             old.task.abort();
         }
     }
 }
 
-/// Runs one TCP connection: connects (unless accepted), writes what is queued, and
-/// reads framed messages until either side fails or a limit is hit. `accepted` is
-/// the place an accepted connection holds in the counts; it goes with the task.
+/// Runs one stream connection: connects (unless accepted; with TLS when `tls` is given),
+/// writes what is queued, and reads framed messages until either side fails or a limit
+/// is hit. `accepted` is the place an accepted connection holds in the counts; it goes
+/// with the task.
 fn spawn_connection(
     stream: Option<TcpStream>,
-    addr: SocketAddr,
+    target: Target,
     id: u64,
     events: mpsc::Sender<StreamEvent>,
     limits: TcpLimits,
-    accepted: Option<Place>,
+    (accepted, tls): (Option<Place>, Option<TlsClient>),
 ) -> Connection {
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let written = Arc::clone(&queued);
     let task = tokio::spawn(async move {
+        let addr = target.addr;
         let stream = match stream {
-            Some(s) => s,
-            None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tracing::debug!(%addr, "SIP TCP connected");
-                    s
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%addr, error = %e, "SIP TCP connect failed");
-                    let _ = events.send(StreamEvent::Closed(addr, id)).await;
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%addr, "SIP TCP connect timed out");
-                    let _ = events.send(StreamEvent::Closed(addr, id)).await;
-                    return;
-                }
-            },
+            Some(s) => {
+                let _ = s.set_nodelay(true);
+                let (r, w) = s.into_split();
+                Ok((Box::new(r) as Reader, Box::new(w) as Writer))
+            }
+            None => connect(target, tls.as_ref()).await,
         };
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
+        let (reader, writer) = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "SIP connection failed");
+                let _ = events.send(StreamEvent::Closed(target, id)).await;
+                return;
+            }
+        };
         // only connections others opened to us are reaped when idle: ours live as
         // long as the core uses them
         let idle = accepted.is_some().then_some(limits.idle_timeout);
         tokio::select! {
-            r = read_messages(reader, addr, &events, idle, limits.message_timeout) => {
-                if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP TCP read ended") }
+            r = read_messages(reader, target, &events, idle, limits.message_timeout) => {
+                if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP stream read ended") }
             }
             r = write_queue(writer, rx, &written, limits.message_timeout) => {
-                if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP TCP write failed") }
+                if let Err(e) = r { tracing::debug!(%addr, error = %e, "SIP stream write failed") }
             }
         }
-        tracing::debug!(%addr, "SIP TCP connection closed");
-        let _ = events.send(StreamEvent::Closed(addr, id)).await;
+        tracing::debug!(%target, "SIP connection closed");
+        let _ = events.send(StreamEvent::Closed(target, id)).await;
     });
     Connection {
         id,
@@ -339,11 +366,39 @@ fn spawn_connection(
     }
 }
 
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Opens a connection to `target` (TCP, then the TLS handshake for TLS), within
+/// [`CONNECT_TIMEOUT`] for each.
+async fn connect(target: Target, tls: Option<&TlsClient>) -> io::Result<(Reader, Writer)> {
+    let timed_out = |what: &str| io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"));
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.addr))
+        .await
+        .map_err(|_| timed_out("connect"))??;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => {
+            tracing::debug!(%target, "SIP TCP connected");
+            let (r, w) = tcp.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Some(tls) => {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(tcp))
+                .await
+                .map_err(|_| timed_out("TLS handshake"))??;
+            tracing::info!(%target, "SIP TLS connected, the server's certificate verified");
+            let (r, w) = tokio::io::split(stream);
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
 /// Reads and frames messages; ends on EOF, on an unframeable stream, when the peer
 /// stays silent past `idle`, or leaves a message unfinished past `message_timeout`.
 async fn read_messages(
-    mut reader: OwnedReadHalf,
-    addr: SocketAddr,
+    mut reader: impl AsyncRead + Unpin,
+    target: Target,
     events: &mpsc::Sender<StreamEvent>,
     idle: Option<Duration>,
     message_timeout: Duration,
@@ -356,6 +411,7 @@ async fn read_messages(
         let idle_deadline = idle.map(|d| last_read + d);
         let message_deadline = partial_since.map(|t| t + message_timeout);
         let deadline = idle_deadline.into_iter().chain(message_deadline).min();
+        let addr = target.addr;
         let read = reader.read(&mut chunk);
         let n = match deadline {
             Some(d) => match tokio::time::timeout_at(d, read).await {
@@ -388,7 +444,7 @@ async fn read_messages(
                     framed = true;
                     let msg: Vec<u8> = buf.drain(..len).collect();
                     if !msg.iter().all(|b| *b == b'\r' || *b == b'\n')
-                        && events.send(StreamEvent::Message(addr, msg)).await.is_err()
+                        && events.send(StreamEvent::Message(target, msg)).await.is_err()
                     {
                         return Ok(());
                     }
@@ -413,7 +469,7 @@ async fn read_messages(
 /// Writes what the SIP task queues; a write that cannot finish in `timeout` (a peer
 /// that does not read) ends the connection.
 async fn write_queue(
-    mut writer: OwnedWriteHalf,
+    mut writer: impl AsyncWrite + Unpin,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: &AtomicUsize,
     timeout: Duration,

@@ -47,24 +47,45 @@ impl Slot {
 pub struct Pbx {
     child: Option<Child>,
     pub port: u16,
+    /// Its TLS listener, if it has one.
+    pub tls_port: Option<u16>,
     run_dir: tempfile::TempDir,
 }
 
 impl Pbx {
     pub fn start(port: u16) -> Pbx {
+        Pbx::start_with_tls(port, None)
+    }
+
+    /// With a TLS listener on `tls_port` as well (certificate from a lab CA: [`Pbx::tls_ca`]).
+    pub fn start_tls(port: u16, tls_port: u16) -> Pbx {
+        Pbx::start_with_tls(port, Some(tls_port))
+    }
+
+    fn start_with_tls(port: u16, tls_port: Option<u16>) -> Pbx {
         let run_dir = tempfile::tempdir().unwrap();
         let mut pbx = Pbx {
             child: None,
             port,
+            tls_port,
             run_dir,
         };
         pbx.launch();
         pbx
     }
 
+    /// The CA file a TLS client must trust to verify this PBX.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.run_dir.path().join("tls/ca.pem")
+    }
+
     fn launch(&mut self) {
         let log = std::fs::File::create(self.run_dir.path().join("kamailio.log")).unwrap();
-        let child = Command::new(repo_root().join("lab/pbx/kamailio.sh"))
+        let mut cmd = Command::new(repo_root().join("lab/pbx/kamailio.sh"));
+        if let Some(p) = self.tls_port {
+            cmd.env("LAB_TLS_PORT", p.to_string());
+        }
+        let child = cmd
             .arg(self.run_dir.path())
             .arg(self.port.to_string())
             .stdin(Stdio::null())
