@@ -381,15 +381,17 @@ export class SiplinePhone extends EventTarget {
 
   /** Puts the far end on hold. @returns {Promise<{}>} */
   async hold() {
+    const callId = this.#s.call?.callId;
     const r = await this.request("hold", this.#onCall());
-    if (this.#s.call) { this.#set({ call: { ...this.#s.call, onHold: true } }); this.#changed(); }
+    if (this.#s.call && this.#s.call.callId === callId) { this.#set({ call: { ...this.#s.call, onHold: true } }); this.#changed(); }
     return r;
   }
 
   /** Takes the far end off hold. @returns {Promise<{}>} */
   async unhold() {
+    const callId = this.#s.call?.callId;
     const r = await this.request("unhold", this.#onCall());
-    if (this.#s.call) { this.#set({ call: { ...this.#s.call, onHold: false } }); this.#changed(); }
+    if (this.#s.call && this.#s.call.callId === callId) { this.#set({ call: { ...this.#s.call, onHold: false } }); this.#changed(); }
     return r;
   }
 

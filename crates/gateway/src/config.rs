@@ -668,11 +668,17 @@ impl SipConfig {
             .outbound_proxy
             .as_ref()
             .map_or(&ua.registrar_uri, |(uri, _)| uri);
-        let host = first_hop.host.trim_start_matches('[').trim_end_matches(']');
-        let name = self.tls_server_name.as_deref().unwrap_or(host);
+        let (key, name) = match &self.tls_server_name {
+            Some(name) => ("sip.tls_server_name", name.as_str()),
+            None => ("sip.registrar", first_hop.host.as_str()),
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
         crate::sip_tls::TlsClient::new(self.tls_ca.as_deref(), name)
             .map(Some)
-            .map_err(|e| ConfigError::new("sip.tls_ca", e))
+            .map_err(|e| match e {
+                crate::sip_tls::TlsError::Ca(e) => ConfigError::new("sip.tls_ca", e),
+                crate::sip_tls::TlsError::Name(e) => ConfigError::new(key, e),
+            })
     }
 
     /// Who may call in, and the bounds on what SIP peers can hold.

@@ -339,7 +339,8 @@ fn spawn_connection(
         let (reader, writer) = match stream {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(%target, error = %e, "SIP connection failed");
+                // a route or Contact may point anywhere: the log line is rate-limited
+                peer_warn!(Kind::SipTcp, %target, error = %e, "SIP connection failed");
                 let _ = events.send(StreamEvent::Closed(target, id)).await;
                 return;
             }
@@ -475,7 +476,12 @@ async fn write_queue(
     timeout: Duration,
 ) -> io::Result<()> {
     while let Some(data) = rx.recv().await {
-        match tokio::time::timeout(timeout, writer.write_all(&data)).await {
+        // flushed too: TLS takes bytes into its buffer before they reach the socket
+        let write = async {
+            writer.write_all(&data).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
             Ok(written) => written?,
             Err(_) => {
                 counters::inc(Counter::SipTcpSlowReader);

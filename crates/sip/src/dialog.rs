@@ -192,19 +192,24 @@ impl Dialog {
     }
 }
 
-/// The address a URI names, without DNS: an IP literal with its port (default 5060)
-/// and its `transport` parameter (default: ours). A host name falls back to the
-/// outbound proxy or registrar, which can resolve it.
+/// The address a URI names, without DNS: an IP literal with its port (default: the
+/// transport's) and its `transport` parameter (default: ours). With TLS toward the PBX
+/// every request goes over TLS whatever a route or Contact says, so nobody can talk us
+/// into sending a dialog in clear. A host name falls back to the outbound proxy or
+/// registrar, which can resolve it.
 pub fn uri_target(uri: &Uri, config: &UaConfig) -> Target {
     let host = uri.host.trim_start_matches('[').trim_end_matches(']');
-    let transport = uri
-        .transport_param()
-        .and_then(|t| Transport::parse(&t))
-        .unwrap_or(config.transport);
+    let transport = if config.transport == Transport::Tls || uri.scheme.eq_ignore_ascii_case("sips") {
+        Transport::Tls
+    } else {
+        uri.transport_param()
+            .and_then(|t| Transport::parse(&t))
+            .unwrap_or(config.transport)
+    };
     match host.parse::<IpAddr>() {
         Ok(ip) => Target {
             transport,
-            addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+            addr: SocketAddr::new(ip, uri.port.unwrap_or(transport.default_port())),
         },
         Err(_) => config.next_hop(),
     }
@@ -278,6 +283,31 @@ mod tests {
         other.headers.set("To", "<sip:1000@127.0.0.1>;tag=nope");
         assert!(!d.matches_request(&other));
         assert_eq!(d.next_hop(&config()).addr, "127.0.0.1:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn with_tls_toward_the_pbx_nothing_is_sent_in_clear() {
+        let uri = |s: &str| Uri::parse(s).unwrap();
+        let mut tls = config();
+        tls.transport = Transport::Tls;
+        // a route or Contact asking for UDP or TCP still gets TLS; TLS's port by default
+        for u in ["sip:10.0.0.9;transport=udp;lr", "sip:10.0.0.9;transport=tcp"] {
+            let t = uri_target(&uri(u), &tls);
+            assert_eq!(t.transport, Transport::Tls, "{u}");
+            assert_eq!(t.addr, "10.0.0.9:5061".parse().unwrap(), "{u}");
+        }
+        let t = uri_target(&uri("sip:10.0.0.9:5071;transport=tls;lr"), &tls);
+        assert_eq!(t.addr, "10.0.0.9:5071".parse().unwrap());
+        // without TLS configured, a route's transport is followed; sips: means TLS
+        let plain = config();
+        assert_eq!(
+            uri_target(&uri("sip:10.0.0.9;transport=tcp"), &plain).transport,
+            Transport::Tcp
+        );
+        assert_eq!(
+            uri_target(&uri("sips:10.0.0.9"), &plain).transport,
+            Transport::Tls
+        );
     }
 
     #[test]

@@ -536,12 +536,17 @@ impl UserAgent {
     /// Whether out-of-dialog requests from `source` are served: the registrar, the
     /// outbound proxy, and the configured trusted sources.
     pub fn is_trusted(&self, source: Target) -> bool {
-        source.addr == self.config.registrar.addr
+        // with TLS toward the PBX, its address counts only over TLS (a spoofed datagram
+        // from it is a stranger's)
+        let from_pbx = |pbx: &Target| {
+            pbx.addr == source.addr && (pbx.transport != Transport::Tls || source.transport == Transport::Tls)
+        };
+        from_pbx(&self.config.registrar)
             || self
                 .config
                 .outbound_proxy
                 .as_ref()
-                .is_some_and(|(_, t)| t.addr == source.addr)
+                .is_some_and(|(_, t)| from_pbx(t))
             || self
                 .config
                 .protection

@@ -578,3 +578,24 @@ fn removal_of_a_line_still_clearing_finishes_without_registering() {
     );
     assert!(lab.events().contains(&Event::LineRemoved { line }));
 }
+
+#[test]
+fn with_tls_the_pbx_address_is_trusted_only_over_tls() {
+    let mut config = config();
+    config.transport = Transport::Tls;
+    config.registrar = Target {
+        transport: Transport::Tls,
+        addr: "127.0.0.1:5061".parse().unwrap(),
+    };
+    let ua = UserAgent::new(Instant::now(), config, 1);
+    let from = |transport| Target {
+        transport,
+        addr: "127.0.0.1:5061".parse().unwrap(),
+    };
+    assert!(ua.is_trusted(from(Transport::Tls)));
+    assert!(
+        !ua.is_trusted(from(Transport::Udp)),
+        "a spoofed datagram from the PBX's address"
+    );
+    assert!(!ua.is_trusted(from(Transport::Tcp)));
+}
