@@ -17,6 +17,8 @@ pub enum Counter {
     SipTcpConnectionsPerIp,
     SipTcpIdle,
     SipTcpSlowReader,
+    /// An outgoing SIP connection (TCP, or TLS: a certificate that did not verify) failed.
+    SipConnectFailed,
     Sessions,
     SessionsPerIp,
     SessionLength,
@@ -37,7 +39,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -45,6 +47,7 @@ impl Counter {
         Counter::SipTcpConnectionsPerIp,
         Counter::SipTcpIdle,
         Counter::SipTcpSlowReader,
+        Counter::SipConnectFailed,
         Counter::Sessions,
         Counter::SessionsPerIp,
         Counter::SessionLength,
@@ -74,6 +77,7 @@ impl Counter {
             Counter::SipTcpConnectionsPerIp => (Refused, "sip_tcp_connections_per_ip"),
             Counter::SipTcpIdle => (Dropped, "sip_tcp_idle"),
             Counter::SipTcpSlowReader => (Dropped, "sip_tcp_slow_reader"),
+            Counter::SipConnectFailed => (Dropped, "sip_connect_failed"),
             Counter::Sessions => (Refused, "sessions"),
             Counter::SessionsPerIp => (Refused, "sessions_per_ip"),
             Counter::Calls => (Refused, "calls"),

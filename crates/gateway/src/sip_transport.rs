@@ -340,6 +340,7 @@ fn spawn_connection(
             Ok(s) => s,
             Err(e) => {
                 // a route or Contact may point anywhere: the log line is rate-limited
+                counters::inc(Counter::SipConnectFailed);
                 peer_warn!(Kind::SipTcp, %target, error = %e, "SIP connection failed");
                 let _ = events.send(StreamEvent::Closed(target, id)).await;
                 return;

@@ -105,6 +105,8 @@ async fn a_pbx_certificate_that_does_not_verify_gets_no_registration() {
         assert!(log.contains("SIP connection failed"), "{log}");
         assert!(!log.contains("SIP TLS connected"), "{log}");
         assert!(pbx.registered_users().is_empty(), "{}", pbx.dump());
+        let failed = sipline.metrics().await["sipline_dropped_total{what=\"sip_connect_failed\"}"];
+        assert!(failed >= 1.0, "counted: {failed}");
         b.close().await;
     }
 }
