@@ -165,6 +165,14 @@ impl Lab {
         (call, invite)
     }
 
+    /// An answered outgoing call, with what it sent and reported so far drained.
+    fn established(&mut self) -> CallRef {
+        let (call, _) = self.call_answered();
+        self.requests();
+        self.events();
+        call
+    }
+
     /// A request from the far end (`from_tag` "far"); `to_tag` for in-dialog ones.
     fn far_request(
         method: &str,
@@ -276,37 +284,9 @@ fn outgoing_call_authenticates_rings_answers_and_hangs_up() {
 #[test]
 fn far_end_hangs_up() {
     let mut lab = Lab::new();
-    lab.call_answered();
-    lab.requests();
-    lab.events();
-    let call_id = lab
-        .ua
-        .calls
-        .values()
-        .next()
-        .unwrap()
-        .dialog()
-        .unwrap()
-        .id
-        .call_id
-        .clone();
-    let local_tag = lab
-        .ua
-        .calls
-        .values()
-        .next()
-        .unwrap()
-        .dialog()
-        .unwrap()
-        .id
-        .local_tag
-        .clone();
+    lab.established();
     // BYE from the far end: From/To swapped relative to our dialog
-    let bye = format!(
-        "BYE sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye\r\n\
-         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
-         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
-    );
+    let bye = far_bye(&lab, "bye", 1);
     lab.feed(bye.as_bytes());
     assert_eq!(status_of(&lab.responses()), vec![200]);
     let ev = lab.call_events();
@@ -896,9 +876,7 @@ fn glare_their_reinvite_crossing_ours_gets_491_and_ours_goes_again_within_2_s() 
 #[test]
 fn glare_on_a_call_we_placed_backs_off_2_1_to_4_s_and_gives_up_after_three_tries() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
     let mut re = lab.one_request();
     for _ in 0..3 {
@@ -932,9 +910,7 @@ fn glare_on_a_call_we_placed_backs_off_2_1_to_4_s_and_gives_up_after_three_tries
 #[test]
 fn a_bye_challenged_with_407_is_sent_again_with_credentials() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.hang_up(lab.now, call, 486).unwrap();
     let bye = lab.one_request();
     assert_eq!(bye.method, Method::Bye);
@@ -962,9 +938,7 @@ fn a_bye_challenged_with_407_is_sent_again_with_credentials() {
 #[test]
 fn a_reinvite_and_an_info_challenged_with_401_are_sent_again_with_credentials() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
     let re = lab.one_request();
     lab.respond(&re, 401, &[("WWW-Authenticate", CHALLENGE)], b"");
@@ -1368,9 +1342,7 @@ fn a_refused_reinvite_puts_our_previous_sdp_back_for_the_next_refresh() {
 #[test]
 fn a_reinvite_left_in_proceeding_is_given_up_and_the_call_can_still_end() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
     let re = lab.one_request();
     lab.respond(&re, 100, &[], b"");
@@ -1396,9 +1368,7 @@ fn a_reinvite_left_in_proceeding_is_given_up_and_the_call_can_still_end() {
 #[test]
 fn a_2xx_without_sdp_to_our_reinvite_is_acked_and_counts_as_failed() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
     let re = lab.one_request();
     lab.respond(&re, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], b"");
@@ -1412,9 +1382,7 @@ fn a_2xx_without_sdp_to_our_reinvite_is_acked_and_counts_as_failed() {
 #[test]
 fn a_2xx_of_an_earlier_reinvite_sent_again_is_acked_with_its_cseq_not_hung_up() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.reinvite(lab.now, call, b"v=0 hold".to_vec()).unwrap();
     let first = lab.one_request();
     lab.respond(&first, 200, &[("Contact", "<sip:1000@127.0.0.1:5070>")], FAR_SDP);
@@ -1476,9 +1444,7 @@ fn after_a_challenge_no_cancel_goes_before_the_new_invite_has_a_provisional_resp
 #[test]
 fn key_presses_waiting_for_the_far_end_are_capped_per_call() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     let info = |lab: &mut Lab| {
         lab.ua
             .send_info(lab.now, call, "application/dtmf-relay", b"Signal=1\r\n".to_vec())
@@ -1536,6 +1502,16 @@ fn dialog_ids(lab: &Lab) -> (String, String) {
     (d.id.call_id.clone(), d.id.local_tag.clone())
 }
 
+/// A BYE from the far end in the answered outgoing call (From/To swapped to ours).
+fn far_bye(lab: &Lab, branch: &str, cseq: u32) -> String {
+    let (call_id, local_tag) = dialog_ids(lab);
+    format!(
+        "BYE sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{branch}\r\n\
+         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// A NOTIFY from the far end about our REFER: `frag` is the new call's status line.
 fn refer_notify(lab: &Lab, cseq: u32, state: &str, frag: &str) -> String {
     refer_notify_event(lab, cseq, "refer", state, frag)
@@ -1565,9 +1541,7 @@ fn transfers(events: &[CallEvent]) -> Vec<(TransferState, Option<u16>)> {
 #[test]
 fn blind_transfer_reports_progress_then_ends_the_call() {
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.refer(lab.now, call, "1002").unwrap();
     let refer = lab.one_request();
     assert_eq!(refer.method, Method::Refer);
@@ -1612,9 +1586,7 @@ fn blind_transfer_reports_progress_then_ends_the_call() {
 fn a_refused_refer_or_a_failed_new_call_leaves_the_call_up() {
     // the REFER refused
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.refer(lab.now, call, "1002").unwrap();
     let refer = lab.one_request();
     lab.respond(&refer, 603, &[], b"");
@@ -1656,9 +1628,7 @@ fn a_refused_refer_or_a_failed_new_call_leaves_the_call_up() {
 fn transfer_edge_cases_a_notify_first_a_stale_one_a_far_end_leaving() {
     // a NOTIFY overtaking the 202: no step back to trying
     let mut lab = Lab::new();
-    let (call, _) = lab.call_answered();
-    lab.requests();
-    lab.events();
+    let call = lab.established();
     lab.ua.refer(lab.now, call, "1002").unwrap();
     let refer = lab.one_request();
     let id = refer.headers.cseq().unwrap().seq;
@@ -1687,13 +1657,7 @@ fn transfer_edge_cases_a_notify_first_a_stale_one_a_far_end_leaving() {
         [(TransferState::Ringing, Some(180))]
     );
     // the far end hangs up on us before its final NOTIFY: it went ahead
-    let (call_id, local_tag) = dialog_ids(&lab);
-    let bye = format!(
-        "BYE sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye9\r\n\
-         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
-         CSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
-    );
-    lab.feed(bye.as_bytes());
+    lab.feed(far_bye(&lab, "bye9", 9).as_bytes());
     assert_eq!(transfers(&lab.call_events()), [(TransferState::Completed, None)]);
 
     // the final NOTIFY after we hung up: answered, but no second BYE
