@@ -12,7 +12,7 @@ const ui = {
   incomingInitials: $("incoming-initials"), limit: $("limit"), limitText: $("limit-text"), limitRetry: $("limit-retry"),
   retry: /** @type {HTMLButtonElement} */ ($("retry")),
   call: /** @type {HTMLButtonElement} */ ($("call")), callCap: $("call-cap"), hangup: /** @type {HTMLButtonElement} */ ($("hangup")),
-  transfer: /** @type {HTMLButtonElement} */ ($("transfer")),
+  transfer: /** @type {HTMLButtonElement} */ ($("transfer")), others: $("others"),
   answer: /** @type {HTMLButtonElement} */ ($("answer")), reject: /** @type {HTMLButtonElement} */ ($("reject")),
   hold: /** @type {HTMLButtonElement} */ ($("hold")), holdCap: $("hold-cap"),
   mute: /** @type {HTMLButtonElement} */ ($("mute")), muteCap: $("mute-cap"),
@@ -212,6 +212,8 @@ function render() {
     ui.dtmfRecv.textContent = page.dtmfRecv.slice(-16);
   }
 
+  renderOtherCalls(s.otherCalls);
+
   // incoming call panel
   if (incoming) {
     const name = call.displayName || call.peer || "Unknown caller";
@@ -299,6 +301,42 @@ function render() {
       : call ? `${state} ${call.peer ?? ""} — sipline` : "sipline phone";
 }
 
+/** The line's other calls (call waiting): one row each, with what can be done with it. */
+function renderOtherCalls(/** @type {import("./sipline").CallInfo[]} */ others) {
+  ui.others.hidden = !others.length;
+  const key = others.map((c) => `${c.callId}:${c.state}:${c.onHold}`).join(",") + `|${page.busy}`;
+  if (ui.others.dataset.key === key) return;
+  ui.others.dataset.key = key;
+  ui.others.replaceChildren(...others.map((c) => {
+    const name = c.displayName || c.peer || "Unknown caller";
+    const waiting = c.incoming && c.state === "ringing";
+    const li = document.createElement("li");
+    li.dataset.kind = waiting ? "waiting" : "held";
+    const text = document.createElement("span");
+    text.className = "other-text";
+    text.textContent = waiting ? `Call waiting: ${name}` : c.onHold ? `On hold: ${name}` : name;
+    li.append(text);
+    const button = (/** @type {string} */ caption, /** @type {string} */ label, /** @type {() => void} */ act) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "text-btn";
+      b.textContent = caption;
+      b.setAttribute("aria-label", label);
+      b.disabled = page.busy;
+      b.addEventListener("click", act);
+      li.append(b);
+    };
+    if (waiting) {
+      button("Answer", `Answer the waiting call from ${name}`, () => answer(c.callId));
+      button("Decline", `Decline the waiting call from ${name}`, () => hangUp(603, c.callId));
+    } else if (c.state === "inCall" || c.state === "held") {
+      button("Switch", `Switch to the call with ${name}`, () => swap(c.callId));
+      button("Hang up", `Hang up the call with ${name}`, () => hangUp(undefined, c.callId));
+    }
+    return li;
+  }));
+}
+
 function renderQuality(s) {
   const st = s.call && s.stats;
   ui.quality.hidden = !st;
@@ -358,17 +396,28 @@ function placeCall() {
   });
 }
 
-function answer() {
-  if (!phone.state.call?.incoming) return;
+/** Answers the call that rings, or `callId` (a waiting call: the current one is then held). */
+function answer(/** @type {string | undefined} */ callId) {
+  const s = phone.state;
+  if (!callId && !(s.call?.incoming && s.call.state === "ringing")) return;
   sounds.stop();
-  run("Could not answer", () => phone.accept());
+  page.micWanted = true;
+  openMic();
+  run("Could not answer", () => phone.accept(callId ?? s.call?.callId));
 }
 
-function hangUp(code) {
-  const call = phone.state.call;
+/** Ends the current call, or `callId`; a ringing one is declined (603 unless `code`). */
+function hangUp(/** @type {number | undefined} */ code, /** @type {string | undefined} */ callId) {
+  const s = phone.state;
+  const call = callId ? [s.call, ...s.otherCalls].find((c) => c?.callId === callId) : s.call;
   if (!call) return;
-  sounds.stop();
-  run("Could not hang up", () => phone.hangUp(call.incoming && call.state === "ringing" ? (code ?? 603) : undefined));
+  if (!callId) sounds.stop();
+  run("Could not hang up", () => phone.hangUp(call.incoming && call.state === "ringing" ? (code ?? 603) : undefined, call.callId));
+}
+
+/** Switches to another call of the line: it is taken off hold, the current one held. */
+function swap(/** @type {string} */ callId) {
+  run("Could not switch calls", () => phone.swap(callId));
 }
 
 /** Enters or leaves transfer mode: the number field and keypad then choose the target. */
@@ -567,7 +616,7 @@ document.addEventListener("keydown", (e) => {
 ui.backspace.addEventListener("click", backspace);
 ui.call.addEventListener("click", placeCall);
 ui.hangup.addEventListener("click", () => hangUp());
-ui.answer.addEventListener("click", answer);
+ui.answer.addEventListener("click", () => answer());
 ui.reject.addEventListener("click", () => hangUp(603));
 ui.hold.addEventListener("click", toggleHold);
 ui.transfer.addEventListener("click", toggleTransfer);
@@ -579,7 +628,12 @@ phone.addEventListener("statechange", render);
 phone.addEventListener("registrationStateChanged", (e) => {
   page.limited = e.detail.state === "connectionLimit";
 });
-phone.addEventListener("incomingCall", () => {
+phone.addEventListener("incomingCall", (e) => {
+  if (phone.state.call?.callId !== e.detail.callId) {
+    // call waiting: it rings in the background of the current call
+    sounds.key("#");
+    return;
+  }
   page.dtmfSent = [];
   page.dtmfRecv = "";
   page.micWanted = true;
@@ -589,6 +643,12 @@ phone.addEventListener("incomingCall", () => {
 phone.addEventListener("callStateChanged", (e) => {
   const { state, call } = e.detail;
   if (!call) return; // not final
+  if (e.detail.background || phone.state.call) {
+    // another call of the line goes on
+    if (!e.detail.background) sounds.hangup();
+    render();
+    return;
+  }
   page.micWanted = false;
   closeMic();
   [page.endedText, page.endedDetail] = endedText({ ...call, state, code: e.detail.code, reason: e.detail.reason });

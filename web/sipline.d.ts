@@ -44,7 +44,10 @@ export interface CallStateChanged {
   reason?: string;
   /** Added by sipline.js to final states: the call as it ended. */
   call?: CallInfo;
+  /** Added by sipline.js: a final state of a call that was not `state.call` (waiting or held). */
+  background?: boolean;
 }
+export interface CallHoldChanged { callId: string; onHold: boolean }
 export interface CallErrorOccurred { callId?: string | null; code?: number | null; reason: string }
 export interface DtmfReceived { callId: string; digit: string; method: "rfc4733" | "info" }
 export type TransferState = "trying" | "ringing" | "completed" | "failed";
@@ -84,6 +87,7 @@ export interface SiplinePhoneEventMap {
   callErrorOccurred: CustomEvent<CallErrorOccurred>;
   dtmfReceived: CustomEvent<DtmfReceived>;
   transferStateChanged: CustomEvent<TransferStateChanged>;
+  callHoldChanged: CustomEvent<CallHoldChanged>;
   callStats: CustomEvent<CallStats>;
   connectionStateChanged: CustomEvent<ConnectionStateChanged>;
   mediaStateChanged: CustomEvent<MediaStateChanged>;
@@ -110,7 +114,7 @@ export interface CallInfo {
   startedAt: number;
   answeredAt: number | null;
   endedAt: number | null;
-  /** We put the far end on hold (hold()). */
+  /** We put the far end on hold (hold(), or we turned to another call of the line). */
   onHold: boolean;
   /** The far end put us on hold. */
   heldByPeer: boolean;
@@ -132,7 +136,10 @@ export interface PhoneState {
   line: LineState | null;
   lineCode: number | null;
   lineReason: string | null;
+  /** The call the user is on (or that rings). */
   call: CallInfo | null;
+  /** The line's other calls (call waiting): ringing in the background, or on hold. */
+  otherCalls: CallInfo[];
   /** The previous call, as it ended. */
   lastCall: CallInfo | null;
   media: MediaState;
@@ -151,8 +158,12 @@ export interface StateSnapshot {
   line: LineState;
   code?: number;
   reason?: string;
-  call?: { callId: string; state: CallState; peer: string; incoming: boolean };
+  /** The call the browser talks in (else the latest). */
+  call?: CallSnapshot;
+  /** Every call of the line, oldest first (more than one with call waiting). */
+  calls?: CallSnapshot[];
 }
+export interface CallSnapshot { callId: string; state: CallState; peer: string; incoming: boolean; onHold: boolean }
 
 // ---- options ---------------------------------------------------------------------------
 
@@ -222,13 +233,18 @@ export declare class SiplinePhone extends EventTarget {
   request<T = any>(method: string, params?: object, opts?: { timeout?: number }): Promise<T>;
   /** `headers`: extra SIP headers for the INVITE (only those in the gateway's `headers.from_browser`). */
   call(number: string, options?: { headers?: Record<string, string> }): Promise<{ callId: string }>;
-  accept(): Promise<{}>;
-  hangUp(code?: number): Promise<{}>;
+  /** Answers `callId`, else the call that rings; a call it interrupts is put on hold. */
+  accept(callId?: string): Promise<{}>;
+  /** Ends `callId` (default `state.call`). */
+  hangUp(code?: number, callId?: string): Promise<{}>;
   dtmf(digits: string): Promise<{}>;
   /** Blind transfer of the call to `number` (REFER); see `transferStateChanged`. */
   transfer(number: string): Promise<{}>;
-  hold(): Promise<{}>;
-  unhold(): Promise<{}>;
+  hold(callId?: string): Promise<{}>;
+  /** Takes `callId` (default `state.call`) off hold; the line's live call is held, `callId` becomes `state.call`. */
+  unhold(callId?: string): Promise<{}>;
+  /** Switches to another call of `state.otherCalls` (its `unhold`). */
+  swap(callId: string): Promise<{}>;
   getState(): Promise<StateSnapshot>;
   ping(): Promise<{}>;
 

@@ -14,6 +14,7 @@ export const FINAL_CALL_STATES = Object.freeze(["busy", "rejected", "cancelled",
 export const NOTIFICATIONS = Object.freeze([
   "registrationStateChanged", "sipUserNameReceived", "phoneLineStateChanged", "incomingCall",
   "callStateChanged", "callErrorOccurred", "dtmfReceived", "callStats", "transferStateChanged",
+  "callHoldChanged",
 ]);
 
 /** WebSocket close code sipline uses with `connectionLimit` (Try Again Later). */
@@ -112,7 +113,7 @@ export class SiplinePhone extends EventTarget {
       connection: "idle", closeCode: null, closeReason: null, retryAt: null,
       admission: null, user: null, displayName: null, dialPattern: null,
       line: null, lineCode: null, lineReason: null,
-      call: null, lastCall: null,
+      call: null, otherCalls: [], lastCall: null,
       media: "idle", mediaError: null,
       microphone: "off", microphoneError: null, muted: false,
       stats: null,
@@ -125,6 +126,7 @@ export class SiplinePhone extends EventTarget {
   get state() {
     const s = { ...this.#s };
     if (s.call) s.call = { ...s.call };
+    s.otherCalls = s.otherCalls.map((c) => ({ ...c }));
     if (s.lastCall) s.lastCall = { ...s.lastCall };
     return s;
   }
@@ -192,8 +194,7 @@ export class SiplinePhone extends EventTarget {
       // gone while going back to the session: what it kept ends here too
       this.#resume = null;
       this.#teardownMedia();
-      const call = this.#s.call;
-      if (call) this.#endCall({ callId: call.callId, state: "failed", reason: "connection to sipline lost" });
+      this.#endEveryCall();
     }
     this.#drop(1000, "closed by the page");
     this.closeMicrophone();
@@ -228,11 +229,8 @@ export class SiplinePhone extends EventTarget {
     }
     this.#resume = null;
     this.#teardownMedia();
-    const call = this.#s.call;
-    if (call) {
-      // sipline ends the call of a session that goes away: say so, as a final state
-      this.#endCall({ callId: call.callId, state: "failed", reason: "connection to sipline lost" });
-    }
+    // sipline ends the calls of a session that goes away: say so, as a final state
+    this.#endEveryCall();
     const limited = code === CLOSE_TRY_AGAIN_LATER || this.#s.admission === "connectionLimit";
     this.#set({ closeCode: code, closeReason: reason || null, line: null, lineCode: null, lineReason: null });
     if (!this.#wanted || byUs && reason === "reconnect") {
@@ -329,29 +327,36 @@ export class SiplinePhone extends EventTarget {
     this.#dialing = n;
     try {
       const r = await this.request("call", options.headers ? { number: n, headers: options.headers } : { number: n });
-      if (!this.#s.call || this.#s.call.callId !== r.callId) {
-        this.#set({ call: newCall(r.callId, "dialing", false, n, null) });
-        this.#changed();
-      }
+      if (!this.#find(r.callId)) this.#focus(newCall(r.callId, "dialing", false, n, null));
       return r;
     } finally {
       this.#dialing = null;
     }
   }
 
-  /** Answers the ringing incoming call. @returns {Promise<{}>} */
-  accept() {
+  /**
+   * Answers a ringing incoming call: `callId`, else the one that rings. Answering a
+   * waiting call (one that rings during another) puts the other on hold; the answered
+   * one becomes `state.call`, the other moves to `state.otherCalls`.
+   * @param {string} [callId] @returns {Promise<{}>}
+   */
+  async accept(callId) {
     this.#unlockAudio();
-    return this.request("accept", this.#onCall());
+    const target = callId ?? this.#ringing()?.callId;
+    const r = await this.request("accept", this.#onCall({}, target));
+    const call = target ? this.#find(target) : null;
+    if (call) this.#focus(call);
+    return r;
   }
 
   /**
-   * Ends the call whatever its state: cancels, rejects (with `code`, e.g. 603) or hangs up.
+   * Ends a call whatever its state: cancels, rejects (with `code`, e.g. 603) or hangs up.
    * @param {number} [code]
+   * @param {string} [callId] the call (default `state.call`); e.g. a waiting call to decline
    * @returns {Promise<{}>}
    */
-  hangUp(code) {
-    return this.request("hangUp", this.#onCall(code === undefined ? {} : { code }));
+  hangUp(code, callId) {
+    return this.request("hangUp", this.#onCall(code === undefined ? {} : { code }, callId));
   }
 
   /** Sends DTMF (`0-9 * # A-D`, up to 64) into the call. @param {string} digits @returns {Promise<{}>} */
@@ -370,29 +375,78 @@ export class SiplinePhone extends EventTarget {
   }
 
   /**
+   * Switches to another call of the line (`state.otherCalls`): takes it off hold, which
+   * puts the current one on hold. @param {string} callId @returns {Promise<{}>}
+   */
+  swap(callId) { return this.unhold(callId); }
+
+  /**
    * `params` naming the call they are meant for (`callId`), so that a request for a call
    * that has just ended cannot act on the next one.
    * @param {object} [params] @returns {object}
    */
-  #onCall(params = {}) {
-    const callId = this.#s.call?.callId;
+  #onCall(params = {}, callId = this.#s.call?.callId) {
     return callId ? { ...params, callId } : params;
   }
 
-  /** Puts the far end on hold. @returns {Promise<{}>} */
-  async hold() {
-    const callId = this.#s.call?.callId;
-    const r = await this.request("hold", this.#onCall());
-    if (this.#s.call && this.#s.call.callId === callId) { this.#set({ call: { ...this.#s.call, onHold: true } }); this.#changed(); }
+  /** Puts the far end of `callId` (default `state.call`) on hold. @param {string} [callId] @returns {Promise<{}>} */
+  async hold(callId = this.#s.call?.callId) {
+    const r = await this.request("hold", this.#onCall({}, callId));
+    this.#patch(callId, { onHold: true });
     return r;
   }
 
-  /** Takes the far end off hold. @returns {Promise<{}>} */
-  async unhold() {
-    const callId = this.#s.call?.callId;
-    const r = await this.request("unhold", this.#onCall());
-    if (this.#s.call && this.#s.call.callId === callId) { this.#set({ call: { ...this.#s.call, onHold: false } }); this.#changed(); }
+  /**
+   * Takes the far end of `callId` (default `state.call`) off hold. Another call of the
+   * line that was live is put on hold, and `callId` becomes `state.call`.
+   * @param {string} [callId] @returns {Promise<{}>}
+   */
+  async unhold(callId = this.#s.call?.callId) {
+    const r = await this.request("unhold", this.#onCall({}, callId));
+    this.#patch(callId, { onHold: false });
+    const call = callId ? this.#find(callId) : null;
+    if (call) this.#focus(call);
     return r;
+  }
+
+  // ---- the line's calls: `call` is the one the user is on, `otherCalls` wait or are held
+
+  /** @param {string} callId */
+  #find(callId) {
+    return this.#s.call?.callId === callId ? this.#s.call : this.#s.otherCalls.find((c) => c.callId === callId) ?? null;
+  }
+
+  /** The incoming call that rings: the current one, else a waiting one. */
+  #ringing() {
+    const rings = (/** @type {any} */ c) => c?.incoming && c.state === "ringing";
+    return rings(this.#s.call) ? this.#s.call : this.#s.otherCalls.find(rings) ?? null;
+  }
+
+  /** Changes fields of a call wherever it is. @param {string | undefined} callId @param {object} fields */
+  #patch(callId, fields) {
+    if (!callId) return;
+    if (this.#s.call?.callId === callId) this.#set({ call: { ...this.#s.call, ...fields } });
+    else if (this.#s.otherCalls.some((c) => c.callId === callId)) {
+      this.#set({ otherCalls: this.#s.otherCalls.map((c) => (c.callId === callId ? { ...c, ...fields } : c)) });
+    } else return;
+    this.#changed();
+  }
+
+  /** Makes `call` the current call; the one that was current waits among the others. */
+  #focus(call) {
+    const current = this.#s.call;
+    if (current?.callId === call.callId) return;
+    const others = this.#s.otherCalls.filter((c) => c.callId !== call.callId);
+    if (current) others.push(current);
+    this.#set({ call, otherCalls: others });
+    this.#changed();
+  }
+
+  /** Every call ends (the session is gone). */
+  #endEveryCall() {
+    for (const c of [...this.#s.otherCalls, this.#s.call]) {
+      if (c) this.#endCall({ callId: c.callId, state: "failed", reason: "connection to sipline lost" });
+    }
   }
 
   /** sipline's view of this session (`getState`). @returns {Promise<import("./sipline").StateSnapshot>} */
@@ -430,9 +484,8 @@ export class SiplinePhone extends EventTarget {
           : null;
         if (params.state === "accepted") {
           this.#attempt = 0;
-          const kept = this.#s.call;
-          // a call kept for a resume that did not happen: the session is gone
-          if (kept) this.#endCall({ callId: kept.callId, state: "failed", reason: "connection to sipline lost" });
+          // calls kept for a resume that did not happen: the session is gone
+          this.#endEveryCall();
           if (this.#opt.media) this.#negotiate();
         } else if (params.state === "resumed") {
           this.#attempt = 0;
@@ -448,8 +501,15 @@ export class SiplinePhone extends EventTarget {
       case "phoneLineStateChanged":
         this.#set({ line: params.state, lineCode: params.code ?? null, lineReason: params.reason ?? null });
         break;
-      case "incomingCall":
-        this.#set({ call: newCall(params.callId, "ringing", true, params.from, params.displayName ?? null) });
+      case "incomingCall": {
+        const call = newCall(params.callId, "ringing", true, params.from, params.displayName ?? null);
+        // during a call it waits (call waiting) until answered
+        if (this.#s.call && this.#s.call.callId !== call.callId) this.#set({ otherCalls: [...this.#s.otherCalls, call] });
+        else this.#set({ call });
+        break;
+      }
+      case "callHoldChanged":
+        this.#patch(params.callId, { onHold: params.onHold });
         break;
       case "callStateChanged":
         if (FINAL_CALL_STATES.includes(params.state)) {
@@ -462,9 +522,7 @@ export class SiplinePhone extends EventTarget {
         this.#set({ stats: params });
         break;
       case "transferStateChanged":
-        if (this.#s.call?.callId === params.callId) {
-          this.#set({ call: { ...this.#s.call, transfer: { state: params.state, code: params.code ?? null } } });
-        }
+        this.#patch(params.callId, { transfer: { state: params.state, code: params.code ?? null } });
         break;
     }
     if (NOTIFICATIONS.includes(msg.method)) this.#emit(msg.method, params);
@@ -473,20 +531,38 @@ export class SiplinePhone extends EventTarget {
 
   /** @param {import("./sipline").CallStateChanged} p */
   #updateCall(p) {
-    let call = this.#s.call;
-    if (!call || call.callId !== p.callId) call = newCall(p.callId, p.state, false, this.#dialing, null);
+    const known = this.#find(p.callId);
+    // a call placed here that sipline reports before answering the request: it is the current one
+    let call = known ?? newCall(p.callId, p.state, false, this.#dialing, null);
     call = { ...call, state: p.state, code: p.code ?? null, reason: p.reason ?? null };
     if (p.state === "inCall" && !call.answeredAt) call.answeredAt = Date.now();
     if (p.state === "inCall" || p.state === "held") this.#playRemote();
     call.heldByPeer = p.state === "held";
-    this.#set({ call });
+    if (known && known !== this.#s.call) {
+      this.#set({ otherCalls: this.#s.otherCalls.map((c) => (c.callId === p.callId ? call : c)) });
+    } else if (known) {
+      this.#set({ call });
+    } else {
+      this.#focus(call);
+    }
   }
 
   /** @param {import("./sipline").CallStateChanged} p */
   #endCall(p) {
+    const other = this.#s.otherCalls.find((c) => c.callId === p.callId);
+    if (other) {
+      // a waiting or held call ended: the current one goes on
+      const last = { ...other, state: p.state, code: p.code ?? null, reason: p.reason ?? null, endedAt: Date.now() };
+      this.#set({ otherCalls: this.#s.otherCalls.filter((c) => c !== other) });
+      this.#emit("callStateChanged", { ...p, call: last, background: true });
+      this.#changed();
+      return;
+    }
     const prev = this.#s.call && this.#s.call.callId === p.callId ? this.#s.call : newCall(p.callId, p.state, false, this.#dialing, null);
     const last = { ...prev, state: p.state, code: p.code ?? null, reason: p.reason ?? null, endedAt: Date.now() };
-    this.#set({ call: null, lastCall: last, stats: null });
+    // the next call of the line (held, or waiting to be answered) becomes the current one
+    const [next = null, ...rest] = this.#s.otherCalls;
+    this.#set({ call: next, otherCalls: rest, lastCall: last, stats: null });
     this.#emit("callStateChanged", { ...p, call: last });
     this.#changed();
   }

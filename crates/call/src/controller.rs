@@ -121,6 +121,26 @@ impl GatewayCall {
         self.visible
     }
 
+    /// Answered and not on hold by us, nor about to be: the call the browser talks in.
+    pub fn is_talking(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Established {
+                local_hold: false,
+                hold_change: None,
+                ..
+            } | Phase::Established {
+                hold_change: Some(false),
+                ..
+            }
+        )
+    }
+
+    /// We hold the far end (it agreed).
+    pub fn is_held_by_us(&self) -> bool {
+        matches!(self.phase, Phase::Established { local_hold: true, .. })
+    }
+
     /// How keys pressed now would reach the far end.
     pub fn dtmf_method(&self) -> DtmfMethod {
         DtmfMethod::for_media(self.negotiated.as_ref(), self.attached)
@@ -330,6 +350,7 @@ impl GatewayCall {
                 {
                     *local_hold = on;
                     self.sync_media();
+                    self.notify(Notice::Hold { on });
                     self.outputs.push_back(Output::HoldSettled(Ok(())));
                 } else {
                     self.sync_media();

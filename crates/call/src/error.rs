@@ -7,6 +7,10 @@ use std::fmt;
 pub enum CallControlError {
     /// The line has no call.
     NoCall,
+    /// The call the request named is not one of the line's (perhaps it just ended).
+    NoSuchCall(String),
+    /// The line has several calls and the request named none.
+    WhichCall,
     /// The line already has a call.
     LineBusy,
     /// No incoming call is ringing.
@@ -34,6 +38,8 @@ impl fmt::Display for CallControlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallControlError::NoCall => f.write_str("there is no call"),
+            CallControlError::NoSuchCall(id) => write!(f, "there is no call {id:?}"),
+            CallControlError::WhichCall => f.write_str("the line has several calls: name one with callId"),
             CallControlError::LineBusy => f.write_str("already in a call"),
             CallControlError::NotRinging => f.write_str("no incoming call is ringing"),
             CallControlError::NotEstablished => f.write_str("the call is not established"),

@@ -42,6 +42,11 @@ pub enum Notice {
         digit: char,
         method: DtmfMethod,
     },
+    /// We put the far end on hold (`on`) or took it off, and it agreed: on the
+    /// browser's request, or because the browser turned to another call.
+    Hold {
+        on: bool,
+    },
     /// How the browser's transfer of this call is going.
     Transfer {
         state: TransferState,
@@ -78,6 +83,8 @@ pub enum MediaAction {
     Update(SipMedia),
     /// The call is over: stop bridging and give the ports back.
     Detach,
+    /// The browser turns to this call (of several on its line): bridge it, park the others.
+    Focus,
     /// Send these keys as RFC 4733 events.
     Dtmf(String),
 }

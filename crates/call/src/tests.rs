@@ -264,7 +264,9 @@ fn offerless_incoming_invite_gets_our_offer_and_takes_the_answer_from_the_ack() 
 #[test]
 fn hold_is_settled_only_when_the_far_end_accepts_and_resume_undoes_it() {
     let mut call = established_outgoing();
+    assert!(call.is_talking());
     call.hold(true).unwrap();
+    assert!(!call.is_talking(), "about to be held");
     let out = drain(&mut call);
     let [SipAction::Reinvite { sdp }] = sip_of(&out)[..] else {
         panic!("{out:?}")
@@ -281,6 +283,11 @@ fn hold_is_settled_only_when_the_far_end_accepts_and_resume_undoes_it() {
     call.on_sip_event(answer_sdp("recvonly"));
     let out = drain(&mut call);
     assert_eq!(settled(&out), [&Ok(())]);
+    assert!(
+        out.contains(&Output::Notify(Notice::Hold { on: true })),
+        "{out:?}"
+    );
+    assert!(!call.is_talking());
     let update = media_of(&out);
     assert!(matches!(update[..], [MediaAction::Update(_)]), "{out:?}");
     assert!(!leg(update[0]).leg.send, "we hold: nothing sent");
@@ -296,9 +303,14 @@ fn hold_is_settled_only_when_the_far_end_accepts_and_resume_undoes_it() {
         panic!("{out:?}")
     };
     assert!(text(sdp).contains("a=sendrecv"));
+    assert!(call.is_talking(), "about to talk again");
     call.on_sip_event(answer_sdp("sendrecv"));
     let out = drain(&mut call);
     assert_eq!(settled(&out), [&Ok(())]);
+    assert!(
+        out.contains(&Output::Notify(Notice::Hold { on: false })),
+        "{out:?}"
+    );
     assert!(leg(media_of(&out)[0]).leg.send);
 }
 

@@ -182,6 +182,10 @@ impl RpcError {
         use sipline_call::CallControlError as E;
         match error {
             E::CallLimit => RpcError::new(codes::LIMIT, format!("Limit: {error}")),
+            E::NoSuchCall(_) | E::WhichCall => RpcError::new(
+                codes::INVALID_PARAMS,
+                format!("Invalid params for {what}: {error}"),
+            ),
             _ => RpcError::new(codes::INVALID_STATE, format!("cannot {what}: {error}")),
         }
     }
@@ -451,6 +455,10 @@ pub enum Notification {
         code: Option<u16>,
         reason: String,
     },
+    /// We put the call on hold or took it off (the browser asked, or it turned to
+    /// another call on its line), and the far end agreed.
+    #[serde(rename_all = "camelCase")]
+    CallHoldChanged { call_id: String, on_hold: bool },
     #[serde(rename_all = "camelCase")]
     TransferStateChanged {
         call_id: String,
@@ -522,6 +530,8 @@ impl Notification {
         "callErrorOccurred",
         "dtmfReceived",
         "callStats",
+        "transferStateChanged",
+        "callHoldChanged",
     ];
 
     pub fn to_json(&self) -> String {
@@ -544,9 +554,12 @@ pub struct StateSnapshot {
     pub code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The current call, if any.
+    /// The call the browser talks in (else the latest), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<CallSnapshot>,
+    /// Every call of the line, oldest first (more than one with call waiting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallSnapshot>,
 }
 
 /// A call as `getState` reports it.
@@ -558,6 +571,9 @@ pub struct CallSnapshot {
     /// The other party's number.
     pub peer: String,
     pub incoming: bool,
+    /// We hold the far end.
+    #[serde(default)]
+    pub on_hold: bool,
 }
 
 /// A successful response frame.

@@ -374,9 +374,26 @@ pub struct CallsConfig {
     pub session_expires: u32,
     /// Shortest session timer interval accepted, seconds (a shorter one gets 422).
     pub session_min_se: u32,
+    /// Calls one line may carry at once: 2 and more is call waiting (a second incoming
+    /// call rings during a call), 1 answers 486 to it.
+    pub per_line: usize,
 }
 
+/// Most calls one line may carry (`calls.per_line`).
+pub const MAX_CALLS_PER_LINE: usize = 4;
+
 impl CallsConfig {
+    /// `calls.per_line`, checked.
+    fn per_line(&self) -> Result<usize, ConfigError> {
+        match self.per_line {
+            1..=MAX_CALLS_PER_LINE => Ok(self.per_line),
+            _ => Err(ConfigError::new(
+                "calls.per_line",
+                format!("must be between 1 and {MAX_CALLS_PER_LINE}"),
+            )),
+        }
+    }
+
     /// `calls.session_expires` and `calls.session_min_se`, checked.
     fn session_timer(&self) -> Result<Option<SessionTimerConfig>, ConfigError> {
         if self.session_expires == 0 {
@@ -410,6 +427,7 @@ impl Default for CallsConfig {
             max_concurrent: 0,
             session_expires: 1800,
             session_min_se: 90,
+            per_line: 2,
         }
     }
 }
@@ -894,6 +912,7 @@ impl Config {
             timers: Timers::default(),
             protection,
             headers: sipline_sip::ExtraHeaders::default(),
+            calls_per_line: self.calls.per_line()?,
         };
         Ok((ua, sip_tcp))
     }

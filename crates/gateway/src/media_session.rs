@@ -8,6 +8,11 @@
 //! host candidate on the advertised address). One port per session keeps the
 //! demultiplexing in the kernel; a shared port would need our own STUN-ufrag routing
 //! for no gain at the session counts one gateway serves.
+//!
+//! A line with several calls (call waiting) has one call bridged to the browser: the
+//! last one attached or turned to ([`MediaCommand::Focus`]). The others are parked:
+//! their ports stay ours, nothing is read or sent on them (the far ends are on hold).
+//! The bridge moves with the focus, so the browser hears one continuous stream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -52,8 +57,11 @@ pub enum MediaCommand {
     Update { call: CallRef, leg: Box<SipMedia> },
     /// The call is over: stop and give its ports back.
     Detach { call: CallRef },
-    /// Key presses to send as RFC 4733 events.
-    Dtmf { digits: String },
+    /// The browser turns to this call (of several on its line): bridge it instead of
+    /// the one bridged now, which is parked.
+    Focus { call: CallRef },
+    /// Key presses to send into the call as RFC 4733 events.
+    Dtmf { call: CallRef, digits: String },
     /// The browser's WebSocket dropped and its session waits for it (`true`), or it came
     /// back (`false`): the silence of its WebRTC leg meanwhile is no media timeout.
     BrowserAway(bool),
@@ -155,6 +163,7 @@ pub fn spawn(
         mid: None,
         browser: None,
         call: None,
+        parked: Vec::new(),
         browser_seen: Instant::now(),
         remote_fingerprint: None,
         browser_away: false,
@@ -237,7 +246,10 @@ struct MediaSession {
     _webrtc_ports: RtpPorts,
     mid: Option<Mid>,
     browser: Option<BrowserLeg>,
+    /// The call bridged to the browser.
     call: Option<CallLeg>,
+    /// The line's other calls with media (at most `calls.per_line` - 1, the SIP task's limit).
+    parked: Vec<CallLeg>,
     /// When the browser's WebRTC leg last sent anything (ICE checks included).
     browser_seen: Instant,
     /// The DTLS fingerprint of the browser's peer connection, once negotiated.
@@ -494,48 +506,59 @@ impl MediaSession {
             MediaCommand::Attach { call, ports, leg } => {
                 let (ports, leg) = (*ports, *leg);
                 tracing::debug!(%call, remote = %leg.remote_rtp, "bridging the call's media");
-                self.call = Some(CallLeg {
+                let now = Instant::now();
+                let next = CallLeg {
                     call,
                     ports,
                     media: leg,
-                    latch: Latch::new(
-                        Instant::now(),
-                        leg.remote_rtp,
-                        leg.remote_rtcp,
-                        self.settings.symmetric_rtp,
-                    ),
+                    latch: Latch::new(now, leg.remote_rtp, leg.remote_rtcp, self.settings.symmetric_rtp),
                     bridge: None,
                     first_audio_sent: false,
                     first_rtp_at: None,
-                    next_stats: Instant::now() + STATS_EVERY,
+                    next_stats: now + STATS_EVERY,
                     browser_stats: (None, None),
-                    watchdog: {
-                        let mut w = Watchdog::new(Instant::now(), self.browser_seen, self.settings.timeouts);
-                        w.set_held(Instant::now(), SipMedia::is_held(&leg));
-                        w.set_browser_away(Instant::now(), self.browser_away);
-                        w
-                    },
-                });
-                self.ensure_bridge();
+                    watchdog: self.watchdog_for(&leg),
+                };
+                self.bridge_to(next);
             }
             MediaCommand::Update { call, leg } => {
                 let leg = *leg;
-                if let Some(l) = self.call.as_mut().filter(|l| l.call == call) {
+                let watched = self.call.as_mut().filter(|l| l.call == call);
+                let is_bridged = watched.is_some();
+                let parked = self.parked.iter_mut().find(|l| l.call == call);
+                if let Some(l) = watched.or(parked) {
                     if leg.remote_rtp != l.media.remote_rtp {
                         // the far end moved: use the new address at once
                         l.latch
                             .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
                     }
                     l.media = leg;
-                    l.watchdog.set_held(Instant::now(), SipMedia::is_held(&leg));
+                    if is_bridged {
+                        l.watchdog.set_held(Instant::now(), SipMedia::is_held(&leg));
+                    }
                     if let Some(b) = l.bridge.as_mut() {
                         b.set_sip(leg.leg);
                     }
                 }
             }
             MediaCommand::Detach { call } => {
+                self.parked.retain(|l| l.call != call);
                 if self.call.as_ref().is_some_and(|l| l.call == call) {
-                    self.call = None;
+                    match self.parked.pop() {
+                        // the line's other call is all the browser has left: bridge it
+                        Some(next) => {
+                            self.bridge_to(next);
+                            self.parked.retain(|l| l.call != call);
+                        }
+                        None => self.call = None,
+                    }
+                }
+            }
+            MediaCommand::Focus { call } => {
+                if let Some(at) = self.parked.iter().position(|l| l.call == call) {
+                    let next = self.parked.swap_remove(at);
+                    tracing::debug!(%call, "the browser turns to another call");
+                    self.bridge_to(next);
                 }
             }
             MediaCommand::BrowserAway(away) => {
@@ -544,15 +567,44 @@ impl MediaSession {
                     leg.watchdog.set_browser_away(Instant::now(), away);
                 }
             }
-            MediaCommand::Dtmf { digits } => {
+            MediaCommand::Dtmf { call, digits } => {
                 let now = Instant::now();
-                if let Some(b) = self.call.as_mut().and_then(|l| l.bridge.as_mut())
+                if let Some(b) = self
+                    .call
+                    .as_mut()
+                    .filter(|l| l.call == call)
+                    .and_then(|l| l.bridge.as_mut())
                     && !b.send_dtmf(now, &digits)
                 {
                     tracing::debug!("DTMF asked of a call without telephone-event");
                 }
             }
         }
+    }
+
+    /// Bridges `next` to the browser. The call bridged until now (if any) is parked, and
+    /// its bridge, which holds the browser's one outgoing stream, carries on with `next`.
+    fn bridge_to(&mut self, mut next: CallLeg) {
+        if let Some(mut previous) = self.call.take() {
+            if let Some(mut bridge) = previous.bridge.take() {
+                bridge.set_sip(next.media.leg);
+                next.bridge = Some(bridge);
+            }
+            self.parked.push(previous);
+        }
+        // a parked call's silence was nobody's business: counted from now
+        next.watchdog = self.watchdog_for(&next.media);
+        self.call = Some(next);
+        self.ensure_bridge();
+    }
+
+    /// A fresh silence watch for a call's leg.
+    fn watchdog_for(&self, leg: &SipMedia) -> Watchdog {
+        let now = Instant::now();
+        let mut w = Watchdog::new(now, self.browser_seen, self.settings.timeouts);
+        w.set_held(now, leg.is_held());
+        w.set_browser_away(now, self.browser_away);
+        w
     }
 
     /// A bridge needs both legs negotiated.

@@ -82,13 +82,30 @@ pub async fn start(sip: SipHandle, extensions: Vec<(Account, Extension)>) {
         tracing::info!(%user, ?ext, "extension ready");
         let sip = sip.clone();
         tokio::spawn(async move {
+            // an extension serves one call at a time (its media task has one leg)
+            let mut serving: Option<sipline_sip::CallRef> = None;
             while let Some(ev) = events.recv().await {
                 match ev {
-                    LineEvent::Call(CallNotice::Incoming { from, .. }) => {
+                    LineEvent::Call(CallNotice::Incoming { call, from, .. }) => {
+                        let on = crate::sip_handle::OnCall {
+                            line,
+                            call: Some(call),
+                        };
+                        if serving.is_some() {
+                            tracing::info!(%user, %from, "extension busy");
+                            let _ = sip.hang_up(on, 486).await;
+                            continue;
+                        }
                         tracing::info!(%user, %from, "extension answers");
-                        if let Ok(Err(e)) = sip.accept(line).await {
+                        serving = Some(call);
+                        if let Ok(Err(e)) = sip.accept(on).await {
                             tracing::warn!(%user, error = %e, "extension could not answer");
                         }
+                    }
+                    LineEvent::Call(CallNotice::State { call, status })
+                        if status.state.is_final() && serving == Some(call) =>
+                    {
+                        serving = None;
                     }
                     LineEvent::Call(CallNotice::Dtmf { digit, .. }) => {
                         let _ = digits_tx.send(digit);
@@ -127,7 +144,12 @@ async fn media_task(
                 Some(MediaCommand::Offer { reply, .. }) => {
                     let _ = reply.send(Err("an extension has no WebRTC leg".into()));
                 }
-                Some(MediaCommand::Candidate(_) | MediaCommand::Dtmf { .. } | MediaCommand::BrowserAway(_)) => {}
+                Some(
+                    MediaCommand::Candidate(_)
+                    | MediaCommand::Dtmf { .. }
+                    | MediaCommand::Focus { .. }
+                    | MediaCommand::BrowserAway(_),
+                ) => {}
                 None => return,
             },
             Some(d) = digits.recv() => {

@@ -27,7 +27,7 @@ use crate::per_ip::{Exceeded, PerIpLimit};
 use crate::pool::{AccountPool, LeaseLost, Refusal};
 use crate::resume::Rejoin;
 use crate::session_guard::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, SessionGuard, Verdict};
-use crate::sip_driver::{CallNotice, LineEvent, SipHandle};
+use crate::sip_driver::{CallNotice, LineEvent, OnCall, SipHandle};
 use futures_util::stream::SplitSink;
 use sipline_media::bridge::Side;
 use tokio::sync::mpsc;
@@ -429,6 +429,7 @@ fn is_call_news(n: &Notification) -> bool {
         Notification::CallStateChanged { .. }
             | Notification::IncomingCall { .. }
             | Notification::TransferStateChanged { .. }
+            | Notification::CallHoldChanged { .. }
     )
 }
 
@@ -527,7 +528,7 @@ impl Session {
     /// Told to go: now if no call runs (the reason), else when it ends.
     async fn leave_if_idle(&mut self) -> Option<String> {
         let (code, reason) = self.leaving?;
-        if matches!(self.gw.sip.call_info(self.line).await, Ok(None) | Err(_)) {
+        if matches!(self.gw.sip.calls(self.line).await.as_deref(), Ok([]) | Err(_)) {
             self.close = Some((code, reason));
             return Some(reason.to_owned());
         }
@@ -562,8 +563,8 @@ impl Session {
                     Some(LineEvent::Call(notice)) => {
                         let over = matches!(&notice, CallNotice::State { status, .. } if status.state.is_final());
                         self.remember(call_notification(notice));
-                        if over && self.leaving.is_some() {
-                            return None; // it was to go once the call ended
+                        if over && self.leaving.is_some() && self.leave_if_idle().await.is_some() {
+                            return None; // it was to go once its calls ended
                         }
                     }
                     Some(LineEvent::Removed) | None => {
@@ -650,13 +651,19 @@ impl Session {
             });
         }
         hello.extend(self.missed.drain(..));
-        if let Ok(Some(call)) = self.gw.sip.call_info(self.line).await {
+        for call in self.gw.sip.calls(self.line).await.unwrap_or_default() {
             hello.push(Notification::CallStateChanged {
                 call_id: call_id(call.call),
                 state: call.state.into(),
                 code: None,
                 reason: None,
             });
+            if call.on_hold {
+                hello.push(Notification::CallHoldChanged {
+                    call_id: call_id(call.call),
+                    on_hold: true,
+                });
+            }
         }
         let mut hello = hello.into_iter();
         while let Some(n) = hello.next() {
@@ -783,13 +790,11 @@ impl Session {
                     self.remember(n);
                     return sent;
                 }
-                match self.leaving {
-                    Some((code, reason)) if over => {
-                        self.close = Some((code, reason));
-                        Flow::Stop(reason.to_owned())
-                    }
-                    _ => Flow::Go,
+                if over && self.leaving.is_some() {
+                    // it was to go once its calls ended
+                    return self.leave_if_idle().await.map_or(Flow::Go, Flow::Stop);
                 }
+                Flow::Go
             }
             Some(LineEvent::Status(s)) => {
                 let n = Notification::PhoneLineStateChanged {
@@ -822,10 +827,13 @@ impl Session {
                 method: DtmfMethod::Rfc4733,
             }),
             MediaEvent::Dtmf {
-                digit, needs_info, ..
+                call,
+                digit,
+                needs_info,
+                ..
             } => {
                 if needs_info {
-                    self.gw.sip.info_dtmf(line, digit);
+                    self.gw.sip.info_dtmf(line, call, digit);
                 }
                 None
             }
@@ -861,7 +869,7 @@ impl Session {
             }
             MediaEvent::MediaTimeout { call, reason } => {
                 tracing::info!(conn, user = %self.account.user, %call, %reason, "ending the call");
-                self.gw.sip.end_call(line, reason);
+                self.gw.sip.end_call(line, call, reason);
                 None
             }
             MediaEvent::Connected => {
@@ -976,21 +984,23 @@ pub fn call_id(call: sipline_sip::CallRef) -> String {
     call.0.to_string()
 }
 
-/// Whether `wanted` (a request's `callId`) is the line's call.
-async fn is_the_call(ctx: &LineContext<'_>, wanted: &str) -> Result<(), RpcError> {
-    let current = ctx
-        .gw
-        .sip
-        .call_info(ctx.line)
-        .await
-        .map_err(|e| invalid_state(e.to_string()))?;
-    if current.map(|c| call_id(c.call)).as_deref() == Some(wanted) {
-        return Ok(());
+/// The call a request is for: the one its `callId` names, else the line's only one.
+/// A `callId` that cannot be a call of ours is refused here; whether the line has the
+/// call is the SIP task's to say, where it acts.
+fn on_call(line: sipline_sip::LineId, wanted: Option<&str>) -> Result<OnCall, RpcError> {
+    let Some(wanted) = wanted else {
+        return Ok(OnCall::only(line));
+    };
+    match wanted.parse().map(sipline_sip::CallRef) {
+        Ok(call) if call_id(call) == wanted => Ok(OnCall {
+            line,
+            call: Some(call),
+        }),
+        _ => Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("Invalid params: there is no call {:?}", clip(wanted)),
+        )),
     }
-    Err(RpcError::new(
-        codes::INVALID_PARAMS,
-        format!("Invalid params: there is no call {:?}", clip(wanted)),
-    ))
 }
 
 /// `number` trimmed, if the dial policy lets the browser reach it (for `method`).
@@ -1056,6 +1066,10 @@ fn call_notification(notice: CallNotice) -> Notification {
             code,
             reason,
         },
+        CallNotice::Hold { call, on } => Notification::CallHoldChanged {
+            call_id: call_id(call),
+            on_hold: on,
+        },
         CallNotice::Transfer { call, state, code } => Notification::TransferStateChanged {
             call_id: call_id(call),
             state: state.into(),
@@ -1076,6 +1090,7 @@ fn invalid_state(message: impl Into<String>) -> RpcError {
 /// Carries out one request: a result, or an error for the browser.
 async fn execute(
     request: ClientRequest,
+    on: OnCall,
     ctx: &LineContext<'_>,
     guard: &mut SessionGuard,
 ) -> Result<Value, RpcError> {
@@ -1083,19 +1098,30 @@ async fn execute(
     match request.clone() {
         ClientRequest::Ping => Ok(json!({})),
         ClientRequest::GetState => {
-            let call = ctx.gw.sip.call_info(ctx.line).await.map_err(gone)?;
+            let calls: Vec<CallSnapshot> = ctx
+                .gw
+                .sip
+                .calls(ctx.line)
+                .await
+                .map_err(gone)?
+                .into_iter()
+                .map(|c| CallSnapshot {
+                    call_id: call_id(c.call),
+                    state: c.state.into(),
+                    peer: c.peer,
+                    incoming: c.incoming,
+                    on_hold: c.on_hold,
+                })
+                .collect();
+            let current = calls.iter().rev().find(|c| !c.on_hold).or(calls.last()).cloned();
             let snapshot = StateSnapshot {
                 user: ctx.account.user.clone(),
                 display_name: ctx.account.display_name.clone(),
                 line: PhoneLineState::from(ctx.status.map(|s| s.state).unwrap_or(LineState::Registering)),
                 code: ctx.status.and_then(|s| s.code),
                 reason: ctx.status.and_then(|s| s.reason.clone()),
-                call: call.map(|c| CallSnapshot {
-                    call_id: call_id(c.call),
-                    state: c.state.into(),
-                    peer: c.peer,
-                    incoming: c.incoming,
-                }),
+                call: current,
+                calls,
             };
             Ok(serde_json::to_value(snapshot).unwrap_or(Value::Null))
         }
@@ -1120,7 +1146,7 @@ async fn execute(
                 Err(e) => Err(RpcError::for_call("call", &e)),
             }
         }
-        ClientRequest::Accept => match ctx.gw.sip.accept(ctx.line).await.map_err(gone)? {
+        ClientRequest::Accept => match ctx.gw.sip.accept(on).await.map_err(gone)? {
             Ok(()) => Ok(json!({})),
             Err(e) => Err(RpcError::for_call("accept", &e)),
         },
@@ -1141,7 +1167,7 @@ async fn execute(
             }
             Ok(json!({}))
         }
-        ClientRequest::Dtmf { digits } => match ctx.gw.sip.dtmf(ctx.line, digits).await.map_err(gone)? {
+        ClientRequest::Dtmf { digits } => match ctx.gw.sip.dtmf(on, digits).await.map_err(gone)? {
             Ok(()) => Ok(json!({})),
             Err(e) => Err(RpcError::for_call("send DTMF", &e)),
         },
@@ -1149,14 +1175,14 @@ async fn execute(
         ClientRequest::Hold | ClientRequest::Unhold => Err(invalid_state("hold is answered by the far end")),
         ClientRequest::Transfer { number } => {
             let number = dialable(ctx, "transfer", &number)?;
-            match ctx.gw.sip.transfer(ctx.line, number).await.map_err(gone)? {
+            match ctx.gw.sip.transfer(on, number).await.map_err(gone)? {
                 Ok(()) => Ok(json!({})),
                 Err(e) => Err(RpcError::for_call("transfer", &e)),
             }
         }
         ClientRequest::HangUp { code } => {
             let code = code.unwrap_or(ctx.gw.settings.reject_code);
-            match ctx.gw.sip.hang_up(ctx.line, code).await.map_err(gone)? {
+            match ctx.gw.sip.hang_up(on, code).await.map_err(gone)? {
                 Ok(()) => Ok(json!({})),
                 Err(e) => Err(RpcError::for_call("hang up", &e)),
             }
@@ -1177,8 +1203,8 @@ type LaterReply = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Stri
 
 /// `hold`/`unhold`: the re-INVITE leaves now; the browser is answered when the far end
 /// accepted it (`{}`) or refused it (an error with its status: the call keeps its media).
-fn hold_reply(id: Option<Value>, on: bool, ctx: &LineContext<'_>) -> LaterReply {
-    let answered = ctx.gw.sip.hold(ctx.line, on);
+fn hold_reply(id: Option<Value>, call: OnCall, on: bool, ctx: &LineContext<'_>) -> LaterReply {
+    let answered = ctx.gw.sip.hold(call, on);
     Box::pin(async move {
         let outcome = match answered.await {
             Ok(Ok(())) => Ok(json!({})),
@@ -1199,11 +1225,10 @@ async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard
         Ok(i) => i,
         Err(rejection) => return Reply::Now(Some(error_json(&rejection.id, &rejection.error))),
     };
-    if let Some(wanted) = &incoming.call_id
-        && let Err(error) = is_the_call(ctx, wanted).await
-    {
-        return Reply::Now(incoming.id.map(|id| error_json(&id, &error)));
-    }
+    let on = match on_call(ctx.line, incoming.call_id.as_deref()) {
+        Ok(on) => on,
+        Err(error) => return Reply::Now(incoming.id.map(|id| error_json(&id, &error))),
+    };
     if let ClientRequest::Hold | ClientRequest::Unhold = incoming.request {
         if ctx.waiting_replies >= MAX_WAITING_REPLIES {
             counters::inc(Counter::WaitingReplies);
@@ -1213,10 +1238,10 @@ async fn handle_text(text: &str, ctx: &LineContext<'_>, guard: &mut SessionGuard
             );
             return Reply::Now(incoming.id.map(|id| error_json(&id, &error)));
         }
-        let on = incoming.request == ClientRequest::Hold;
-        return Reply::Later(hold_reply(incoming.id, on, ctx));
+        let hold = incoming.request == ClientRequest::Hold;
+        return Reply::Later(hold_reply(incoming.id, on, hold, ctx));
     }
-    let outcome = execute(incoming.request, ctx, guard).await;
+    let outcome = execute(incoming.request, on, ctx, guard).await;
     let Some(id) = incoming.id else {
         return Reply::Now(None);
     };

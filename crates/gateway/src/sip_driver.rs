@@ -25,7 +25,7 @@ use crate::media_session::{MediaCommand, MediaHandle};
 use crate::peer_log::Kind;
 use crate::peer_warn;
 use crate::sip_handle::Command;
-pub use crate::sip_handle::{CallInfo, CallNotice, DriverStats, LineEvent, SipGone, SipHandle};
+pub use crate::sip_handle::{CallInfo, CallNotice, DriverStats, LineEvent, OnCall, SipGone, SipHandle};
 use crate::sip_transport::{Received, SipTransport, SocketSettings};
 
 /// Binds the SIP sockets and starts the SIP task.
@@ -195,42 +195,35 @@ impl Driver {
             } => {
                 let _ = reply.send(self.place_call(now, line, number, &headers));
             }
-            Command::Accept { line, reply } => {
-                let _ = reply.send(self.command(now, line, |r| r.call.accept()));
+            Command::Accept { on, reply } => {
+                let _ = reply.send(self.accept(now, on));
             }
-            Command::HangUp {
-                line,
-                code,
-                why,
-                reply,
-            } => {
-                let _ = reply.send(self.command(now, line, |r| r.call.hang_up(code, why)));
+            Command::HangUp { on, code, why, reply } => {
+                let _ = reply.send(self.command(now, on, |r| r.call.hang_up(code, why)));
             }
-            Command::CallInfo { line, reply } => {
-                let info = self.line_call(line).ok().map(|(call, r)| CallInfo {
-                    call,
-                    peer: r.call.peer().to_owned(),
-                    incoming: r.call.is_incoming(),
-                    state: r.call.state(),
-                });
-                let _ = reply.send(info);
+            Command::Calls { line, reply } => {
+                let _ = reply.send(self.calls_of(line));
             }
-            Command::Dtmf { line, digits, reply } => {
-                let result = self.command(now, line, |r| r.call.dtmf(&digits));
+            Command::Dtmf { on, digits, reply } => {
+                let result = self.command(now, on, |r| r.call.dtmf(&digits));
                 if let Ok(method) = result {
-                    tracing::info!(user = %self.user(line), digits, ?method, "DTMF");
+                    tracing::info!(user = %self.user(on.line), digits, ?method, "DTMF");
                 }
                 let _ = reply.send(result.map(|_| ()));
             }
-            Command::InfoDtmf { line, digit } => {
-                let _ = self.command(now, line, |r| {
+            Command::InfoDtmf { line, call, digit } => {
+                let on = OnCall {
+                    line,
+                    call: Some(call),
+                };
+                let _ = self.command(now, on, |r| {
                     r.call.browser_key(digit);
                     Ok(())
                 });
             }
-            Command::Hold { line, on, reply } => self.hold(now, line, on, reply),
-            Command::Transfer { line, number, reply } => {
-                let _ = reply.send(self.command(now, line, |r| r.call.transfer(&number)));
+            Command::Hold { on, hold, reply } => self.hold(now, on, hold, reply),
+            Command::Transfer { on, number, reply } => {
+                let _ = reply.send(self.command(now, on, |r| r.call.transfer(&number)));
             }
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {
@@ -265,7 +258,7 @@ impl Driver {
         number: String,
         headers: &[(String, String)],
     ) -> Result<CallRef, CallControlError> {
-        if self.ua.line_call(line).is_some() {
+        if self.ua.line_calls(line).len() >= self.ua.config().calls_per_line {
             return Err(CallControlError::LineBusy);
         }
         if self.at_call_limit() {
@@ -284,31 +277,91 @@ impl Driver {
             })?;
         tracing::info!(user = %self.user(line), call = %id, %number, "placing call");
         self.calls.insert(id, CallRecord::new(line, call, ports));
+        self.hold_others(now, line, id);
         Ok(id)
     }
 
-    /// Asks the line's call to hold or resume; `reply` is answered once the far end has.
+    /// Answers a ringing call; the browser turns to it, so the line's others are held.
+    fn accept(&mut self, now: Instant, on: OnCall) -> Result<(), CallControlError> {
+        let id = self.resolve(on)?;
+        self.hold_others(now, on.line, id);
+        self.command(now, on, |r| r.call.accept())
+    }
+
+    /// Puts on hold every call of `line` but `keep` that the browser talks in: it turns
+    /// to `keep` (it answered it, placed it, or took it off hold). The far ends are told
+    /// by re-INVITE; the browser by `callHoldChanged` once each agreed. A far end that
+    /// refuses stays off hold at the SIP level, but its audio no longer reaches the
+    /// browser, which now hears `keep`.
+    fn hold_others(&mut self, now: Instant, line: LineId, keep: CallRef) {
+        let others: Vec<CallRef> = self
+            .ua
+            .line_calls(line)
+            .iter()
+            .copied()
+            .filter(|c| *c != keep)
+            .collect();
+        for other in others {
+            let Some(record) = self.calls.get_mut(&other) else {
+                continue;
+            };
+            if record.call.is_talking() {
+                tracing::info!(call = %other, turned_to = %keep, "holding the call the browser leaves");
+                let _ = record.call.hold(true);
+                self.carry_out(now, other);
+            }
+        }
+    }
+
+    /// What the session may know of its line's calls, oldest first.
+    fn calls_of(&self, line: LineId) -> Vec<CallInfo> {
+        self.ua
+            .line_calls(line)
+            .iter()
+            .filter_map(|id| {
+                let r = self.calls.get(id)?;
+                Some(CallInfo {
+                    call: *id,
+                    peer: r.call.peer().to_owned(),
+                    incoming: r.call.is_incoming(),
+                    state: r.call.state(),
+                    on_hold: r.call.is_held_by_us(),
+                })
+            })
+            .collect()
+    }
+
+    /// Asks a call to hold or resume; `reply` is answered once the far end has. Taking
+    /// a call off hold turns the browser to it: the line's others are held first.
     fn hold(
         &mut self,
         now: Instant,
-        line: LineId,
-        on: bool,
+        on: OnCall,
+        hold: bool,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     ) {
-        let (id, record) = match self.line_call(line) {
-            Ok(found) => found,
+        let id = match self.resolve(on) {
+            Ok(id) => id,
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
         };
-        if record.hold_reply.is_some() {
+        if self.calls.get(&id).is_some_and(|r| r.hold_reply.is_some()) {
             let _ = reply.send(Err(CallControlError::OfferInProgress));
             return;
         }
+        if !hold {
+            self.hold_others(now, on.line, id);
+            self.media_action(on.line, id, MediaAction::Focus);
+        }
+        let Some(record) = self.calls.get_mut(&id) else {
+            let _ = reply.send(Err(CallControlError::CallEnded));
+            return;
+        };
         record.hold_reply = Some(reply);
-        let asked = record.call.hold(on);
-        tracing::info!(call = %id, on, "hold");
+        let asked = record.call.hold(hold);
+        tracing::info!(call = %id, hold, "hold");
         let refused = self.carry_out(now, id);
         if let Some(e) = asked.err().or(refused)
             && let Some(reply) = self.calls.get_mut(&id).and_then(|r| r.hold_reply.take())
@@ -317,21 +370,31 @@ impl Driver {
         }
     }
 
-    /// The line's call, for a command of its browser.
-    fn line_call(&mut self, line: LineId) -> Result<(CallRef, &mut CallRecord), CallControlError> {
-        let id = self.ua.line_call(line).ok_or(CallControlError::NoCall)?;
-        let record = self.calls.get_mut(&id).ok_or(CallControlError::NoCall)?;
-        Ok((id, record))
+    /// The call a browser's request is for: the one it named, if the line has it; else
+    /// the line's only call.
+    fn resolve(&self, on: OnCall) -> Result<CallRef, CallControlError> {
+        let calls = self.ua.line_calls(on.line);
+        match on.call {
+            Some(id) if calls.contains(&id) && self.calls.contains_key(&id) => Ok(id),
+            Some(id) => Err(CallControlError::NoSuchCall(crate::session::call_id(id))),
+            None => match calls {
+                [] => Err(CallControlError::NoCall),
+                [id] if self.calls.contains_key(id) => Ok(*id),
+                [_] => Err(CallControlError::NoCall),
+                _ => Err(CallControlError::WhichCall),
+            },
+        }
     }
 
-    /// Runs a browser command on the line's call and carries out what it asks.
+    /// Runs a browser command on the call it is for and carries out what it asks.
     fn command<T>(
         &mut self,
         now: Instant,
-        line: LineId,
+        on: OnCall,
         run: impl FnOnce(&mut CallRecord) -> Result<T, CallControlError>,
     ) -> Result<T, CallControlError> {
-        let (id, record) = self.line_call(line)?;
+        let id = self.resolve(on)?;
+        let record = self.calls.get_mut(&id).ok_or(CallControlError::NoCall)?;
         let result = run(record);
         let refused = self.carry_out(now, id);
         let value = result?;
@@ -402,7 +465,8 @@ impl Driver {
                 leg: Box::new(leg),
             },
             MediaAction::Detach => MediaCommand::Detach { call },
-            MediaAction::Dtmf(digits) => MediaCommand::Dtmf { digits },
+            MediaAction::Focus => MediaCommand::Focus { call },
+            MediaAction::Dtmf(digits) => MediaCommand::Dtmf { call, digits },
         };
         handle.send(command);
     }
@@ -554,5 +618,6 @@ fn call_notice(call: CallRef, notice: Notice) -> CallNotice {
             method: method.into(),
         },
         Notice::Transfer { state, code } => CallNotice::Transfer { call, state, code },
+        Notice::Hold { on } => CallNotice::Hold { call, on },
     }
 }

@@ -43,12 +43,33 @@ pub enum CallNotice {
         digit: char,
         method: DtmfMethod,
     },
+    /// We put the call on hold or took it off, and the far end agreed.
+    Hold {
+        call: CallRef,
+        on: bool,
+    },
     /// How the browser's transfer of the call is going.
     Transfer {
         call: CallRef,
         state: sipline_sip::TransferState,
         code: Option<u16>,
     },
+}
+
+/// Which call a browser's request is for: the one it named (`callId`), else the
+/// line's only call. The SIP task checks it where it acts, so a call that ended and
+/// another that arrived in between can never be confused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnCall {
+    pub line: LineId,
+    pub call: Option<CallRef>,
+}
+
+impl OnCall {
+    /// The line's only call.
+    pub fn only(line: LineId) -> OnCall {
+        OnCall { line, call: None }
+    }
 }
 
 /// A call as the session may ask about it.
@@ -58,6 +79,8 @@ pub struct CallInfo {
     pub peer: String,
     pub incoming: bool,
     pub state: CallState,
+    /// We hold the far end (the browser talks in another call, or asked for it).
+    pub on_hold: bool,
 }
 
 /// Counts for `/metrics`.
@@ -85,38 +108,39 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<CallRef, CallControlError>>,
     },
     Accept {
-        line: LineId,
+        on: OnCall,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     HangUp {
-        line: LineId,
+        on: OnCall,
         code: u16,
         /// What the browser is told, when not the usual.
         why: Option<String>,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
-    CallInfo {
+    Calls {
         line: LineId,
-        reply: oneshot::Sender<Option<CallInfo>>,
+        reply: oneshot::Sender<Vec<CallInfo>>,
     },
     Dtmf {
-        line: LineId,
+        on: OnCall,
         digits: String,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     /// A key press the browser sent itself, for a far end that needs it as INFO.
     InfoDtmf {
         line: LineId,
+        call: CallRef,
         digit: char,
     },
     Hold {
-        line: LineId,
-        on: bool,
+        on: OnCall,
+        hold: bool,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
-    /// Blind transfer of the line's call to `number` (checked by the dial policy).
+    /// Blind transfer of the call to `number` (checked by the dial policy).
     Transfer {
-        line: LineId,
+        on: OnCall,
         number: String,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
@@ -178,33 +202,35 @@ impl SipHandle {
         Ok((id, rx))
     }
 
-    pub async fn dtmf(&self, line: LineId, digits: String) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::Dtmf { line, digits, reply }).await
+    pub async fn dtmf(&self, on: OnCall, digits: String) -> Result<Result<(), CallControlError>, SipGone> {
+        self.ask(|reply| Command::Dtmf { on, digits, reply }).await
     }
 
     /// Blind transfer: the far end is asked (REFER) to call `number`; answered once the
     /// REFER is on its way, the progress comes as [`CallNotice::Transfer`].
     pub async fn transfer(
         &self,
-        line: LineId,
+        on: OnCall,
         number: String,
     ) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::Transfer { line, number, reply }).await
+        self.ask(|reply| Command::Transfer { on, number, reply }).await
     }
 
-    pub fn info_dtmf(&self, line: LineId, digit: char) {
-        let _ = self.commands.send(Command::InfoDtmf { line, digit });
+    pub fn info_dtmf(&self, line: LineId, call: CallRef, digit: char) {
+        let _ = self.commands.send(Command::InfoDtmf { line, call, digit });
     }
 
-    /// Puts the far end on hold (`on`) or takes it off. The command leaves at once; the
-    /// returned future resolves when the far end has answered (or refused).
+    /// Puts the far end on hold (`hold`) or takes it off; taking a call off hold puts
+    /// the line's other calls on hold (the browser talks in one at a time). The command
+    /// leaves at once; the returned future resolves when the far end has answered (or
+    /// refused).
     pub fn hold(
         &self,
-        line: LineId,
-        on: bool,
+        on: OnCall,
+        hold: bool,
     ) -> impl Future<Output = Result<Result<(), CallControlError>, SipGone>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = self.commands.send(Command::Hold { line, on, reply }).is_ok();
+        let sent = self.commands.send(Command::Hold { on, hold, reply }).is_ok();
         async move {
             if !sent {
                 return Err(SipGone);
@@ -213,11 +239,12 @@ impl SipHandle {
         }
     }
 
-    /// Unregisters a line (ending its call first); [`LineEvent::Removed`] follows.
+    /// Unregisters a line (ending its calls first); [`LineEvent::Removed`] follows.
     pub fn remove_line(&self, line: LineId) {
         let _ = self.commands.send(Command::RemoveLine(line));
     }
 
+    /// Places a call; the line's other calls are put on hold.
     pub async fn place_call(
         &self,
         line: LineId,
@@ -233,13 +260,14 @@ impl SipHandle {
         .await
     }
 
-    pub async fn accept(&self, line: LineId) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::Accept { line, reply }).await
+    /// Answers a ringing call; the line's other calls are put on hold.
+    pub async fn accept(&self, on: OnCall) -> Result<Result<(), CallControlError>, SipGone> {
+        self.ask(|reply| Command::Accept { on, reply }).await
     }
 
-    pub async fn hang_up(&self, line: LineId, code: u16) -> Result<Result<(), CallControlError>, SipGone> {
+    pub async fn hang_up(&self, on: OnCall, code: u16) -> Result<Result<(), CallControlError>, SipGone> {
         self.ask(|reply| Command::HangUp {
-            line,
+            on,
             code,
             why: None,
             reply,
@@ -247,20 +275,24 @@ impl SipHandle {
         .await
     }
 
-    /// Ends the line's call for a reason of the gateway's own (a media timeout), which
-    /// the browser is told in the call's final state.
-    pub fn end_call(&self, line: LineId, why: String) {
+    /// Ends a call for a reason of the gateway's own (a media timeout), which the
+    /// browser is told in the call's final state.
+    pub fn end_call(&self, line: LineId, call: CallRef, why: String) {
         let (reply, _) = oneshot::channel();
         let _ = self.commands.send(Command::HangUp {
-            line,
+            on: OnCall {
+                line,
+                call: Some(call),
+            },
             code: 480,
             why: Some(why),
             reply,
         });
     }
 
-    pub async fn call_info(&self, line: LineId) -> Result<Option<CallInfo>, SipGone> {
-        self.ask(|reply| Command::CallInfo { line, reply }).await
+    /// The line's calls, oldest first.
+    pub async fn calls(&self, line: LineId) -> Result<Vec<CallInfo>, SipGone> {
+        self.ask(|reply| Command::Calls { line, reply }).await
     }
 
     pub async fn stats(&self) -> Result<DriverStats, SipGone> {

@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Ports of one call test: the lab slot plus sipp's.
 struct CallLab {
@@ -144,7 +144,8 @@ async fn far_end_answers_then_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_hangs_up_an_established_call() {
-    let lab = CallLab::start(21);
+    // one call per line: no call waiting
+    let lab = CallLab::start_with_config(21, "", "", "\n[calls]\nper_line = 1\n");
     let mut uas = lab.uas("uas_answer_wait_bye", "1001", &[]);
     let (mut b, _) = lab.browser().await;
     call(&mut b, "1001").await;
@@ -296,7 +297,8 @@ async fn incoming_call_rejected_and_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_incoming_call_while_busy_gets_486() {
-    let lab = CallLab::start(29);
+    // one call per line: no call waiting
+    let lab = CallLab::start_with_config(29, "", "", "\n[calls]\nper_line = 1\n");
     let (mut b, user) = lab.browser().await;
     let mut first = lab.uac(0, "uac_call_wait_bye", &user, &[]);
     b.wait_for("incomingCall", |_| true, WAIT).await;
@@ -833,4 +835,138 @@ async fn a_failed_transfer_leaves_the_call_up() {
         b.close().await;
         lab.settled().await;
     }
+}
+
+/// Sends request `id` and reads until its response and every notification of `expected`
+/// (a method and params it must include) arrived, in whatever order; returns the
+/// response. (Hold and unhold are answered after the far end, and the notifications
+/// they cause can come before their reply.)
+async fn request_expecting(
+    b: &mut Browser,
+    id: &str,
+    method: &str,
+    params: Value,
+    expected: &[(&str, Value)],
+) -> Value {
+    let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    b.send_text(&frame.to_string()).await;
+    let mut missing: Vec<&(&str, Value)> = expected.iter().collect();
+    let mut response = None;
+    while response.is_none() || !missing.is_empty() {
+        let v = b
+            .next(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{method}: no reply {response:?} or still missing {missing:?}"));
+        if v["id"] == id {
+            response = Some(v);
+            continue;
+        }
+        let includes = |(m, p): &&(&str, Value)| {
+            v["method"] == *m
+                && p.as_object()
+                    .is_some_and(|p| p.iter().all(|(k, x)| v["params"][k] == *x))
+        };
+        missing.retain(|e| !includes(e));
+    }
+    response.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_call_waits_and_the_browser_swaps_between_the_two() {
+    let lab = CallLab::start(86);
+    let (mut b, user) = lab.browser().await;
+    let mut first = lab.uac(0, "uac_call_wait_bye", &user, &[]);
+    let a = b.wait_for("incomingCall", |_| true, WAIT).await["callId"].clone();
+    let r = request_expecting(
+        &mut b,
+        "1",
+        "accept",
+        json!({"callId": a}),
+        &[("callStateChanged", json!({"callId": a, "state": "inCall"}))],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    let_the_ack_through().await;
+
+    // a second call during the first rings at the browser with its own callId
+    let mut second = lab.uac(1, "uac_call_wait_bye", &user, &[]);
+    let waiting = b.wait_for("incomingCall", |_| true, WAIT).await;
+    let w = waiting["callId"].clone();
+    assert_ne!(w, a);
+    assert_eq!(waiting["from"], "1000");
+    // with two calls, a request must say which
+    let r = b.request("hangUp", json!({})).await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(
+        first.messages().matches("INVITE sip:").count() == 2,
+        "nothing sent to the first: {}",
+        first.messages()
+    );
+
+    // accepting it holds the first (re-INVITE sendonly), which the browser is told
+    let r = request_expecting(
+        &mut b,
+        "2",
+        "accept",
+        json!({"callId": w}),
+        &[
+            ("callStateChanged", json!({"callId": w, "state": "inCall"})),
+            ("callHoldChanged", json!({"callId": a, "onHold": true})),
+        ],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert!(first.messages().contains("a=sendonly"), "{}", first.messages());
+    let state = b.request("getState", json!({})).await["result"].clone();
+    assert_eq!(state["call"]["callId"], w, "{state}");
+    assert_eq!(state["calls"].as_array().map(Vec::len), Some(2), "{state}");
+    assert_eq!(state["calls"][0]["callId"], a, "{state}");
+    assert_eq!(state["calls"][0]["onHold"], true, "{state}");
+    assert_eq!(state["calls"][1]["onHold"], false, "{state}");
+
+    // the line is full (calls.per_line = 2): a third call is busy
+    let mut third = lab.uac(2, "uac_call_expect_reject", &user, &[]);
+    assert_eq!(
+        third.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        third.messages()
+    );
+    assert_eq!(third.received("SIP/2.0 486"), 1);
+
+    // back to the first: the second is held, then the first resumed
+    let r = request_expecting(
+        &mut b,
+        "3",
+        "unhold",
+        json!({"callId": a}),
+        &[
+            ("callHoldChanged", json!({"callId": w, "onHold": true})),
+            ("callHoldChanged", json!({"callId": a, "onHold": false})),
+        ],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert!(second.messages().contains("a=sendonly"), "{}", second.messages());
+
+    // each hung up by its callId; the other goes on until its own turn
+    for (id, far) in [(&w, &mut second), (&a, &mut first)] {
+        let r = request_expecting(
+            &mut b,
+            "bye",
+            "hangUp",
+            json!({"callId": id}),
+            &[("callStateChanged", json!({"callId": id, "state": "completed"}))],
+        )
+        .await;
+        assert_eq!(r["result"], json!({}), "{r}");
+        assert_eq!(
+            far.wait_async(WAIT).await,
+            Some(0),
+            "sipp: {}\n{}",
+            far.errors(),
+            far.messages()
+        );
+    }
+    lab.settled().await;
 }

@@ -131,7 +131,10 @@ impl Lab {
 
     /// … and `http` as extra keys of the [http] section.
     fn with_config(n: u16, pool: &str, http: &str) -> Lab {
-        assert!((60..=69).contains(&n), "the webphone tests own slots 60..=69");
+        assert!(
+            (60..=69).contains(&n) || (150..=159).contains(&n),
+            "the webphone tests own slots 60..=69 and 150..=159"
+        );
         prerequisites();
         let slot = Slot::new(n);
         let pbx = Pbx::start(slot.pbx);
@@ -170,9 +173,14 @@ impl Lab {
 
     /// A sipp caller (lab user 1000) calling `callee`.
     fn uac(&self, i: u16, scenario: &str, callee: &str, args: &[&str]) -> Sipp {
+        self.uac_as(i, scenario, callee, "1000", args)
+    }
+
+    /// A sipp caller, lab user `caller` (1000 to 1003), calling `callee`.
+    fn uac_as(&self, i: u16, scenario: &str, callee: &str, caller: &str, args: &[&str]) -> Sipp {
         let (sip, media) = self.far(i);
         let mut all = vec![
-            "-s", callee, "-key", "caller", "1000", "-au", "1000", "-ap", "secret",
+            "-s", callee, "-key", "caller", caller, "-au", caller, "-ap", "secret",
         ];
         all.extend_from_slice(args);
         Sipp::spawn(&sipp_scenario(scenario), self.slot.pbx, sip, media, &all)
@@ -774,4 +782,33 @@ fn a_blind_transfer_from_the_page() {
     page.passes();
     let msgs = sipp_passes(&mut far, "the far end (REFER, NOTIFYs, our BYE)");
     assert!(msgs.contains("Refer-To: <sip:1002@127.0.0.1>"), "{msgs}");
+}
+
+/// Issue 16: call waiting from the page, by accessible names: a second caller during a
+/// call is shown with Answer and Decline; answering holds the first (a re-INVITE with
+/// sendonly reaches it); "Switch to the call with 1000" swaps back (the second is held);
+/// hanging up leaves the held call, resumed with "Resume the call".
+#[test]
+fn call_waiting_from_the_page() {
+    if isolated("call_waiting_from_the_page") {
+        return;
+    }
+    let _one = one_browser_at_a_time();
+    let lab = Lab::start(150, 881);
+    let mut page = Script::start("call_waiting.mjs", &lab, &[]);
+    let user = page.event("registered");
+    let mut first = lab.uac_as(0, "uac_call_wait_bye", &user, "1000", &[]);
+    page.event("first");
+    let mut second = lab.uac_as(1, "uac_call_wait_bye", &user, "1001", &[]);
+    page.event("done");
+    page.passes();
+    for (far, what) in [
+        (&mut first, "the first caller"),
+        (&mut second, "the second caller"),
+    ] {
+        let msgs = sipp_passes(far, what);
+        // held (sendonly) and resumed (sendrecv) by re-INVITEs, then our BYE
+        assert!(msgs.contains("a=sendonly"), "{what} was put on hold:\n{msgs}");
+        assert!(far.received("INVITE sip:") >= 2, "{what}:\n{msgs}");
+    }
 }

@@ -38,6 +38,7 @@ fn config() -> UaConfig {
             ..Protection::default()
         },
         headers: Default::default(),
+        calls_per_line: 1,
     }
 }
 

@@ -77,6 +77,7 @@ pub fn user_agent(data: &[u8]) {
         timers: Timers::default(),
         protection: Protection::default(),
         headers: Default::default(),
+        calls_per_line: 1,
     };
     let t0 = Instant::now();
     let mut ua = UserAgent::new(t0, config, 1);

@@ -55,6 +55,8 @@ pub struct UaConfig {
     pub protection: Protection,
     /// Operator headers added to INVITE and REGISTER, and those picked out of incoming INVITEs.
     pub headers: crate::ExtraHeaders,
+    /// Calls a line may carry at once (call waiting above 1); an INVITE beyond gets 486.
+    pub calls_per_line: usize,
 }
 
 /// What the user agent does against peers it has no reason to serve.
@@ -153,11 +155,17 @@ enum Owner {
     Call(CallRef),
 }
 
-/// A hosted account: its registration and its one current call.
+/// A hosted account: its registration and its calls (at most `calls_per_line`).
 #[derive(Debug)]
 struct Line {
     registration: Registration,
-    call: Option<CallRef>,
+    calls: Vec<CallRef>,
+}
+
+impl Line {
+    fn is_full(&self, config: &UaConfig) -> bool {
+        self.calls.len() >= config.calls_per_line.max(1)
+    }
 }
 
 /// What happened, for the driver to pass on.
@@ -334,17 +342,17 @@ impl UserAgent {
             id,
             Line {
                 registration,
-                call: None,
+                calls: Vec::new(),
             },
         );
         self.flush_line(now, id);
         id
     }
 
-    /// Unregisters a line, ending its call first (BYE, CANCEL or 486);
-    /// [`Event::LineRemoved`] follows when both are done.
+    /// Unregisters a line, ending its calls first (BYE, CANCEL or 486);
+    /// [`Event::LineRemoved`] follows when all are done.
     pub fn remove_line(&mut self, now: Instant, id: LineId) {
-        if let Some(call) = self.line_call(id) {
+        for call in self.line_calls(id).to_vec() {
             let _ = self.hang_up(now, call, 486);
         }
         let reachable = self.registrar_reachable();
@@ -360,9 +368,20 @@ impl UserAgent {
         self.lines.get(&id).and_then(|l| l.registration.status())
     }
 
-    /// The line's current call, if any.
+    /// The line's calls, oldest first.
+    pub fn line_calls(&self, id: LineId) -> &[CallRef] {
+        self.lines
+            .get(&id)
+            .map(|l| l.calls.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// The line's call when it has exactly one.
     pub fn line_call(&self, id: LineId) -> Option<CallRef> {
-        self.lines.get(&id).and_then(|l| l.call)
+        match self.line_calls(id) {
+            [call] => Some(*call),
+            _ => None,
+        }
     }
 
     /// Calls `number` from a line, with our SDP offer.
@@ -387,7 +406,7 @@ impl UserAgent {
         headers: &[(String, String)],
     ) -> Result<CallRef, CallError> {
         let l = self.lines.get(&line).ok_or(CallError::NoSuchLine)?;
-        if l.call.is_some() {
+        if l.is_full(&self.config) {
             return Err(CallError::LineBusy);
         }
         if l.registration.is_stopping() {
@@ -409,7 +428,7 @@ impl UserAgent {
         self.next_call += 1;
         self.insert_call(id, call);
         if let Some(l) = self.lines.get_mut(&line) {
-            l.call = Some(id);
+            l.calls.push(id);
         }
         self.flush_call(now, id);
         Ok(id)
@@ -784,7 +803,7 @@ impl UserAgent {
             self.reply(now, &key, &req, 404, "Not Found");
             return;
         };
-        if self.line_call(line).is_some() {
+        if self.lines.get(&line).is_some_and(|l| l.is_full(&self.config)) {
             self.reply(now, &key, &req, 486, "Busy Here");
             return;
         }
@@ -800,7 +819,7 @@ impl UserAgent {
         let call = Call::incoming(now, id, line, &account, key, req, &self.config, &mut self.rng);
         self.insert_call(id, call);
         if let Some(l) = self.lines.get_mut(&line) {
-            l.call = Some(id);
+            l.calls.push(id);
         }
         self.flush_call(now, id);
     }
@@ -1036,7 +1055,7 @@ impl UserAgent {
         };
         let requests: Vec<Request> = line.registration.drain_requests().collect();
         let changes: Vec<LineStatus> = line.registration.drain_changes().collect();
-        let done = line.registration.is_done() && line.call.is_none();
+        let done = line.registration.is_done() && line.calls.is_empty();
         let hop = self.config.next_hop();
         for req in requests {
             self.transactions.send_request(now, req, hop, Owner::Line(id));
@@ -1106,9 +1125,9 @@ impl UserAgent {
         }
         if over
             && let Some(l) = self.lines.get_mut(&line)
-            && l.call == Some(id)
+            && let Some(at) = l.calls.iter().position(|c| *c == id)
         {
-            l.call = None;
+            l.calls.remove(at);
             // a line waiting to go away may have been waiting for this call only
             self.flush_line(now, line);
         }
@@ -1174,6 +1193,7 @@ pub(crate) fn test_config() -> UaConfig {
         timers: Timers::default(),
         protection: Protection::default(),
         headers: crate::ExtraHeaders::default(),
+        calls_per_line: 1,
     }
 }
 

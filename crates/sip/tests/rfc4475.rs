@@ -457,6 +457,7 @@ fn config() -> UaConfig {
         timers: Timers::default(),
         protection: Protection::default(),
         headers: Default::default(),
+        calls_per_line: 1,
     }
 }
 

@@ -517,6 +517,49 @@ fn incoming_call_rejected_cancelled_or_busy() {
 }
 
 #[test]
+fn a_line_carries_calls_per_line_calls_and_refuses_the_next() {
+    let mut config = test_config();
+    config.calls_per_line = 2;
+    let mut lab = Lab::with_config(config).0;
+    lab.feed(Lab::far_request("INVITE", "w1", "first", 1, None, FAR_SDP).as_bytes());
+    let first = lab.ua.line_call(lab.line).expect("one call");
+    lab.ua.accept_call(lab.now, first, OFFER.to_vec()).unwrap();
+    lab.sent();
+    lab.events();
+    // a second call rings during the first (call waiting)
+    lab.feed(Lab::far_request("INVITE", "w2", "second", 1, None, FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 180]);
+    let calls = lab.ua.line_calls(lab.line).to_vec();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0], first);
+    assert_eq!(
+        lab.ua.line_call(lab.line),
+        None,
+        "no single call to pick any more"
+    );
+    assert!(matches!(
+        lab.call_events().first(),
+        Some(CallEvent::Incoming { .. })
+    ));
+    // the line is full: a third call gets 486, and so does placing one
+    lab.feed(Lab::far_request("INVITE", "w3", "third", 1, None, FAR_SDP).as_bytes());
+    assert_eq!(status_of(&lab.responses()), vec![100, 486]);
+    assert_eq!(
+        lab.ua.place_call(lab.now, lab.line, "1001", OFFER.to_vec()),
+        Err(CallError::LineBusy)
+    );
+    // the first ends: the line has room again, for an outgoing call too
+    lab.ua.hang_up(lab.now, first, 486).unwrap();
+    lab.sent();
+    assert_eq!(lab.ua.line_calls(lab.line), &calls[1..]);
+    let placed = lab
+        .ua
+        .place_call(lab.now, lab.line, "1001", OFFER.to_vec())
+        .unwrap();
+    assert_eq!(lab.ua.line_calls(lab.line), &[calls[1], placed]);
+}
+
+#[test]
 fn reinvite_from_the_far_end_is_answered_with_our_sdp() {
     let mut lab = Lab::new();
     lab.feed(Lab::far_request("INVITE", "i1", "re", 1, None, FAR_SDP).as_bytes());
