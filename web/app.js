@@ -212,7 +212,7 @@ function render() {
     ui.dtmfRecv.textContent = page.dtmfRecv.slice(-16);
   }
 
-  renderOtherCalls(s.otherCalls);
+  renderOtherCalls(s.otherCalls, call && (call.state === "inCall" || call.state === "held") ? call : null);
 
   // incoming call panel
   if (incoming) {
@@ -302,9 +302,9 @@ function render() {
 }
 
 /** The line's other calls (call waiting): one row each, with what can be done with it. */
-function renderOtherCalls(/** @type {import("./sipline").CallInfo[]} */ others) {
+function renderOtherCalls(/** @type {import("./sipline").CallInfo[]} */ others, /** @type {import("./sipline").CallInfo | null} */ live) {
   ui.others.hidden = !others.length;
-  const key = others.map((c) => `${c.callId}:${c.state}:${c.onHold}`).join(",") + `|${page.busy}`;
+  const key = others.map((c) => `${c.callId}:${c.state}:${c.onHold}`).join(",") + `|${page.busy}|${live?.callId}`;
   if (ui.others.dataset.key === key) return;
   ui.others.dataset.key = key;
   ui.others.replaceChildren(...others.map((c) => {
@@ -331,6 +331,11 @@ function renderOtherCalls(/** @type {import("./sipline").CallInfo[]} */ others) 
       button("Decline", `Decline the waiting call from ${name}`, () => hangUp(603, c.callId));
     } else if (c.state === "inCall" || c.state === "held") {
       button("Switch", `Switch to the call with ${name}`, () => swap(c.callId));
+      if (live) {
+        // attended transfer: the held party and the current one talk to each other
+        const other = live.displayName || live.peer || "the current call";
+        button("Transfer", `Transfer ${name} to ${other}`, () => transferToCall(c.callId, live.callId));
+      }
       button("Hang up", `Hang up the call with ${name}`, () => hangUp(undefined, c.callId));
     }
     return li;
@@ -413,6 +418,11 @@ function hangUp(/** @type {number | undefined} */ code, /** @type {string | unde
   if (!call) return;
   if (!callId) sounds.stop();
   run("Could not hang up", () => phone.hangUp(call.incoming && call.state === "ringing" ? (code ?? 603) : undefined, call.callId));
+}
+
+/** Attended transfer: the far end of `callId` takes over `toCallId`; both calls then end. */
+function transferToCall(/** @type {string} */ callId, /** @type {string} */ toCallId) {
+  run("Could not transfer the call", () => phone.transferToCall(callId, toCallId));
 }
 
 /** Switches to another call of the line: it is taken off hold, the current one held. */

@@ -36,6 +36,8 @@ export interface IncomingCall {
   displayName: string | null;
   /** Headers of the INVITE the gateway passes on (`headers.to_browser`). */
   headers?: Record<string, string>;
+  /** The call this one takes the place of (an attended transfer to us): answered at once. */
+  replaces?: string;
 }
 export interface CallStateChanged {
   callId: string;
@@ -48,6 +50,8 @@ export interface CallStateChanged {
   background?: boolean;
 }
 export interface CallHoldChanged { callId: string; onHold: boolean }
+/** The far end of `callId` transferred us: sipline calls `number` as `newCallId` (it becomes `state.call`). */
+export interface CallReferred { callId: string; newCallId: string; number: string }
 export interface CallErrorOccurred { callId?: string | null; code?: number | null; reason: string }
 export interface DtmfReceived { callId: string; digit: string; method: "rfc4733" | "info" }
 export type TransferState = "trying" | "ringing" | "completed" | "failed";
@@ -88,6 +92,7 @@ export interface SiplinePhoneEventMap {
   dtmfReceived: CustomEvent<DtmfReceived>;
   transferStateChanged: CustomEvent<TransferStateChanged>;
   callHoldChanged: CustomEvent<CallHoldChanged>;
+  callReferred: CustomEvent<CallReferred>;
   callStats: CustomEvent<CallStats>;
   connectionStateChanged: CustomEvent<ConnectionStateChanged>;
   mediaStateChanged: CustomEvent<MediaStateChanged>;
@@ -243,6 +248,8 @@ export declare class SiplinePhone extends EventTarget {
   hold(callId?: string): Promise<{}>;
   /** Takes `callId` (default `state.call`) off hold; the line's live call is held, `callId` becomes `state.call`. */
   unhold(callId?: string): Promise<{}>;
+  /** Attended transfer: the far end of `callId` takes over `toCallId` (REFER with Replaces). */
+  transferToCall(callId: string, toCallId: string): Promise<{}>;
   /** Switches to another call of `state.otherCalls` (its `unhold`). */
   swap(callId: string): Promise<{}>;
   getState(): Promise<StateSnapshot>;

@@ -14,7 +14,7 @@ export const FINAL_CALL_STATES = Object.freeze(["busy", "rejected", "cancelled",
 export const NOTIFICATIONS = Object.freeze([
   "registrationStateChanged", "sipUserNameReceived", "phoneLineStateChanged", "incomingCall",
   "callStateChanged", "callErrorOccurred", "dtmfReceived", "callStats", "transferStateChanged",
-  "callHoldChanged",
+  "callHoldChanged", "callReferred",
 ]);
 
 /** WebSocket close code sipline uses with `connectionLimit` (Try Again Later). */
@@ -375,6 +375,16 @@ export class SiplinePhone extends EventTarget {
   }
 
   /**
+   * Attended transfer: asks the far end of `callId` (usually a held call) to take over
+   * `toCallId` (usually the current one), whose far end then talks to it instead of us
+   * (REFER with Replaces). Progress as for `transfer`; both calls end when it worked.
+   * @param {string} callId @param {string} toCallId @returns {Promise<{}>}
+   */
+  transferToCall(callId, toCallId) {
+    return this.request("transfer", { callId, toCallId });
+  }
+
+  /**
    * Switches to another call of the line (`state.otherCalls`): takes it off hold, which
    * puts the current one on hold. @param {string} callId @returns {Promise<{}>}
    */
@@ -503,9 +513,15 @@ export class SiplinePhone extends EventTarget {
         break;
       case "incomingCall": {
         const call = newCall(params.callId, "ringing", true, params.from, params.displayName ?? null);
-        // during a call it waits (call waiting) until answered
-        if (this.#s.call && this.#s.call.callId !== call.callId) this.#set({ otherCalls: [...this.#s.otherCalls, call] });
-        else this.#set({ call });
+        if (params.replaces && this.#find(params.replaces)) {
+          // an attended transfer to us: it takes the place of a call (answered at once)
+          this.#focus(call);
+        } else if (this.#s.call && this.#s.call.callId !== call.callId) {
+          // during a call it waits (call waiting) until answered
+          this.#set({ otherCalls: [...this.#s.otherCalls, call] });
+        } else {
+          this.#set({ call });
+        }
         break;
       }
       case "callHoldChanged":
@@ -549,7 +565,8 @@ export class SiplinePhone extends EventTarget {
 
   /** @param {import("./sipline").CallStateChanged} p */
   #endCall(p) {
-    const other = this.#s.otherCalls.find((c) => c.callId === p.callId);
+    const other = this.#s.otherCalls.find((c) => c.callId === p.callId)
+      ?? (this.#s.call && this.#s.call.callId !== p.callId && !this.#dialing ? newCall(p.callId, p.state, false, null, null) : null);
     if (other) {
       // a waiting or held call ended: the current one goes on
       const last = { ...other, state: p.state, code: p.code ?? null, reason: p.reason ?? null, endedAt: Date.now() };

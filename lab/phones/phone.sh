@@ -37,7 +37,8 @@
 # (8 kHz mono s16 WAV to play instead), BS_LIFETIME=600 (baresip -t: quits,
 # hanging up, after that many seconds, a guard against leaked phones; 0 = never),
 # BS_SIP_TRACE=1 (baresip -s: every SIP message in the log), BS_CODECS=PCMU/8000/1,PCMA/8000/1
-# (baresip's audio_codecs, in order; G722/16000/1 is loaded too).
+# (baresip's audio_codecs, in order; G722/16000/1 is loaded too), BS_MEDIAENC=srtp|srtp-mand
+# (SDES-SRTP, RFC 4568: offered best-effort or required; srtp.so is loaded for it).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
@@ -102,7 +103,7 @@ AUDIO="${BS_AUDIO:-$D/tone.wav}"
 tp=""; [ "$TRANSPORT" = tcp ] && tp=";transport=tcp"
 # one account: registers at the PBX (outbound proxy) every 600 s
 cat > "$D/accounts" <<ACC
-<sip:$USER_@127.0.0.1$tp>;auth_user=$USER_;auth_pass=$PASS;outbound="sip:127.0.0.1:$PBX_PORT$tp";regint=600;answermode=$ANSWER;audio_codecs=${BS_CODECS:-PCMU/8000/1,PCMA/8000/1};audio_source=aufile,$AUDIO;ptime=20
+<sip:$USER_@127.0.0.1$tp>;auth_user=$USER_;auth_pass=$PASS;outbound="sip:127.0.0.1:$PBX_PORT$tp";regint=600;answermode=$ANSWER;audio_codecs=${BS_CODECS:-PCMU/8000/1,PCMA/8000/1};audio_source=aufile,$AUDIO;ptime=20${BS_MEDIAENC:+;mediaenc=$BS_MEDIAENC}
 ACC
 : > "$D/contacts"
 
@@ -141,6 +142,7 @@ module			g722.so
 module			sndfile.so
 module			aufile.so
 module			aubridge.so
+$( [ -n "${BS_MEDIAENC:-}" ] && printf 'module\t\t\tsrtp.so\n' )
 module_tmp		uuid.so
 module_tmp		account.so
 module_app		menu.so

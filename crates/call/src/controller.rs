@@ -257,6 +257,19 @@ impl GatewayCall {
         }
     }
 
+    /// Attended transfer: asks the far end to call the far end of `other` (an
+    /// established call of the line) in our place, replacing it (REFER with Replaces).
+    pub fn transfer_to_call(&mut self, other: sipline_sip::CallRef) -> Result<(), CallControlError> {
+        match self.phase {
+            Phase::Established { .. } => {
+                self.sip(SipAction::ReferToCall { other });
+                Ok(())
+            }
+            Phase::Ending => Err(CallControlError::CallEnded),
+            _ => Err(CallControlError::NotEstablished),
+        }
+    }
+
     /// Ends the call: CANCEL, reject with `code`, or BYE. `why` replaces the reason the
     /// browser is told (a media timeout…).
     pub fn hang_up(&mut self, code: u16, why: Option<String>) -> Result<(), CallControlError> {
@@ -293,6 +306,8 @@ impl GatewayCall {
                 }
             }
             CallEvent::Transfer { state, code } => self.notify(Notice::Transfer { state, code }),
+            // the new call is the driver's to place (another call of the line)
+            CallEvent::Referred(_) => {}
             CallEvent::ReinviteFailed { code } => {
                 if self.roll_back_hold(Err(CallControlError::Refused { code })) {
                     self.notify(Notice::Error {

@@ -70,6 +70,9 @@ pub enum SipAction {
         content_type: &'static str,
         body: Vec<u8>,
     },
+    /// An attended transfer: REFER the far end to the far end of `other` (another call
+    /// of the line), replacing it.
+    ReferToCall { other: sipline_sip::CallRef },
     /// A blind transfer: REFER the far end to `number`.
     Refer { number: String },
 }
@@ -95,6 +98,8 @@ pub struct SipMedia {
     pub leg: SipLeg,
     pub remote_rtp: SocketAddr,
     pub remote_rtcp: SocketAddr,
+    /// The SDES-SRTP keys, when the leg is encrypted.
+    pub srtp: Option<sipline_media::sdp::SrtpKeys>,
 }
 
 impl SipMedia {
@@ -104,6 +109,7 @@ impl SipMedia {
             leg: SipLeg::negotiated(n, local_hold),
             remote_rtp: n.remote_rtp,
             remote_rtcp: n.remote_rtcp,
+            srtp: n.srtp,
         }
     }
 

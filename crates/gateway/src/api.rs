@@ -58,16 +58,37 @@ pub enum ClientRequest {
     Hold,
     Unhold,
     /// `transfer {callId?, number}` → `{}`: blind transfer (REFER) of the call to
-    /// `number`; progress in `transferStateChanged`.
+    /// `number`; `transfer {callId?, toCallId}`: attended transfer to the far end of
+    /// another call of the line (REFER with Replaces). Progress in `transferStateChanged`.
     Transfer {
-        number: String,
+        to: TransferTo,
     },
 }
 
+/// Where a `transfer` sends the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTo {
+    Number(String),
+    /// The far end of this call of the line (its `callId`).
+    Call(String),
+}
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct TransferParams {
-    number: String,
+    number: Option<String>,
+    to_call_id: Option<String>,
+}
+
+impl TransferParams {
+    fn target(self) -> Result<TransferTo, String> {
+        match (self.number, self.to_call_id) {
+            (Some(n), None) => Ok(TransferTo::Number(n)),
+            (None, Some(c)) if c.len() <= 32 => Ok(TransferTo::Call(c)),
+            (None, Some(_)) => Err("toCallId is too long".into()),
+            _ => Err("give either number (blind transfer) or toCallId (attended)".into()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,9 +303,9 @@ impl Incoming {
             }),
             "hold" => no_params(env_params).map(|_| ClientRequest::Hold),
             "unhold" => no_params(env_params).map(|_| ClientRequest::Unhold),
-            "transfer" => {
-                params::<TransferParams>(env_params).map(|p| ClientRequest::Transfer { number: p.number })
-            }
+            "transfer" => params::<TransferParams>(env_params)
+                .and_then(TransferParams::target)
+                .map(|to| ClientRequest::Transfer { to }),
             _ => {
                 return Err(Rejection {
                     id,
@@ -437,6 +458,10 @@ pub enum Notification {
         /// Headers of the INVITE named in `headers.to_browser`.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
+        /// The call it takes the place of (an attended transfer to this browser): it is
+        /// answered at once and that call ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     CallStateChanged {
@@ -454,6 +479,13 @@ pub enum Notification {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<u16>,
         reason: String,
+    },
+    /// The far end of `call_id` transferred us: sipline calls `number` as `new_call_id`.
+    #[serde(rename_all = "camelCase")]
+    CallReferred {
+        call_id: String,
+        new_call_id: String,
+        number: String,
     },
     /// We put the call on hold or took it off (the browser asked, or it turned to
     /// another call on its line), and the far end agreed.
@@ -532,6 +564,7 @@ impl Notification {
         "callStats",
         "transferStateChanged",
         "callHoldChanged",
+        "callReferred",
     ];
 
     pub fn to_json(&self) -> String {

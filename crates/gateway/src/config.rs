@@ -451,6 +451,21 @@ pub struct MediaConfig {
     pub timeout: f64,
     /// The same while the call is on hold (either way); 0 turns it off.
     pub hold_timeout: f64,
+    /// SDES-SRTP on the SIP leg.
+    pub srtp: SrtpMode,
+}
+
+/// SDES-SRTP on the SIP leg (`media.srtp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpMode {
+    /// Plain RTP only.
+    #[default]
+    Off,
+    /// Best effort: offered with a key on RTP/AVP, used when the far end answers one.
+    Optional,
+    /// RTP/SAVP only.
+    Mandatory,
 }
 
 impl Default for MediaConfig {
@@ -462,6 +477,7 @@ impl Default for MediaConfig {
             browser_codecs: DEFAULT_CODECS.iter().map(|c| (*c).to_owned()).collect(),
             timeout: 30.0,
             hold_timeout: 600.0,
+            srtp: SrtpMode::Off,
         }
     }
 }
@@ -558,6 +574,7 @@ pub struct Settings {
     pub media_timeouts: sipline_media::watchdog::Timeouts,
     pub sip_codecs: Vec<MediaCodec>,
     pub browser_codecs: Vec<MediaCodec>,
+    pub srtp: SrtpMode,
     /// The shared pool, when configured.
     pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Headers a browser may put on its call (`headers.from_browser`).
@@ -788,6 +805,7 @@ impl Config {
             media_timeouts,
             sip_codecs: parse_codecs("media.sip_codecs", &self.media.sip_codecs)?,
             browser_codecs: parse_codecs("media.browser_codecs", &self.media.browser_codecs)?,
+            srtp: self.media.srtp,
             cluster: self.cluster()?,
             headers_from_browser,
         })

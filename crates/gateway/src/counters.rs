@@ -35,11 +35,13 @@ pub enum Counter {
     WaitingReplies,
     RtpForeignSource,
     RtcpForeignSource,
+    /// SRTP/SRTCP from the far end that failed authentication or replayed.
+    Srtp,
     LogLines,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 25] = [
         Counter::HttpConnections,
         Counter::HttpConnectionsPerIp,
         Counter::HttpUnfinishedRequest,
@@ -63,6 +65,7 @@ impl Counter {
         Counter::WaitingReplies,
         Counter::RtpForeignSource,
         Counter::RtcpForeignSource,
+        Counter::Srtp,
         Counter::LogLines,
     ];
 
@@ -92,6 +95,7 @@ impl Counter {
             Counter::CallHeaders => (Refused, "call_headers"),
             Counter::WaitingReplies => (Refused, "waiting_replies"),
             Counter::RtpForeignSource => (Dropped, "rtp_foreign_source"),
+            Counter::Srtp => (Dropped, "srtp"),
             Counter::RtcpForeignSource => (Dropped, "rtcp_foreign_source"),
             Counter::LogLines => (Dropped, "log_lines"),
         }

@@ -77,7 +77,12 @@ fn client_frame(incoming: &Incoming) -> String {
         ClientRequest::Dtmf { digits } => ("dtmf", Some(json!({ "digits": digits }))),
         ClientRequest::Hold => ("hold", Some(json!({}))),
         ClientRequest::Unhold => ("unhold", None),
-        ClientRequest::Transfer { number } => ("transfer", Some(json!({ "number": number }))),
+        ClientRequest::Transfer {
+            to: crate::api::TransferTo::Number(number),
+        } => ("transfer", Some(json!({ "number": number }))),
+        ClientRequest::Transfer {
+            to: crate::api::TransferTo::Call(call),
+        } => ("transfer", Some(json!({ "toCallId": call }))),
     };
     let mut frame = json!({ "jsonrpc": "2.0", "method": method });
     if let Some(id) = &incoming.id {

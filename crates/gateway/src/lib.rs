@@ -88,9 +88,13 @@ pub async fn start(mut settings: Settings) -> io::Result<Running> {
         settings.ua.clone(),
         sockets,
         Arc::clone(&rtp),
-        settings.media_ip,
-        settings.sip_codecs.clone(),
+        sip_driver::CallMedia {
+            ip: settings.media_ip,
+            codecs: settings.sip_codecs.clone(),
+            srtp: settings.srtp,
+        },
         settings.max_calls,
+        settings.dial_pattern.clone(),
     )
     .await
     .map_err(|e| {

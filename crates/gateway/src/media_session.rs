@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sipline_media::bridge::{Bridge, BrowserLeg, LegCodec, LegCounters, Output as BridgeOutput, Side};
 use sipline_media::latch::{Latch, Verdict};
-use sipline_media::sdp::Codec as MediaCodec;
+use sipline_media::sdp::{Codec as MediaCodec, SrtpKeys};
+use sipline_media::srtp::SrtpContext;
 use sipline_media::watchdog::{Timeouts, Watchdog};
 use sipline_sip::CallRef;
 use str0m::change::SdpOffer;
@@ -220,11 +221,41 @@ pub(crate) fn new_rtc(local: SocketAddr, preference: &[MediaCodec]) -> Rtc {
     rtc
 }
 
+/// SDES-SRTP on a call's RTP leg: our context encrypts what we send, theirs decrypts
+/// what the far end sends.
+struct SrtpLeg {
+    keys: SrtpKeys,
+    ours: SrtpContext,
+    theirs: SrtpContext,
+    /// Where packets are encrypted or decrypted into (one per leg, reused).
+    buf: Vec<u8>,
+}
+
+impl SrtpLeg {
+    fn new(keys: Option<SrtpKeys>) -> Option<SrtpLeg> {
+        let keys = keys?;
+        match (SrtpContext::new(&keys.ours), SrtpContext::new(&keys.theirs)) {
+            (Ok(ours), Ok(theirs)) => Some(SrtpLeg {
+                keys,
+                ours,
+                theirs,
+                buf: Vec::with_capacity(2048),
+            }),
+            _ => {
+                tracing::warn!("SRTP keys could not be set up: the leg stays silent");
+                None
+            }
+        }
+    }
+}
+
 /// A call's RTP leg inside the media session.
 struct CallLeg {
     call: CallRef,
     ports: RtpPorts,
     media: SipMedia,
+    /// Its SRTP, when the leg is encrypted.
+    srtp: Option<SrtpLeg>,
     /// Where RTP and RTCP actually go (symmetric RTP).
     latch: Latch,
     bridge: Option<Bridge>,
@@ -300,14 +331,7 @@ impl MediaSession {
                     if let Some((n, source)) = r
                         && let Some(leg) = self.call.as_mut()
                     {
-                        if !leg.latch.on_rtcp(source, &rtcp_buf[..n]) {
-                            counters::inc(Counter::RtcpForeignSource);
-                            peer_warn!(Kind::Media, call = %leg.call, %source, "RTCP from a stranger dropped");
-                        } else if let Some(b) = leg.bridge.as_mut()
-                            && let Err(e) = b.from_sip_rtcp(Instant::now(), &rtcp_buf[..n])
-                        {
-                            tracing::debug!(error = e, "RTCP from the far end dropped");
-                        }
+                        leg.on_rtcp(source, &rtcp_buf[..n]);
                     }
                 }
                 cmd = commands.recv() => match cmd {
@@ -452,8 +476,20 @@ impl MediaSession {
     fn on_sip_rtp(&mut self, source: SocketAddr, n: usize, buf: &[u8]) {
         let Some(leg) = self.call.as_mut() else { return };
         let now = Instant::now();
+        // an encrypted leg takes only what authenticates, before anything else looks at it
+        let packet = match leg.srtp.as_mut() {
+            None => &buf[..n],
+            Some(s) => match s.theirs.unprotect_rtp(&buf[..n], &mut s.buf) {
+                Ok(()) => &s.buf[..],
+                Err(e) => {
+                    counters::inc(Counter::Srtp);
+                    peer_warn!(Kind::Media, call = %leg.call, %source, "SRTP dropped: {e}");
+                    return;
+                }
+            },
+        };
         let before = leg.latch.rtp_destination();
-        match leg.latch.on_rtp(now, source, &buf[..n]) {
+        match leg.latch.on_rtp(now, source, packet) {
             Verdict::Accept => {}
             Verdict::Moved { to } => {
                 tracing::info!(call = %leg.call, from = %before, %to, "sending RTP where the far end's comes from");
@@ -467,7 +503,7 @@ impl MediaSession {
         leg.first_rtp_at.get_or_insert(now);
         leg.watchdog.on_far_end(now);
         if let Some(b) = leg.bridge.as_mut()
-            && let Err(e) = b.from_sip(Instant::now(), &buf[..n])
+            && let Err(e) = b.from_sip(Instant::now(), packet)
         {
             tracing::debug!(error = %e, %source, "RTP from the far end dropped");
         }
@@ -511,6 +547,7 @@ impl MediaSession {
                     call,
                     ports,
                     media: leg,
+                    srtp: SrtpLeg::new(leg.srtp),
                     latch: Latch::new(now, leg.remote_rtp, leg.remote_rtcp, self.settings.symmetric_rtp),
                     bridge: None,
                     first_audio_sent: false,
@@ -531,6 +568,10 @@ impl MediaSession {
                         // the far end moved: use the new address at once
                         l.latch
                             .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
+                    }
+                    if l.srtp.as_ref().map(|s| s.keys) != leg.srtp {
+                        // re-keyed (or SRTP turned on or off) by the new offer/answer
+                        l.srtp = SrtpLeg::new(leg.srtp);
                     }
                     l.media = leg;
                     if is_bridged {
@@ -623,6 +664,7 @@ impl MediaSession {
                 browser = ?bridge.browser_codec().codec,
                 sip = ?leg.media.leg.codec.codec,
                 relay = bridge.browser_codec().codec == leg.media.leg.codec.codec,
+                srtp = leg.srtp.is_some(),
                 "media bridge up"
             );
             leg.bridge = Some(bridge);
@@ -685,12 +727,8 @@ impl MediaSession {
     fn carry_out(&mut self, out: BridgeOutput, events: &mut Vec<Event>) {
         let Some(leg) = self.call.as_mut() else { return };
         match out {
-            BridgeOutput::Sip(d) => {
-                let _ = leg.ports.rtp_tx.send_to(&d, leg.latch.rtp_destination());
-            }
-            BridgeOutput::SipRtcp(d) => {
-                let _ = leg.ports.rtcp_tx.send_to(&d, leg.latch.rtcp_destination());
-            }
+            BridgeOutput::Sip(d) => leg.send(&d, false),
+            BridgeOutput::SipRtcp(d) => leg.send(&d, true),
             BridgeOutput::Browser(p) => {
                 let Some(mid) = self.mid else { return };
                 let now = Instant::now();
@@ -740,6 +778,53 @@ impl MediaSession {
                     needs_info,
                 });
             }
+        }
+    }
+}
+
+impl CallLeg {
+    /// Sends a packet of ours to the far end (RTP, or RTCP), encrypted if the leg is.
+    fn send(&mut self, packet: &[u8], rtcp: bool) {
+        let packet = match self.srtp.as_mut() {
+            None => packet,
+            Some(s) => {
+                let protected = match rtcp {
+                    false => s.ours.protect_rtp(packet, &mut s.buf),
+                    true => s.ours.protect_rtcp(packet, &mut s.buf),
+                };
+                if let Err(e) = protected {
+                    tracing::debug!(call = %self.call, error = %e, "not sent: SRTP refused it");
+                    return;
+                }
+                &s.buf[..]
+            }
+        };
+        let _ = match rtcp {
+            false => self.ports.rtp_tx.send_to(packet, self.latch.rtp_destination()),
+            true => self.ports.rtcp_tx.send_to(packet, self.latch.rtcp_destination()),
+        };
+    }
+
+    /// RTCP from the far end (SRTCP on an encrypted leg).
+    fn on_rtcp(&mut self, source: SocketAddr, data: &[u8]) {
+        let data = match self.srtp.as_mut() {
+            None => data,
+            Some(s) => match s.theirs.unprotect_rtcp(data, &mut s.buf) {
+                Ok(()) => &s.buf[..],
+                Err(e) => {
+                    counters::inc(Counter::Srtp);
+                    peer_warn!(Kind::Media, call = %self.call, %source, len = data.len(), "SRTCP dropped: {e}");
+                    return;
+                }
+            },
+        };
+        if !self.latch.on_rtcp(source, data) {
+            counters::inc(Counter::RtcpForeignSource);
+            peer_warn!(Kind::Media, call = %self.call, %source, "RTCP from a stranger dropped");
+        } else if let Some(b) = self.bridge.as_mut()
+            && let Err(e) = b.from_sip_rtcp(Instant::now(), data)
+        {
+            tracing::debug!(error = e, "RTCP from the far end dropped");
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::api::{
     CallSnapshot, ClientRequest, Incoming, Notification, PhoneLineState, RegistrationState, RpcError,
     StateSnapshot, codes, error_json, result_json,
 };
-use crate::api::{DtmfMethod, LegStats};
+use crate::api::{DtmfMethod, LegStats, TransferTo};
 use crate::config::Settings;
 use crate::counters::{self, Counter};
 use crate::media_session::{self, CallStats, MediaCommand, MediaEvent, MediaHandle, MediaSettings};
@@ -27,7 +27,7 @@ use crate::per_ip::{Exceeded, PerIpLimit};
 use crate::pool::{AccountPool, LeaseLost, Refusal};
 use crate::resume::Rejoin;
 use crate::session_guard::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, SessionGuard, Verdict};
-use crate::sip_driver::{CallNotice, LineEvent, OnCall, SipHandle};
+use crate::sip_driver::{CallNotice, LineEvent, OnCall, SipHandle, TransferTarget};
 use futures_util::stream::SplitSink;
 use sipline_media::bridge::Side;
 use tokio::sync::mpsc;
@@ -430,6 +430,7 @@ fn is_call_news(n: &Notification) -> bool {
             | Notification::IncomingCall { .. }
             | Notification::TransferStateChanged { .. }
             | Notification::CallHoldChanged { .. }
+            | Notification::CallReferred { .. }
     )
 }
 
@@ -1049,11 +1050,13 @@ fn call_notification(notice: CallNotice) -> Notification {
             from,
             display_name,
             headers,
+            replaces,
         } => Notification::IncomingCall {
             call_id: call_id(call),
             from,
             display_name,
             headers: headers.into_iter().collect(),
+            replaces: replaces.map(call_id),
         },
         CallNotice::State { call, status } => Notification::CallStateChanged {
             call_id: call_id(call),
@@ -1065,6 +1068,15 @@ fn call_notification(notice: CallNotice) -> Notification {
             call_id: call.map(call_id),
             code,
             reason,
+        },
+        CallNotice::Referred {
+            call,
+            new_call,
+            number,
+        } => Notification::CallReferred {
+            call_id: call_id(call),
+            new_call_id: call_id(new_call),
+            number,
         },
         CallNotice::Hold { call, on } => Notification::CallHoldChanged {
             call_id: call_id(call),
@@ -1173,9 +1185,15 @@ async fn execute(
         },
         // answered when the far end has: `handle_text` sends them to `hold_reply`
         ClientRequest::Hold | ClientRequest::Unhold => Err(invalid_state("hold is answered by the far end")),
-        ClientRequest::Transfer { number } => {
-            let number = dialable(ctx, "transfer", &number)?;
-            match ctx.gw.sip.transfer(on, number).await.map_err(gone)? {
+        ClientRequest::Transfer { to } => {
+            let to = match to {
+                TransferTo::Number(number) => TransferTarget::Number(dialable(ctx, "transfer", &number)?),
+                TransferTo::Call(other) => match on_call(ctx.line, Some(&other))?.call {
+                    Some(other) => TransferTarget::Call(other),
+                    None => return Err(invalid_state("no call to transfer to")),
+                },
+            };
+            match ctx.gw.sip.transfer(on, to).await.map_err(gone)? {
                 Ok(()) => Ok(json!({})),
                 Err(e) => Err(RpcError::for_call("transfer", &e)),
             }

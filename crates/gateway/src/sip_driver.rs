@@ -15,17 +15,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sipline_call::{CallControlError, GatewayCall, MediaAction, Notice, Output, SipAction};
-use sipline_media::sdp::LocalMedia;
-use sipline_sip::{CallError, CallEvent, CallRef, Event, LineId, UaConfig, UserAgent};
+use sipline_media::sdp::{LocalMedia, LocalSrtp};
+use sipline_media::srtp::MasterKey;
+use sipline_sip::{
+    CallError, CallEvent, CallRef, CallState, CallStatus, Event, LineId, ReferTarget, UaConfig, UserAgent,
+};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::SrtpMode;
 use crate::counters::{self, Counter};
 use crate::media::{ParkedPorts, RtpPortPool};
 use crate::media_session::{MediaCommand, MediaHandle};
 use crate::peer_log::Kind;
 use crate::peer_warn;
 use crate::sip_handle::Command;
-pub use crate::sip_handle::{CallInfo, CallNotice, DriverStats, LineEvent, OnCall, SipGone, SipHandle};
+pub use crate::sip_handle::{
+    CallInfo, CallNotice, DriverStats, LineEvent, OnCall, SipGone, SipHandle, TransferTarget,
+};
 use crate::sip_transport::{Received, SipTransport, SocketSettings};
 
 /// Binds the SIP sockets and starts the SIP task.
@@ -33,9 +39,9 @@ pub async fn start(
     config: UaConfig,
     sockets: SocketSettings,
     rtp: Arc<RtpPortPool>,
-    media_ip: IpAddr,
-    sip_codecs: Vec<sipline_media::sdp::Codec>,
+    media: CallMedia,
     max_calls: Option<usize>,
+    dial_pattern: regex::Regex,
 ) -> io::Result<SipHandle> {
     let transport = SipTransport::bind(sockets).await?;
     let ua = UserAgent::new(Instant::now(), config, fastrand::u64(..));
@@ -45,12 +51,23 @@ pub async fn start(
         lines: HashMap::new(),
         calls: HashMap::new(),
         rtp,
-        media_ip,
-        sip_codecs,
+        media,
         max_calls,
+        dial_pattern,
+        referrals: HashMap::new(),
     };
     tokio::spawn(driver.run(transport, rx));
     Ok(SipHandle { commands })
+}
+
+/// What calls' SIP legs offer and accept.
+#[derive(Debug, Clone)]
+pub struct CallMedia {
+    /// Where RTP is received, as SDP says.
+    pub ip: IpAddr,
+    /// Voice codecs we offer the PBX, in order of preference.
+    pub codecs: Vec<sipline_media::sdp::Codec>,
+    pub srtp: SrtpMode,
 }
 
 /// Datagrams taken in one go when more are already waiting.
@@ -72,6 +89,8 @@ struct CallRecord {
     ports: Option<ParkedPorts>,
     /// The browser's `hold`/`unhold`, answered once the far end has.
     hold_reply: Option<oneshot::Sender<Result<(), CallControlError>>>,
+    /// The call of the line this one replaces (an INVITE with Replaces).
+    replaces: Option<CallRef>,
 }
 
 impl CallRecord {
@@ -81,6 +100,7 @@ impl CallRecord {
             call,
             ports: Some(ports),
             hold_reply: None,
+            replaces: None,
         }
     }
 }
@@ -90,11 +110,16 @@ struct Driver {
     lines: HashMap<LineId, LineRecord>,
     calls: HashMap<CallRef, CallRecord>,
     rtp: Arc<RtpPortPool>,
-    media_ip: IpAddr,
-    /// Voice codecs we offer the PBX, in order of preference.
-    sip_codecs: Vec<sipline_media::sdp::Codec>,
+    media: CallMedia,
     /// Calls at once on this node, if limited (`calls.max_concurrent`).
     max_calls: Option<usize>,
+    /// Numbers a browser may have called (`calls.dial_pattern`): also where a far end
+    /// may transfer it.
+    dial_pattern: regex::Regex,
+    /// Calls placed because a far end transferred us (REFER), and that far end's call:
+    /// it hears how they go. At most one per call (the SIP core refuses a second REFER
+    /// while one is under way); an entry goes when its call's final state is told.
+    referrals: HashMap<CallRef, CallRef>,
 }
 
 impl Driver {
@@ -222,8 +247,8 @@ impl Driver {
                 });
             }
             Command::Hold { on, hold, reply } => self.hold(now, on, hold, reply),
-            Command::Transfer { on, number, reply } => {
-                let _ = reply.send(self.command(now, on, |r| r.call.transfer(&number)));
+            Command::Transfer { on, to, reply } => {
+                let _ = reply.send(self.transfer(now, on, to));
             }
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {
@@ -241,9 +266,18 @@ impl Driver {
             tracing::warn!(error = %e, "no RTP ports for a call");
             CallControlError::NoMediaPort
         })?;
-        let mut local = LocalMedia::new(self.media_ip, ports.port, fastrand::u64(1..u64::MAX / 2));
+        let mut local = LocalMedia::new(self.media.ip, ports.port, fastrand::u64(1..u64::MAX / 2));
+        local.srtp = match self.media.srtp {
+            SrtpMode::Off => None,
+            mode => Some(LocalSrtp {
+                key: MasterKey::random()
+                    .map_err(|_| CallControlError::Sip("no random key for SRTP".into()))?,
+                required: mode == SrtpMode::Mandatory,
+            }),
+        };
         local.codecs = self
-            .sip_codecs
+            .media
+            .codecs
             .iter()
             .chain([&sipline_media::sdp::Codec::TelephoneEvent])
             .map(|c| sipline_media::sdp::LocalCodec::new(*c))
@@ -309,6 +343,20 @@ impl Driver {
                 tracing::info!(call = %other, turned_to = %keep, "holding the call the browser leaves");
                 let _ = record.call.hold(true);
                 self.carry_out(now, other);
+            }
+        }
+    }
+
+    /// Transfers a call: blind to a number, or attended to another call of the line.
+    fn transfer(&mut self, now: Instant, on: OnCall, to: TransferTarget) -> Result<(), CallControlError> {
+        match to {
+            TransferTarget::Number(number) => self.command(now, on, |r| r.call.transfer(&number)),
+            TransferTarget::Call(other) => {
+                let other = self.resolve(OnCall {
+                    line: on.line,
+                    call: Some(other),
+                })?;
+                self.command(now, on, |r| r.call.transfer_to_call(other))
             }
         }
     }
@@ -405,13 +453,13 @@ impl Driver {
     /// action the user agent refused.
     fn carry_out(&mut self, now: Instant, id: CallRef) -> Option<CallControlError> {
         let mut refused = None;
-        while let Some((line, output)) = self
+        while let Some((line, replaces, output)) = self
             .calls
             .get_mut(&id)
-            .and_then(|r| Some((r.line, r.call.poll_output()?)))
+            .and_then(|r| Some((r.line, r.replaces, r.call.poll_output()?)))
         {
             match output {
-                Output::Notify(notice) => self.notify(line, call_notice(id, notice)),
+                Output::Notify(notice) => self.notify(line, call_notice(id, notice, replaces)),
                 Output::Sip(action) => {
                     if let Err(e) = self.sip_action(now, id, &action) {
                         tracing::debug!(call = %id, error = %e, ?action, "not carried out");
@@ -442,6 +490,7 @@ impl Driver {
             SipAction::HangUp { code, why } => self.ua.hang_up_because(now, id, *code, why.clone()),
             SipAction::Info { content_type, body } => self.ua.send_info(now, id, content_type, body.clone()),
             SipAction::Refer { number } => self.ua.refer(now, id, number),
+            SipAction::ReferToCall { other } => self.ua.refer_to_call(now, id, *other),
         }
     }
 
@@ -530,10 +579,17 @@ impl Driver {
                         display_name,
                         offer,
                         headers,
+                        replaces,
                     },
-            } => self.on_incoming(now, line, call, (from, display_name, headers), offer),
+            } => self.on_incoming(now, line, call, (from, display_name, headers), offer, replaces),
+            Event::Call {
+                line,
+                call,
+                event: CallEvent::Referred(target),
+            } => self.on_referred(now, line, call, target),
             Event::Call { line, call, event } => {
                 if let CallEvent::Status(status) = &event {
+                    self.report_referral(now, call, status);
                     tracing::info!(
                         user = %self.user(line),
                         %call,
@@ -553,13 +609,113 @@ impl Driver {
                 if ended {
                     // dropping the record frees the ports unless the media session has them
                     self.calls.remove(&call);
+                    self.referrals.remove(&call);
                 }
             }
         }
     }
 
+    /// The far end of `call` asks us to call someone else (its REFER, accepted): the new
+    /// call is placed on the same line (the dial policy applies, and `call` is put on
+    /// hold as for any call placed during another), and the transferor hears how it goes.
+    fn on_referred(&mut self, now: Instant, line: LineId, call: CallRef, target: ReferTarget) {
+        let number = target.number.trim().to_owned();
+        tracing::info!(user = %self.user(line), %call, %number, "the far end transfers the call");
+        let placed = if self.dial_pattern.is_match(&number) {
+            let headers: Vec<(String, String)> = [
+                target.replaces.map(|r| ("Replaces".to_owned(), r)),
+                target.referred_by.map(|r| ("Referred-By".to_owned(), r)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            self.place_call(now, line, number.clone(), &headers)
+                .map_err(|e| match e {
+                    CallControlError::LineBusy => (486, "Busy Here"),
+                    CallControlError::CallLimit | CallControlError::NoMediaPort => {
+                        (503, "Service Unavailable")
+                    }
+                    _ => (500, "Server Internal Error"),
+                })
+        } else {
+            counters::inc(Counter::DialPolicy);
+            peer_warn!(Kind::Sip, %call, number = %crate::peer_log::clip(&number), "transfer to a number the dial policy refuses");
+            Err((403, "Forbidden"))
+        };
+        match placed {
+            Ok(new_call) => {
+                self.referrals.insert(new_call, call);
+                self.notify(
+                    line,
+                    CallNotice::Referred {
+                        call,
+                        new_call,
+                        number,
+                    },
+                );
+            }
+            Err((code, reason)) => {
+                tracing::info!(%call, code, "transfer not carried out");
+                let _ = self.ua.notify_referral(now, call, code, reason);
+            }
+        }
+    }
+
+    /// `new` takes the place of `old` (RFC 3891): `old` ends, `new` is answered without
+    /// ringing, and the browser hears it.
+    fn replace(&mut self, now: Instant, line: LineId, old: CallRef, new: CallRef) {
+        tracing::info!(user = %self.user(line), %old, %new, "a transferred call replaces ours");
+        let why = Some("replaced by a transferred call".to_owned());
+        let ended = self.command(
+            now,
+            OnCall {
+                line,
+                call: Some(old),
+            },
+            |r| r.call.hang_up(480, why),
+        );
+        let answered = self.command(
+            now,
+            OnCall {
+                line,
+                call: Some(new),
+            },
+            |r| r.call.accept(),
+        );
+        if let Err(e) = ended.and(answered) {
+            tracing::warn!(%old, %new, error = %e, "the replacement did not go through");
+        }
+    }
+
+    /// Tells a transferor how the call it asked for goes (NOTIFY), until its final state.
+    fn report_referral(&mut self, now: Instant, new_call: CallRef, status: &CallStatus) {
+        let Some(&transferor) = self.referrals.get(&new_call) else {
+            return;
+        };
+        let reason = status.reason.as_deref();
+        let (code, reason) = match status.state {
+            CallState::Dialing | CallState::Held => return,
+            CallState::Ringing => (180, "Ringing"),
+            CallState::EarlyMedia => (183, "Session Progress"),
+            CallState::InCall | CallState::Completed => (200, "OK"),
+            CallState::Busy => (status.code.unwrap_or(486), reason.unwrap_or("Busy Here")),
+            CallState::Rejected => (status.code.unwrap_or(603), reason.unwrap_or("Decline")),
+            CallState::Cancelled => (487, "Request Terminated"),
+            CallState::NoAnswer => (status.code.unwrap_or(408), reason.unwrap_or("Request Timeout")),
+            CallState::Failed => (
+                status.code.filter(|c| *c >= 300).unwrap_or(500),
+                reason.unwrap_or("Server Internal Error"),
+            ),
+        };
+        if code >= 200 {
+            self.referrals.remove(&new_call);
+        }
+        let _ = self.ua.notify_referral(now, transferor, code, reason);
+    }
+
     /// An INVITE on a line: refused at the call limit, without ports or with an offer
-    /// that cannot be read; else it rings at the browser.
+    /// that cannot be read; else it rings at the browser. One that replaces a call of the
+    /// line (an attended transfer to us) is answered at once and the other call ended.
     fn on_incoming(
         &mut self,
         now: Instant,
@@ -567,6 +723,7 @@ impl Driver {
         call: CallRef,
         (from, display_name, headers): (String, Option<String>, Vec<(String, String)>),
         offer: Option<Vec<u8>>,
+        replaces: Option<CallRef>,
     ) {
         tracing::info!(user = %self.user(line), %call, %from, "incoming call");
         let refuse = if self.at_call_limit() {
@@ -581,9 +738,13 @@ impl Driver {
         };
         match refuse {
             Ok((gateway_call, ports)) => {
-                self.calls
-                    .insert(call, CallRecord::new(line, gateway_call, ports));
+                let mut record = CallRecord::new(line, gateway_call, ports);
+                record.replaces = replaces;
+                self.calls.insert(call, record);
                 self.carry_out(now, call);
+                if let Some(old) = replaces {
+                    self.replace(now, line, old, call);
+                }
             }
             Err(code) => {
                 tracing::info!(%call, code, "incoming call refused");
@@ -593,8 +754,9 @@ impl Driver {
     }
 }
 
-/// What the session hears, from what the controller says.
-fn call_notice(call: CallRef, notice: Notice) -> CallNotice {
+/// What the session hears, from what the controller says (`replaces`: the call this
+/// one takes the place of).
+fn call_notice(call: CallRef, notice: Notice, replaces: Option<CallRef>) -> CallNotice {
     match notice {
         Notice::Incoming {
             from,
@@ -605,6 +767,7 @@ fn call_notice(call: CallRef, notice: Notice) -> CallNotice {
             from,
             display_name,
             headers,
+            replaces,
         },
         Notice::State(status) => CallNotice::State { call, status },
         Notice::Error { code, reason } => CallNotice::Error {

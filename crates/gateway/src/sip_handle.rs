@@ -27,6 +27,9 @@ pub enum CallNotice {
         from: String,
         display_name: Option<String>,
         headers: Vec<(String, String)>,
+        /// The call of the line it takes the place of (an attended transfer to us):
+        /// answered at once, the other ended.
+        replaces: Option<CallRef>,
     },
     State {
         call: CallRef,
@@ -42,6 +45,12 @@ pub enum CallNotice {
         call: CallRef,
         digit: char,
         method: DtmfMethod,
+    },
+    /// The far end of `call` transferred us (REFER): `new_call` to `number` is placed.
+    Referred {
+        call: CallRef,
+        new_call: CallRef,
+        number: String,
     },
     /// We put the call on hold or took it off, and the far end agreed.
     Hold {
@@ -70,6 +79,15 @@ impl OnCall {
     pub fn only(line: LineId) -> OnCall {
         OnCall { line, call: None }
     }
+}
+
+/// Where a transfer sends a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    /// Blind: this number (already checked by the dial policy).
+    Number(String),
+    /// Attended: the far end of this other call of the line, which it replaces.
+    Call(CallRef),
 }
 
 /// A call as the session may ask about it.
@@ -138,10 +156,10 @@ pub(crate) enum Command {
         hold: bool,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
-    /// Blind transfer of the call to `number` (checked by the dial policy).
+    /// Transfer of the call (a number checked by the dial policy, or another call).
     Transfer {
         on: OnCall,
-        number: String,
+        to: TransferTarget,
         reply: oneshot::Sender<Result<(), CallControlError>>,
     },
     Stats(oneshot::Sender<DriverStats>),
@@ -206,14 +224,14 @@ impl SipHandle {
         self.ask(|reply| Command::Dtmf { on, digits, reply }).await
     }
 
-    /// Blind transfer: the far end is asked (REFER) to call `number`; answered once the
-    /// REFER is on its way, the progress comes as [`CallNotice::Transfer`].
+    /// Transfer: the far end is asked (REFER) to call `to`; answered once the REFER
+    /// is on its way, the progress comes as [`CallNotice::Transfer`].
     pub async fn transfer(
         &self,
         on: OnCall,
-        number: String,
+        to: TransferTarget,
     ) -> Result<Result<(), CallControlError>, SipGone> {
-        self.ask(|reply| Command::Transfer { on, number, reply }).await
+        self.ask(|reply| Command::Transfer { on, to, reply }).await
     }
 
     pub fn info_dtmf(&self, line: LineId, call: CallRef, digit: char) {

@@ -50,17 +50,24 @@ impl CallLab {
         CallLab { slot, pbx, sipline }
     }
 
-    /// sipp's SIP port and media port for far end `i` (0 or 1).
+    /// sipp's SIP port and media port for far end `i` (0, 1 or 2; sipp binds the media
+    /// port and the next three).
     fn far(&self, i: u16) -> (u16, u16) {
-        (
-            self.slot.pbx + 5 + i * 2,
-            30000 + self.slot.http % 1000 * 10 + i * 4,
-        )
+        let media = match i {
+            0 | 1 => 30000 + self.slot.http % 1000 * 10 + i * 4,
+            _ => 33000 + self.slot.http % 1000 * 10 + (i - 2) * 4,
+        };
+        (self.slot.pbx + 5 + i * 2, media)
     }
 
     /// A sipp UAS registered as `user`, running `scenario`.
     fn uas(&self, scenario: &str, user: &str, args: &[&str]) -> Sipp {
-        let (sip, media) = self.far(0);
+        self.uas_at(0, scenario, user, args)
+    }
+
+    /// The same as far end `i` (0 or 1).
+    fn uas_at(&self, i: u16, scenario: &str, user: &str, args: &[&str]) -> Sipp {
+        let (sip, media) = self.far(i);
         Sipp::register(self.slot.pbx, sip, media, user, "secret");
         let mut all = vec!["-s", user];
         all.extend_from_slice(args);
@@ -69,9 +76,14 @@ impl CallLab {
 
     /// A sipp UAC calling `callee` as lab user 1000.
     fn uac(&self, i: u16, scenario: &str, callee: &str, args: &[&str]) -> Sipp {
+        self.uac_as(i, scenario, callee, "1000", args)
+    }
+
+    /// A sipp UAC calling `callee` as lab user `caller` (1000 to 1003).
+    fn uac_as(&self, i: u16, scenario: &str, callee: &str, caller: &str, args: &[&str]) -> Sipp {
         let (sip, media) = self.far(i);
         let mut all = vec![
-            "-s", callee, "-key", "caller", "1000", "-au", "1000", "-ap", "secret",
+            "-s", callee, "-key", "caller", caller, "-au", caller, "-ap", "secret",
         ];
         all.extend_from_slice(args);
         Sipp::spawn(scenario, self.slot.pbx, sip, media, &all)
@@ -850,25 +862,7 @@ async fn request_expecting(
 ) -> Value {
     let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     b.send_text(&frame.to_string()).await;
-    let mut missing: Vec<&(&str, Value)> = expected.iter().collect();
-    let mut response = None;
-    while response.is_none() || !missing.is_empty() {
-        let v = b
-            .next(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("{method}: no reply {response:?} or still missing {missing:?}"));
-        if v["id"] == id {
-            response = Some(v);
-            continue;
-        }
-        let includes = |(m, p): &&(&str, Value)| {
-            v["method"] == *m
-                && p.as_object()
-                    .is_some_and(|p| p.iter().all(|(k, x)| v["params"][k] == *x))
-        };
-        missing.retain(|e| !includes(e));
-    }
-    response.unwrap_or_default()
+    wait_all(b, Some(id), expected).await.unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -968,5 +962,308 @@ async fn a_second_call_waits_and_the_browser_swaps_between_the_two() {
             far.messages()
         );
     }
+    lab.settled().await;
+}
+
+/// Reads until every notification of `expected` (a method and params it must include)
+/// arrived, in whatever order, and the response to request `id` if one is awaited;
+/// returns that response.
+async fn wait_all(b: &mut Browser, id: Option<&str>, expected: &[(&str, Value)]) -> Option<Value> {
+    let mut missing: Vec<&(&str, Value)> = expected.iter().collect();
+    let mut response = None;
+    while (id.is_some() && response.is_none()) || !missing.is_empty() {
+        let v = b
+            .next(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no reply to {id:?} ({response:?}) or still missing {missing:?}"));
+        if id.is_some_and(|id| v["id"] == id) {
+            response = Some(v);
+            continue;
+        }
+        let includes = |(m, p): &&(&str, Value)| {
+            v["method"] == *m
+                && p.as_object()
+                    .is_some_and(|p| p.iter().all(|(k, x)| v["params"][k] == *x))
+        };
+        missing.retain(|e| !includes(e));
+    }
+    response
+}
+
+/// The value of the first `name:` header line in a sipp message log.
+fn header_in(log: &str, name: &str) -> String {
+    log.lines()
+        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in:\n{log}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_asked_by_the_far_end_places_the_new_call() {
+    let lab = CallLab::start(87);
+    let mut target = lab.uas_at(1, "uas_answer_wait_bye", "1002", &[]);
+    let mut transferor = lab.uas("uas_refers_us", "1001", &["-key", "target", "1002"]);
+    let (mut b, _) = lab.browser().await;
+    let old = call(&mut b, "1001").await;
+    // its REFER: sipline calls 1002 for this browser, holds the first call, says so
+    let referred = b
+        .wait_for("callReferred", |p| p["callId"] == old.as_str(), WAIT)
+        .await;
+    assert_eq!(referred["number"], "1002", "{referred}");
+    let new = referred["newCallId"].clone();
+    assert_ne!(new, json!(old));
+    wait_all(
+        &mut b,
+        None,
+        &[
+            ("callStateChanged", json!({"callId": new, "state": "inCall"})),
+            // told the outcome, the transferor hangs up
+            ("callStateChanged", json!({"callId": old, "state": "completed"})),
+        ],
+    )
+    .await;
+    assert_eq!(
+        transferor.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}\n{}",
+        transferor.errors(),
+        transferor.messages()
+    );
+    let msgs = transferor.messages();
+    assert!(msgs.contains("SIP/2.0 202 Accepted"), "{msgs}");
+    assert!(msgs.contains("Event: refer;id=1"), "{msgs}");
+    for frag in ["SIP/2.0 100 Trying", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"] {
+        assert!(msgs.contains(frag), "NOTIFY {frag:?} missing: {msgs}");
+    }
+    assert!(msgs.contains("Subscription-State: terminated"), "{msgs}");
+    let invite = target.messages();
+    assert!(invite.contains("Referred-By: <sip:1001@127.0.0.1>"), "{invite}");
+    let r = request_expecting(
+        &mut b,
+        "bye",
+        "hangUp",
+        json!({"callId": new}),
+        &[("callStateChanged", json!({"callId": new, "state": "completed"}))],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(
+        target.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        target.messages()
+    );
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_number_the_dial_policy_refuses_is_not_placed() {
+    let lab = CallLab::start(88);
+    let mut transferor = lab.uas("uas_refers_us", "1001", &["-key", "target", "premium"]);
+    let (mut b, _) = lab.browser().await;
+    let old = call(&mut b, "1001").await;
+    // the transferor is told 403 at once and hangs up; nothing was placed
+    let ended = b
+        .wait_for(
+            "callStateChanged",
+            |p| p["callId"] == old.as_str() && p["state"] == "completed",
+            WAIT,
+        )
+        .await;
+    assert_eq!(ended["reason"], "hung up by far end", "{ended}");
+    assert_eq!(
+        transferor.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        transferor.messages()
+    );
+    let msgs = transferor.messages();
+    assert!(msgs.contains("SIP/2.0 403 Forbidden"), "{msgs}");
+    assert_eq!(
+        transferor.received("INVITE sip:"),
+        1,
+        "no hold: nothing else was placed\n{msgs}"
+    );
+    let m = lab.sipline.metrics().await;
+    assert!(m["sipline_refused_total{limit=\"dial_policy\"}"] >= 1.0, "{m:?}");
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_transfer_refers_the_held_call_to_the_other() {
+    let lab = CallLab::start(89);
+    let mut held = lab.uas("uas_transfer", "1001", &["-key", "final", "200 OK"]);
+    let mut target = lab.uas_at(1, "uas_answer_wait_bye", "1002", &[]);
+    let (mut b, _) = lab.browser().await;
+    let a = call(&mut b, "1001").await;
+    wait_call_state(&mut b, "inCall", WAIT).await;
+    // consulting the target holds the first call
+    let r = request_expecting(
+        &mut b,
+        "c",
+        "call",
+        json!({"number": "1002"}),
+        &[("callHoldChanged", json!({"callId": a, "onHold": true}))],
+    )
+    .await;
+    let c = r["result"]["callId"].clone();
+    wait_all(
+        &mut b,
+        None,
+        &[("callStateChanged", json!({"callId": c, "state": "inCall"}))],
+    )
+    .await;
+    // not to itself, nor to a call that does not exist
+    let r = b.request("transfer", json!({"callId": a, "toCallId": a})).await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    let r = b
+        .request("transfer", json!({"callId": a, "toCallId": "999"}))
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = request_expecting(
+        &mut b,
+        "t",
+        "transfer",
+        json!({"callId": a, "toCallId": c}),
+        &[
+            (
+                "transferStateChanged",
+                json!({"callId": a, "state": "completed", "code": 200}),
+            ),
+            (
+                "callStateChanged",
+                json!({"callId": a, "state": "completed", "reason": "transferred"}),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(
+        held.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}\n{}",
+        held.errors(),
+        held.messages()
+    );
+    // the REFER named the target's dialog, as the target knows it
+    let (to_target, from_held) = (target.messages(), held.messages());
+    let call_id = header_in(&to_target, "Call-ID");
+    let refer_to = from_held
+        .lines()
+        .find(|l| l.starts_with("Refer-To:"))
+        .unwrap_or_default();
+    let escaped = call_id.replace('@', "%40");
+    assert!(
+        refer_to.starts_with("Refer-To: <sip:1002@127.0.0.1?Replaces=") && refer_to.contains(&escaped),
+        "{refer_to} (call {call_id})"
+    );
+    assert!(
+        refer_to.contains("%3Bto-tag%3D") && refer_to.contains("%3Bfrom-tag%3D"),
+        "{refer_to}"
+    );
+    // here the target's far end never gets the transferee's INVITE (sipp): hang it up
+    let r = request_expecting(
+        &mut b,
+        "bye",
+        "hangUp",
+        json!({"callId": c}),
+        &[("callStateChanged", json!({"callId": c, "state": "completed"}))],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(
+        target.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        target.messages()
+    );
+    lab.settled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_with_replaces_takes_the_place_of_the_call_it_names() {
+    let lab = CallLab::start(96);
+    let (mut b, user) = lab.browser().await;
+    let mut first = lab.uac(0, "uac_call_wait_bye", &user, &[]);
+    let a = b.wait_for("incomingCall", |_| true, WAIT).await["callId"].clone();
+    let r = request_expecting(
+        &mut b,
+        "1",
+        "accept",
+        json!({"callId": a}),
+        &[("callStateChanged", json!({"callId": a, "state": "inCall"}))],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    let_the_ack_through().await;
+    // the dialog as sipline knows it: Call-ID, its tag (To of the 200), the caller's
+    let log = first.messages();
+    let ok = &log[log.find("SIP/2.0 200 OK").expect("a 200 OK")..];
+    let to = header_in(ok, "To");
+    let ours = to.split(";tag=").nth(1).expect("our tag").to_owned();
+    let invite = &log[log.rfind("INVITE sip:").expect("the INVITE")..];
+    let theirs = header_in(invite, "From")
+        .split(";tag=")
+        .nth(1)
+        .expect("their tag")
+        .to_owned();
+    let replaces = format!("{};to-tag={ours};from-tag={theirs}", header_in(invite, "Call-ID"));
+    // a call that names it: answered without accept, the first ended
+    let mut second = lab.uac_as(
+        1,
+        "uac_call_replacing",
+        &user,
+        "1002",
+        &["-key", "replaces", &replaces],
+    );
+    let incoming = b.wait_for("incomingCall", |p| p["replaces"] == a, WAIT).await;
+    let w = incoming["callId"].clone();
+    wait_all(
+        &mut b,
+        None,
+        &[
+            ("callStateChanged", json!({"callId": w, "state": "inCall"})),
+            (
+                "callStateChanged",
+                json!({"callId": a, "state": "completed", "reason": "replaced by a transferred call"}),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        first.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}",
+        first.messages()
+    );
+    let_the_ack_through().await;
+    let r = request_expecting(
+        &mut b,
+        "2",
+        "hangUp",
+        json!({"callId": w}),
+        &[("callStateChanged", json!({"callId": w, "state": "completed"}))],
+    )
+    .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(
+        second.wait_async(WAIT).await,
+        Some(0),
+        "sipp: {}\n{}",
+        second.errors(),
+        second.messages()
+    );
+    // one that names no call of ours: 481
+    let mut stray = lab.uac_as(
+        1,
+        "uac_call_replacing",
+        &user,
+        "1002",
+        &["-key", "replaces", "nope;to-tag=x;from-tag=y"],
+    );
+    assert_ne!(stray.wait_async(WAIT).await, Some(0));
+    assert!(stray.received("SIP/2.0 481") >= 1, "{}", stray.messages());
+    assert_eq!(stray.received("SIP/2.0 200"), 0, "{}", stray.messages());
     lab.settled().await;
 }

@@ -16,4 +16,5 @@ pub mod latch;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;
 pub mod watchdog;

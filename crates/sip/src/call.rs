@@ -27,10 +27,13 @@ use crate::user_agent::{ALLOW, Account, UaConfig, random_token};
 mod challenge;
 mod invite;
 mod offers;
+mod referral;
 mod refresh;
 mod reliable;
 mod transfer;
 
+pub use referral::ReferTarget;
+pub(crate) use referral::percent_decode;
 use refresh::SessionClock;
 use reliable::{Reliability, Reliable};
 pub use transfer::TransferState;
@@ -97,6 +100,10 @@ pub enum CallEvent {
         offer: Option<Vec<u8>>,
         /// The INVITE's headers named in [`crate::ExtraHeaders::from_incoming`].
         headers: Vec<(String, String)>,
+        /// The INVITE carried `Replaces` naming this established call of the same line
+        /// (RFC 3891: an attended transfer whose target we are): the new call takes its
+        /// place, answered at once.
+        replaces: Option<CallRef>,
     },
     Status(CallStatus),
     /// The far end's SDP answer (or offer, for an INVITE we answer), to point media
@@ -124,6 +131,9 @@ pub enum CallEvent {
         state: TransferState,
         code: Option<u16>,
     },
+    /// The far end asks us to call someone else (its REFER, accepted): tell it how
+    /// that goes with [`crate::UserAgent::notify_referral`].
+    Referred(ReferTarget),
     /// The call's resources may be released; nothing more will come for it.
     Ended,
 }
@@ -246,6 +256,8 @@ pub struct Call {
     refused_in_flight: u64,
     /// Our blind transfer (REFER) under way.
     transfer: Option<transfer::Transfer>,
+    /// A transfer the far end asked of us (its REFER), until we told it the outcome.
+    referral: Option<referral::Referral>,
 }
 
 /// Our INVITE, from sending it to its final response.
@@ -343,6 +355,7 @@ impl Call {
             ended: false,
             refused_in_flight: 0,
             transfer: None,
+            referral: None,
         }
     }
 
@@ -400,6 +413,7 @@ impl Call {
     }
 
     /// Takes an incoming INVITE (100 Trying already sent): rings (180) and reports it.
+    /// `replaces`: the call of ours its Replaces header names.
     #[allow(clippy::too_many_arguments)]
     pub fn incoming(
         now: Instant,
@@ -407,7 +421,7 @@ impl Call {
         line: crate::LineId,
         account: &Account,
         key: ServerKey,
-        invite: Request,
+        (invite, replaces): (Request, Option<CallRef>),
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) -> Call {
@@ -442,6 +456,7 @@ impl Call {
             display_name,
             offer,
             headers,
+            replaces,
         });
         call.set_status(CallState::Ringing, None, None);
         call
@@ -464,6 +479,11 @@ impl Call {
     /// The dialog, once there is one.
     pub fn dialog(&self) -> Option<&Dialog> {
         self.dialog.as_ref()
+    }
+
+    /// Answered and acknowledged.
+    pub fn is_confirmed(&self) -> bool {
+        matches!(self.phase, Phase::Confirmed)
     }
 
     /// Our tag in the call's dialogs (From of our INVITE, To of our answers).
@@ -774,6 +794,7 @@ impl Call {
                 });
             }
             (Method::Notify, Some(key)) => self.on_notify(now, key, req, config, rng),
+            (Method::Refer, Some(key)) => self.on_refer(key, req, config, rng),
             (Method::Options, Some(key)) => {
                 let mut ok = self.plain_response(req, 200, "OK", config);
                 ok.headers.push("Allow", ALLOW);

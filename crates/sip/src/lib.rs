@@ -21,7 +21,7 @@ pub mod transport;
 pub mod trust;
 pub mod user_agent;
 
-pub use call::{CallError, CallEvent, CallRef, CallState, CallStatus, TransferState};
+pub use call::{CallError, CallEvent, CallRef, CallState, CallStatus, ReferTarget, TransferState};
 pub use extra_headers::ExtraHeaders;
 pub use registration::{LineState, LineStatus};
 pub use transport::{Target, Transmit, Transport};

@@ -22,7 +22,7 @@ use crate::transport::{Target, Transmit, Transport};
 use crate::trust::TrustedSource;
 
 /// Methods we implement, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, NOTIFY";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, NOTIFY, REFER";
 
 /// Static settings of the user agent.
 #[derive(Debug, Clone)]
@@ -473,7 +473,49 @@ impl UserAgent {
     /// (REFER); [`CallEvent::Transfer`] reports how it goes.
     pub fn refer(&mut self, now: Instant, call: CallRef, number: &str) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
-        let sent = c.refer(now, number, &self.config, &mut self.rng);
+        let sent = c.refer(now, number, None, &self.config, &mut self.rng);
+        self.flush_call(now, call);
+        sent
+    }
+
+    /// Attended transfer: asks the far end of `call` to call the far end of `other` (an
+    /// established call of ours) in our place, replacing `other` (REFER with Replaces,
+    /// RFC 5589 §7). [`CallEvent::Transfer`] on `call` reports how it goes; `other` ends
+    /// when its far end takes the new call (its BYE).
+    pub fn refer_to_call(&mut self, now: Instant, call: CallRef, other: CallRef) -> Result<(), CallError> {
+        if call == other {
+            return Err(CallError::WrongState("a call cannot be transferred to itself"));
+        }
+        let o = self.calls.get(&other).ok_or(CallError::NoSuchCall)?;
+        let d = o
+            .dialog()
+            .filter(|_| o.is_confirmed())
+            .ok_or(CallError::WrongState("the other call is not established"))?;
+        let number = d.remote.uri.user.clone().ok_or(CallError::BadNumber)?;
+        let number = crate::call::percent_decode(&number).ok_or(CallError::BadNumber)?;
+        // the tags as the other far end sees them: its own (to-tag) and ours (from-tag)
+        let replaces = format!(
+            "{};to-tag={};from-tag={}",
+            d.id.call_id, d.id.remote_tag, d.id.local_tag
+        );
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        let sent = c.refer(now, &number, Some(&replaces), &self.config, &mut self.rng);
+        self.flush_call(now, call);
+        sent
+    }
+
+    /// Tells the far end of `call`, which asked us to call someone else
+    /// ([`CallEvent::Referred`]), how that call goes: its status (a final one ends the
+    /// reports).
+    pub fn notify_referral(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        status: u16,
+        reason: &str,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        let sent = c.notify_referral(status, reason, &self.config, &mut self.rng);
         self.flush_call(now, call);
         sent
     }
@@ -723,6 +765,7 @@ impl UserAgent {
     /// Whether we support the SIP extension `option-tag` (for Require and Supported).
     fn supports(&self, option_tag: &str) -> bool {
         option_tag.eq_ignore_ascii_case("100rel")
+            || option_tag.eq_ignore_ascii_case("replaces")
             || (option_tag.eq_ignore_ascii_case("timer") && self.config.session_timer.is_some())
     }
 
@@ -803,7 +846,18 @@ impl UserAgent {
             self.reply(now, &key, &req, 404, "Not Found");
             return;
         };
-        if self.lines.get(&line).is_some_and(|l| l.is_full(&self.config)) {
+        let replaces = match req.headers.get("Replaces") {
+            None => None,
+            Some(named) => match self.replaced_call(line, named) {
+                Some(call) => Some(call),
+                None => {
+                    self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist");
+                    return;
+                }
+            },
+        };
+        // a call that replaces another takes its place: no room needed
+        if replaces.is_none() && self.lines.get(&line).is_some_and(|l| l.is_full(&self.config)) {
             self.reply(now, &key, &req, 486, "Busy Here");
             return;
         }
@@ -816,12 +870,45 @@ impl UserAgent {
         };
         let id = CallRef(self.next_call);
         self.next_call += 1;
-        let call = Call::incoming(now, id, line, &account, key, req, &self.config, &mut self.rng);
+        let call = Call::incoming(
+            now,
+            id,
+            line,
+            &account,
+            key,
+            (req, replaces),
+            &self.config,
+            &mut self.rng,
+        );
         self.insert_call(id, call);
         if let Some(l) = self.lines.get_mut(&line) {
             l.calls.push(id);
         }
         self.flush_call(now, id);
+    }
+
+    /// The established call of `line` that a Replaces header (`call-id;to-tag=OURS;
+    /// from-tag=THEIRS`, RFC 3891 §3) names. Only a call of the line the INVITE is for:
+    /// a caller can never take over another line's call.
+    fn replaced_call(&self, line: LineId, named: &str) -> Option<CallRef> {
+        let mut parts = named.split(';');
+        let call_id = parts.next()?.trim();
+        let (mut ours, mut theirs) = (None, None);
+        for p in parts {
+            match p
+                .split_once('=')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+            {
+                Some((k, v)) if k == "to-tag" => ours = Some(v),
+                Some((k, v)) if k == "from-tag" => theirs = Some(v),
+                _ => {}
+            }
+        }
+        let id = *self.by_local_tag.get(ours?)?;
+        let call = self.calls.get(&id)?;
+        let d = call.dialog()?;
+        (call.line == line && call.is_confirmed() && d.id.call_id == call_id && d.id.remote_tag == theirs?)
+            .then_some(id)
     }
 
     /// The refusal of a request we cannot serve as asked (RFC 3261 §8.2.2): an

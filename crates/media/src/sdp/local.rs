@@ -10,6 +10,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::{Codec, Direction};
+use crate::srtp::{MasterKey, SUITE};
 
 /// The `s=` line of every SDP sipline writes.
 pub const SESSION_NAME: &str = "sipline";
@@ -57,6 +58,8 @@ pub struct LocalMedia {
     /// Whether we offer, and accept, RTCP on the RTP port (RFC 5761). Off by default:
     /// plain SIP peers expect RTCP on RTP port + 1.
     pub rtcp_mux: bool,
+    /// SDES-SRTP (RFC 4568) on this leg, if we do it: our key, and whether we insist.
+    pub srtp: Option<LocalSrtp>,
     /// The `o=` session id, fixed for the call.
     pub session_id: u64,
     /// The `o=` session version: the caller increments it (see
@@ -81,6 +84,7 @@ impl LocalMedia {
             ptime: DEFAULT_PTIME,
             direction: Direction::SendRecv,
             rtcp_mux: false,
+            srtp: None,
             session_id,
             session_version: 1,
         }
@@ -105,6 +109,43 @@ impl LocalMedia {
     }
 }
 
+/// SRTP as we do it on a leg (the key stays for the whole call: re-offers repeat it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSrtp {
+    /// Our master key: what we encrypt with, sent in our `a=crypto`.
+    pub key: MasterKey,
+    /// Offer `RTP/SAVP` and refuse plain RTP (`media.srtp = "mandatory"`); else offer
+    /// `RTP/AVP` with `a=crypto` and take SRTP when the far end answers with a key
+    /// ("best effort", `"optional"`).
+    pub required: bool,
+}
+
+/// The `a=crypto` tag of our key in offers (answers use the tag of the line chosen).
+pub const OFFER_CRYPTO_TAG: u32 = 1;
+
+/// How an `m=` line is carried: its profile and our `a=crypto`, if any.
+pub(super) struct Transport<'a> {
+    pub profile: &'static str,
+    pub crypto: Option<(u32, &'a MasterKey)>,
+}
+
+impl Transport<'_> {
+    /// What we offer with `local`.
+    fn offered(local: &LocalMedia) -> Transport<'_> {
+        Transport {
+            profile: if local.srtp.as_ref().is_some_and(|s| s.required) {
+                SAVP
+            } else {
+                AVP
+            },
+            crypto: local.srtp.as_ref().map(|s| (OFFER_CRYPTO_TAG, &s.key)),
+        }
+    }
+}
+
+pub(super) const AVP: &str = "RTP/AVP";
+pub(super) const SAVP: &str = "RTP/SAVP";
+
 /// Our SDP offer: one `m=audio` line with every codec of `local`.
 pub fn build_offer(local: &LocalMedia) -> String {
     let mut sdp = String::with_capacity(512);
@@ -114,7 +155,14 @@ pub fn build_offer(local: &LocalMedia) -> String {
         .iter()
         .map(|local| (local.payload_type, local.codec))
         .collect();
-    write_audio(&mut sdp, local, &codecs, local.direction, local.rtcp_mux);
+    let transport = Transport::offered(local);
+    write_audio(
+        &mut sdp,
+        local,
+        &codecs,
+        (local.direction, local.rtcp_mux),
+        &transport,
+    );
     sdp
 }
 
@@ -154,10 +202,10 @@ pub(super) fn write_audio(
     sdp: &mut String,
     local: &LocalMedia,
     codecs: &[(u8, Codec)],
-    direction: Direction,
-    rtcp_mux: bool,
+    (direction, rtcp_mux): (Direction, bool),
+    transport: &Transport<'_>,
 ) {
-    let mut m_line = format!("m=audio {} RTP/AVP", local.rtp_port);
+    let mut m_line = format!("m=audio {} {}", local.rtp_port, transport.profile);
     for (payload_type, _) in codecs {
         let _ = write!(m_line, " {payload_type}");
     }
@@ -173,6 +221,9 @@ pub(super) fn write_audio(
         write_line(sdp, format_args!("a=rtcp-mux"));
     }
     write_line(sdp, format_args!("a={}", direction.attribute_name()));
+    if let Some((tag, key)) = transport.crypto {
+        write_line(sdp, format_args!("a=crypto:{tag} {SUITE} {}", key.to_inline()));
+    }
 }
 
 #[cfg(test)]

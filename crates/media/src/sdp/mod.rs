@@ -1,5 +1,6 @@
-//! SDP (RFC 8866) and the offer/answer model (RFC 3264) for the plain RTP/AVP audio
-//! leg of SIP calls, sans-IO: SDP text in, SDP text and [`NegotiatedMedia`] out.
+//! SDP (RFC 8866) and the offer/answer model (RFC 3264) for the RTP/AVP audio leg of
+//! SIP calls (or RTP/SAVP with SDES keys, RFC 4568), sans-IO: SDP text in, SDP text
+//! and [`NegotiatedMedia`] out.
 //!
 //! Hand-written rather than built on `sdp-types` (0.3.1, evaluated for this): that
 //! crate is sound (it survived the same mutation test without a panic) but parses
@@ -42,5 +43,7 @@ mod samples;
 pub use codec::{Codec, DEFAULT_OPUS_PAYLOAD_TYPE, DEFAULT_TELEPHONE_EVENT_PAYLOAD_TYPE};
 pub use description::{Attribute, Connection, Fmtp, Media, MediaKind, Origin, Rtcp, RtpMap, Sdp, SdpError};
 pub use direction::Direction;
-pub use local::{DEFAULT_PTIME, LocalCodec, LocalMedia, SESSION_NAME, build_offer};
-pub use negotiate::{Answer, NegotiatedMedia, NegotiationError, answer, negotiate_answer};
+pub use local::{
+    DEFAULT_PTIME, LocalCodec, LocalMedia, LocalSrtp, OFFER_CRYPTO_TAG, SESSION_NAME, build_offer,
+};
+pub use negotiate::{Answer, NegotiatedMedia, NegotiationError, SrtpKeys, answer, negotiate_answer};

@@ -12,8 +12,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::description::excerpt;
-use super::local::{write_audio, write_line, write_session};
+use super::local::{AVP, OFFER_CRYPTO_TAG, SAVP, Transport, write_audio, write_line, write_session};
 use super::{Codec, Connection, Direction, LocalMedia, Media, MediaKind, Sdp};
+use crate::srtp::{MasterKey, SUITE};
 
 /// What the RTP leg of a call uses, once offer and answer are both known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,17 @@ pub struct NegotiatedMedia {
     /// Whether the far end has put us on hold: it does not want to receive (its
     /// direction is sendonly or inactive, or its address is `0.0.0.0`).
     pub remote_on_hold: bool,
+    /// SDES-SRTP keys, when the leg is encrypted.
+    pub srtp: Option<SrtpKeys>,
+}
+
+/// The two keys of an SRTP leg (RFC 4568: each side encrypts with its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// What we encrypt with (our `a=crypto`).
+    pub ours: MasterKey,
+    /// What the far end encrypts with (its `a=crypto`).
+    pub theirs: MasterKey,
 }
 
 /// Our answer to an offer: the SDP to send, and what the RTP leg then uses.
@@ -97,7 +109,7 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<Answer, NegotiationErro
     let mut without_common_codec: Option<&Media> = None;
     let mut accepted = None;
     for (index, media) in offer.media.iter().enumerate() {
-        if let Err(reason) = check_usable_audio(media) {
+        if let Err(reason) = check_usable_audio(media, local) {
             unusable.push(format!("m-line {} {reason}", index.saturating_add(1)));
             continue;
         }
@@ -128,6 +140,17 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<Answer, NegotiationErro
     };
 
     let remote = RemoteEndpoint::of(offer, media, local)?;
+    // SRTP when we do it and the offer has a key we can use (check_usable_audio made
+    // sure an RTP/SAVP line has one, and that we need not insist on a plain one)
+    let srtp = local.srtp.as_ref().zip(sdes_keys(media).next());
+    let transport = Transport {
+        profile: if is_savp(media) { SAVP } else { AVP },
+        crypto: srtp.map(|(ours, (tag, _))| (tag, &ours.key)),
+    };
+    let keys = srtp.map(|(ours, (_, theirs))| SrtpKeys {
+        ours: ours.key,
+        theirs,
+    });
     let mut sdp = String::with_capacity(512);
     write_session(&mut sdp, local);
     for (index, media) in offer.media.iter().enumerate() {
@@ -136,14 +159,20 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<Answer, NegotiationErro
             if let Some(dtmf) = choice.dtmf_payload_type {
                 codecs.push((dtmf, Codec::TelephoneEvent));
             }
-            write_audio(&mut sdp, local, &codecs, remote.direction, remote.rtcp_mux);
+            write_audio(
+                &mut sdp,
+                local,
+                &codecs,
+                (remote.direction, remote.rtcp_mux),
+                &transport,
+            );
         } else {
             write_rejected(&mut sdp, media);
         }
     }
     Ok(Answer {
         sdp,
-        media: remote.negotiated(choice),
+        media: remote.negotiated(choice, keys),
     })
 }
 
@@ -165,12 +194,33 @@ pub fn negotiate_answer(
             },
         });
     };
-    if !media.is_plain_rtp() {
+    if !(media.is_plain_rtp() || is_savp(media) && offer_we_sent.srtp.is_some()) {
         return Err(NegotiationError::NoUsableAudio {
             reason: format!(
-                "the answer's audio uses protocol {}, but we offered RTP/AVP",
-                excerpt(&media.protocol)
+                "the answer's audio uses protocol {}, but we offered {}",
+                excerpt(&media.protocol),
+                if offer_we_sent.srtp.as_ref().is_some_and(|s| s.required) {
+                    SAVP
+                } else {
+                    AVP
+                }
             ),
+        });
+    }
+    // their key, answering ours (the tag of our offer's line)
+    let keys = offer_we_sent.srtp.as_ref().and_then(|ours| {
+        sdes_keys(media)
+            .find(|(tag, _)| *tag == OFFER_CRYPTO_TAG)
+            .map(|(_, theirs)| SrtpKeys {
+                ours: ours.key,
+                theirs,
+            })
+    });
+    if keys.is_none() && (is_savp(media) || offer_we_sent.srtp.as_ref().is_some_and(|s| s.required)) {
+        return Err(NegotiationError::NoUsableAudio {
+            reason:
+                "the answer has no SRTP key for our offer (AES_CM_128_HMAC_SHA1_80), and SRTP is required"
+                    .into(),
         });
     }
     // The answerer lists what it accepts, most preferred first (RFC 3264 §6.1).
@@ -191,24 +241,61 @@ pub fn negotiate_answer(
         payload_type,
         dtmf_payload_type: dtmf_payload_type(media, offer_we_sent),
     };
-    Ok(RemoteEndpoint::of(their_answer, media, offer_we_sent)?.negotiated(choice))
+    Ok(RemoteEndpoint::of(their_answer, media, offer_we_sent)?.negotiated(choice, keys))
 }
 
 /// Why an offered media line is not one we accept, if it is not.
-fn check_usable_audio(media: &Media) -> Result<(), String> {
+fn check_usable_audio(media: &Media, local: &LocalMedia) -> Result<(), String> {
     if media.kind != MediaKind::Audio {
         return Err(format!("is {}, not audio", excerpt(&media.kind.to_string())));
     }
-    if !media.is_plain_rtp() {
+    let savp = is_savp(media);
+    if !(media.is_plain_rtp() || savp && local.srtp.is_some()) {
+        let supported = if local.srtp.is_some() {
+            "RTP/AVP and RTP/SAVP are"
+        } else {
+            "RTP/AVP is"
+        };
         return Err(format!(
-            "(audio) uses protocol {}; only RTP/AVP is supported",
+            "(audio) uses protocol {}; only {supported} supported",
             excerpt(&media.protocol)
         ));
     }
     if media.is_rejected() {
         return Err("(audio) is disabled (port 0)".into());
     }
+    let has_key = sdes_keys(media).next().is_some();
+    if savp && !has_key {
+        return Err(format!(
+            "(audio) is RTP/SAVP without a key we can use ({SUITE}, inline, no MKI)"
+        ));
+    }
+    if !has_key && local.srtp.as_ref().is_some_and(|s| s.required) {
+        return Err("(audio) is not encrypted, and SRTP is required".into());
+    }
     Ok(())
+}
+
+fn is_savp(media: &Media) -> bool {
+    media.protocol.eq_ignore_ascii_case(SAVP)
+}
+
+/// The SDES keys of a media line we can use (RFC 4568 §9.1: `a=crypto:TAG SUITE
+/// inline:KEY`, our suite, one key, no session parameters), in order.
+fn sdes_keys(media: &Media) -> impl Iterator<Item = (u32, MasterKey)> + '_ {
+    media
+        .attributes
+        .iter()
+        .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
+        .filter_map(|a| {
+            let mut fields = a.value.as_deref()?.split_whitespace();
+            let tag = fields.next()?.parse::<u32>().ok()?;
+            if !fields.next()?.eq_ignore_ascii_case(SUITE) {
+                return None;
+            }
+            let key = MasterKey::from_inline(fields.next()?)?;
+            fields.next().is_none().then_some((tag, key))
+        })
 }
 
 /// The voice codec and DTMF payload type we use on a stream.
@@ -299,7 +386,7 @@ impl RemoteEndpoint {
         })
     }
 
-    fn negotiated(self, choice: CodecChoice) -> NegotiatedMedia {
+    fn negotiated(self, choice: CodecChoice, srtp: Option<SrtpKeys>) -> NegotiatedMedia {
         NegotiatedMedia {
             remote_rtp: self.rtp,
             remote_rtcp: self.rtcp,
@@ -310,6 +397,7 @@ impl RemoteEndpoint {
             direction: self.direction,
             ptime: self.ptime,
             remote_on_hold: self.on_hold,
+            srtp,
         }
     }
 }
@@ -400,6 +488,7 @@ mod tests {
                 direction: Direction::SendRecv,
                 ptime: Some(20),
                 remote_on_hold: false,
+                srtp: None,
             }
         );
         assert_eq!(
@@ -682,6 +771,7 @@ mod tests {
                 direction: Direction::SendRecv,
                 ptime: Some(20),
                 remote_on_hold: false,
+                srtp: None,
             }
         );
     }
@@ -794,5 +884,139 @@ mod tests {
         );
         let error = answer(&parse(&offer), &g711_local()).unwrap_err().to_string();
         assert!(error.contains("45, and 45 more;"), "{error}");
+    }
+
+    fn with_srtp(required: bool) -> LocalMedia {
+        let mut local = g711_local();
+        local.srtp = Some(super::super::LocalSrtp {
+            key: MasterKey::new([7; 30]),
+            required,
+        });
+        local
+    }
+
+    fn srtp_offer(profile: &str, crypto: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+             m=audio 7000 {profile} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n{crypto}"
+        )
+    }
+
+    const THEIR_KEY: [u8; 30] = [9; 30];
+
+    fn their_crypto(tag: u32) -> String {
+        format!(
+            "a=crypto:{tag} AES_CM_128_HMAC_SHA1_80 {}\r\n",
+            MasterKey::new(THEIR_KEY).to_inline()
+        )
+    }
+
+    #[test]
+    fn srtp_offers_say_whether_we_insist() {
+        let ours = MasterKey::new([7; 30]).to_inline();
+        let offer = build_offer(&with_srtp(true));
+        assert!(offer.contains("m=audio 40000 RTP/SAVP 0 8 101\r\n"), "{offer}");
+        assert!(
+            offer.contains(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {ours}\r\n")),
+            "{offer}"
+        );
+        let offer = build_offer(&with_srtp(false));
+        assert!(
+            offer.contains("m=audio 40000 RTP/AVP 0 8 101\r\n"),
+            "best effort: {offer}"
+        );
+        assert!(offer.contains("a=crypto:1 "), "{offer}");
+        assert!(!build_offer(&g711_local()).contains("crypto"));
+    }
+
+    #[test]
+    fn an_srtp_offer_is_answered_with_our_key_under_its_tag_or_refused() {
+        let theirs = MasterKey::new(THEIR_KEY);
+        let keys = SrtpKeys {
+            ours: MasterKey::new([7; 30]),
+            theirs,
+        };
+        // RTP/SAVP, with a second line we cannot use first
+        let offer = srtp_offer(
+            "RTP/SAVP",
+            &format!(
+                "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\n{}",
+                their_crypto(2)
+            ),
+        );
+        for required in [true, false] {
+            let answer = answer_ok(&offer, &with_srtp(required));
+            assert!(
+                answer.sdp.contains("m=audio 40000 RTP/SAVP 0 101\r\n"),
+                "{}",
+                answer.sdp
+            );
+            assert!(
+                answer.sdp.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"),
+                "{}",
+                answer.sdp
+            );
+            assert_eq!(answer.media.srtp, Some(keys));
+        }
+        // best effort: a plain line with a key is encrypted, one without is not
+        let answer = answer_ok(&srtp_offer("RTP/AVP", &their_crypto(1)), &with_srtp(false));
+        assert!(
+            answer.sdp.contains("m=audio 40000 RTP/AVP 0 101\r\n"),
+            "{}",
+            answer.sdp
+        );
+        assert_eq!(answer.media.srtp, Some(keys));
+        let answer = answer_ok(&srtp_offer("RTP/AVP", ""), &with_srtp(false));
+        assert!(!answer.sdp.contains("crypto"), "{}", answer.sdp);
+        assert_eq!(answer.media.srtp, None);
+        // off: a plain line's key is ignored, RTP/SAVP refused; mandatory: plain refused
+        let plain = answer_ok(&srtp_offer("RTP/AVP", &their_crypto(1)), &g711_local());
+        assert_eq!(plain.media.srtp, None);
+        for (offer, local) in [
+            (srtp_offer("RTP/SAVP", &their_crypto(1)), g711_local()),
+            (srtp_offer("RTP/AVP", ""), with_srtp(true)),
+            (
+                srtp_offer(
+                    "RTP/SAVP",
+                    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA|2^31|1:4\r\n",
+                ),
+                with_srtp(true),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    super::answer(&parse(&offer), &local),
+                    Err(NegotiationError::NoUsableAudio { .. })
+                ),
+                "{offer}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_to_our_srtp_offer_gives_their_key_or_fails_when_we_insist() {
+        let theirs = MasterKey::new(THEIR_KEY);
+        for required in [true, false] {
+            let n = negotiate_answer(
+                &with_srtp(required),
+                &parse(&srtp_offer(
+                    if required { "RTP/SAVP" } else { "RTP/AVP" },
+                    &their_crypto(1),
+                )),
+            )
+            .unwrap();
+            assert_eq!(n.srtp.map(|k| k.theirs), Some(theirs));
+        }
+        // best effort answered in clear: plain RTP
+        let n = negotiate_answer(&with_srtp(false), &parse(&srtp_offer("RTP/AVP", ""))).unwrap();
+        assert_eq!(n.srtp, None);
+        // insisting, or an RTP/SAVP answer, without a key for our tag: no call
+        for (local, answer) in [
+            (with_srtp(true), srtp_offer("RTP/AVP", "")),
+            (with_srtp(true), srtp_offer("RTP/SAVP", &their_crypto(2))),
+            (with_srtp(false), srtp_offer("RTP/SAVP", "")),
+        ] {
+            assert!(negotiate_answer(&local, &parse(&answer)).is_err(), "{answer}");
+        }
     }
 }

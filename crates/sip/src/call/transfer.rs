@@ -1,5 +1,7 @@
-//! Blind transfer as the transferor (RFC 3515, RFC 5589 §6): a REFER in the dialog asks
-//! the far end to call someone else; its NOTIFYs (`Event: refer`, a `message/sipfrag`
+//! Transfer as the transferor (RFC 3515, RFC 5589 §6–7): a REFER in the dialog asks
+//! the far end to call someone else (blind), or to call the far end of another of our
+//! calls with `Replaces` naming that call's dialog (attended: the other side swaps our
+//! call for the transferee's); its NOTIFYs (`Event: refer`, a `message/sipfrag`
 //! body holding the status line of that new call) tell how it goes. Once the new call
 //! is answered our call has done its job and ends with BYE. A refused REFER, a failed
 //! new call, or no final word in time leaves the call as it was. A far end that hangs up
@@ -37,10 +39,13 @@ const TRANSFER_SLACK: Duration = Duration::from_secs(32);
 
 impl Call {
     /// Asks the far end to call `number` (at our account's domain) instead of us: REFER.
+    /// With `replaces` (a dialog of ours with `number`: `call-id;to-tag=…;from-tag=…`),
+    /// the new call is to replace that one (attended transfer).
     pub fn refer(
         &mut self,
         now: Instant,
         number: &str,
+        replaces: Option<&str>,
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) -> Result<(), CallError> {
@@ -58,7 +63,10 @@ impl Call {
         let us = Uri::sip(Some(&self.account.user), &self.account.domain, None);
         let (mut req, to) = d.request(Method::Refer, None, config, rng);
         let cseq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
-        req.headers.push("Refer-To", format!("<{target}>"));
+        let replaces = replaces
+            .map(|r| format!("?Replaces={}", super::referral::percent_encode(r)))
+            .unwrap_or_default();
+        req.headers.push("Refer-To", format!("<{target}{replaces}>"));
         req.headers.push("Referred-By", format!("<{us}>"));
         // a REFER creates (here: takes part in) a dialog usage: it must carry a Contact
         req.headers

@@ -24,6 +24,8 @@ const CANONICAL: &[(&str, &str)] = &[
     ("t", "To"),
     ("v", "Via"),
     ("x", "Session-Expires"),
+    ("r", "Refer-To"),
+    ("b", "Referred-By"),
     ("call-id", "Call-ID"),
     ("contact", "Contact"),
     ("content-length", "Content-Length"),

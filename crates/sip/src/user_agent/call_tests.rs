@@ -449,6 +449,7 @@ fn incoming_call_rings_is_accepted_acked_and_ended_by_the_caller() {
             display_name: Some("Alice".into()),
             offer: Some(FAR_SDP.to_vec()),
             headers: vec![],
+            replaces: None,
         }
     );
     assert!(matches!(&ev[1], CallEvent::Status(s) if s.state == CallState::Ringing));
@@ -1720,4 +1721,165 @@ fn transfer_edge_cases_a_notify_first_a_stale_one_a_far_end_leaving() {
             .all(|m| !matches!(m, Message::Request(r) if r.method == Method::Bye)),
         "{sent:?}"
     );
+}
+
+/// A REFER from the far end in the answered outgoing call.
+fn far_refer(lab: &Lab, cseq: u32, refer_to: &str) -> String {
+    let (call_id, local_tag) = dialog_ids(lab);
+    format!(
+        "REFER sip:880@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKr{cseq}\r\n\
+         From: <sip:1000@127.0.0.1>;tag=far\r\nTo: <sip:880@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} REFER\r\nContact: <sip:1000@127.0.0.1:5070>\r\nRefer-To: {refer_to}\r\n\
+         Referred-By: <sip:1000@127.0.0.1>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_refer_from_the_far_end_is_accepted_and_followed_by_notifies_until_the_outcome() {
+    let mut lab = Lab::new();
+    let call = lab.established();
+    lab.feed(far_refer(&lab, 7, "<sip:1002@127.0.0.1>").as_bytes());
+    let sent = lab.sent();
+    let statuses: Vec<u16> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Response(r) => Some(r.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [202]);
+    let notifies: Vec<&Request> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Request(r) if r.method == Method::Notify => Some(r),
+            _ => None,
+        })
+        .collect();
+    let [trying] = notifies[..] else {
+        panic!("one NOTIFY at once: {sent:#?}")
+    };
+    assert_eq!(trying.headers.get("Event"), Some("refer;id=7"));
+    assert_eq!(
+        trying.headers.get("Subscription-State"),
+        Some("active;expires=60")
+    );
+    assert_eq!(
+        trying.headers.get("Content-Type"),
+        Some("message/sipfrag;version=2.0")
+    );
+    assert_eq!(trying.body, b"SIP/2.0 100 Trying\r\n");
+    assert_eq!(
+        lab.call_events(),
+        [CallEvent::Referred(crate::ReferTarget {
+            number: "1002".into(),
+            replaces: None,
+            referred_by: Some("<sip:1000@127.0.0.1>".into()),
+        })]
+    );
+    // one transfer at a time
+    lab.feed(far_refer(&lab, 8, "<sip:1003@127.0.0.1>").as_bytes());
+    assert_eq!(status_of(&lab.responses()), [403]);
+    assert!(lab.call_events().is_empty());
+    // the new call's progress, then its outcome, which ends the reports
+    lab.ua.notify_referral(lab.now, call, 180, "Ringing").unwrap();
+    let ringing = lab.one_request();
+    assert_eq!(
+        (ringing.method, ringing.body.as_slice()),
+        (Method::Notify, &b"SIP/2.0 180 Ringing\r\n"[..])
+    );
+    lab.ua.notify_referral(lab.now, call, 200, "OK").unwrap();
+    let done = lab.one_request();
+    assert_eq!(
+        done.headers.get("Subscription-State"),
+        Some("terminated;reason=noresource")
+    );
+    assert_eq!(done.body, b"SIP/2.0 200 OK\r\n");
+    assert!(
+        lab.ua.notify_referral(lab.now, call, 200, "OK").is_err(),
+        "nothing after the outcome"
+    );
+    // a Refer-To without a number, and a REFER before the answer, are refused
+    lab.feed(far_refer(&lab, 9, "<sip:127.0.0.1>").as_bytes());
+    assert_eq!(status_of(&lab.responses()), [400]);
+    let mut ringing_lab = Lab::new();
+    ringing_lab.feed(Lab::far_request("INVITE", "e1", "early", 1, None, FAR_SDP).as_bytes());
+    let tag = ringing_lab.responses()[1]
+        .headers
+        .to()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_owned();
+    let early_refer = Lab::far_request("REFER", "e2", "early", 2, Some(&tag), b"").replace(
+        "Content-Length",
+        "Refer-To: <sip:1002@127.0.0.1>\r\nContent-Length",
+    );
+    ringing_lab.feed(early_refer.as_bytes());
+    assert_eq!(status_of(&ringing_lab.responses()), [403]);
+}
+
+/// An INVITE from the far end that names a dialog to replace (RFC 3891).
+fn replacing_invite(branch: &str, call_id: &str, replaces: &str) -> String {
+    Lab::far_request("INVITE", branch, call_id, 1, None, FAR_SDP).replace(
+        "Content-Length",
+        &format!("Replaces: {replaces}\r\nRequire: replaces\r\nContent-Length"),
+    )
+}
+
+#[test]
+fn an_invite_with_replaces_takes_the_place_of_an_established_call_of_its_line() {
+    // one call per line: the replacing call needs no room
+    let mut lab = Lab::new();
+    lab.feed(Lab::far_request("INVITE", "x1", "first", 1, None, FAR_SDP).as_bytes());
+    let tag = lab.responses()[1].headers.to().unwrap().tag().unwrap().to_owned();
+    let first = lab.ua.line_call(lab.line).unwrap();
+    lab.ua.accept_call(lab.now, first, OFFER.to_vec()).unwrap();
+    lab.feed(Lab::far_request("ACK", "x2", "first", 1, Some(&tag), b"").as_bytes());
+    lab.sent();
+    lab.events();
+    // a dialog of nobody's, or ours with a wrong tag or Call-ID: 481, nothing rings
+    for (branch, named) in [
+        ("x3", "first;to-tag=nope;from-tag=far".to_owned()),
+        ("x4", format!("first;to-tag={tag};from-tag=someone")),
+        ("x5", format!("other;to-tag={tag};from-tag=far")),
+        ("x6", "first".to_owned()),
+    ] {
+        lab.feed(replacing_invite(branch, "second", &named).as_bytes());
+        assert_eq!(status_of(&lab.responses()), [100, 481], "{named}");
+        assert!(lab.call_events().is_empty(), "{named}");
+    }
+    // the right one: a new call that says which it replaces
+    lab.feed(replacing_invite("x7", "second", &format!("first;to-tag={tag};from-tag=far")).as_bytes());
+    assert_eq!(status_of(&lab.responses()), [100, 180]);
+    let events = lab.call_events();
+    assert!(
+        matches!(&events[0], CallEvent::Incoming { replaces: Some(c), .. } if *c == first),
+        "{events:?}"
+    );
+    assert_eq!(lab.ua.line_calls(lab.line).len(), 2);
+}
+
+#[test]
+fn an_attended_transfer_refers_with_replaces_naming_the_other_dialog() {
+    let mut config = test_config();
+    config.calls_per_line = 2;
+    let mut lab = Lab::with_config(config).0;
+    let held = lab.established();
+    let other = lab.established();
+    let d = lab.ua.calls[&other].dialog().unwrap().id.clone();
+    assert!(
+        lab.ua.refer_to_call(lab.now, held, held).is_err(),
+        "not to itself"
+    );
+    lab.ua.refer_to_call(lab.now, held, other).unwrap();
+    let refer = lab.one_request();
+    assert_eq!(refer.method, Method::Refer);
+    let expected = format!(
+        "<sip:1000@127.0.0.1?Replaces={}%3Bto-tag%3Dfar%3Bfrom-tag%3D{}>",
+        d.call_id.replace('@', "%40"),
+        d.local_tag
+    );
+    assert_eq!(refer.headers.get("Refer-To"), Some(expected.as_str()));
+    // the dialog sent is the other call's, not the held one's
+    assert_ne!(refer.headers.call_id().unwrap(), d.call_id);
 }
