@@ -577,8 +577,11 @@ export class SiplinePhone extends EventTarget {
     }
     const prev = this.#s.call && this.#s.call.callId === p.callId ? this.#s.call : newCall(p.callId, p.state, false, this.#dialing, null);
     const last = { ...prev, state: p.state, code: p.code ?? null, reason: p.reason ?? null, endedAt: Date.now() };
-    // the next call of the line (held, or waiting to be answered) becomes the current one
-    const [next = null, ...rest] = this.#s.otherCalls;
+    // the next call of the line becomes the current one: the latest answered (the one
+    // sipline bridges now), else one still ringing
+    const others = this.#s.otherCalls;
+    const next = [...others].reverse().find((c) => c.state === "inCall" || c.state === "held") ?? others[0] ?? null;
+    const rest = others.filter((c) => c !== next);
     this.#set({ call: next, otherCalls: rest, lastCall: last, stats: null });
     this.#emit("callStateChanged", { ...p, call: last });
     this.#changed();

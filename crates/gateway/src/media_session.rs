@@ -53,6 +53,9 @@ pub enum MediaCommand {
         call: CallRef,
         ports: Box<RtpPorts>,
         leg: Box<SipMedia>,
+        /// Bridge it to the browser now; else it waits parked (the browser talks in
+        /// another call of its line) until [`MediaCommand::Focus`].
+        focus: bool,
     },
     /// The call's media was negotiated again (re-INVITE, hold).
     Update { call: CallRef, leg: Box<SipMedia> },
@@ -232,6 +235,29 @@ struct SrtpLeg {
 }
 
 impl SrtpLeg {
+    /// A new offer/answer: a direction whose key changed starts over, the other keeps
+    /// its counters (restarting them under the same key would reuse its keystream).
+    fn renegotiated(srtp: &mut Option<SrtpLeg>, keys: Option<SrtpKeys>) {
+        let kept = match (srtp.as_mut(), keys) {
+            (Some(s), Some(k)) => s.rekey(k).is_ok(),
+            _ => false,
+        };
+        if !kept {
+            *srtp = SrtpLeg::new(keys);
+        }
+    }
+
+    fn rekey(&mut self, keys: SrtpKeys) -> Result<(), sipline_media::srtp::SrtpError> {
+        if self.keys.ours != keys.ours {
+            self.ours = SrtpContext::new(&keys.ours)?;
+        }
+        if self.keys.theirs != keys.theirs {
+            self.theirs = SrtpContext::new(&keys.theirs)?;
+        }
+        self.keys = keys;
+        Ok(())
+    }
+
     fn new(keys: Option<SrtpKeys>) -> Option<SrtpLeg> {
         let keys = keys?;
         match (SrtpContext::new(&keys.ours), SrtpContext::new(&keys.theirs)) {
@@ -265,6 +291,31 @@ struct CallLeg {
     next_stats: Instant,
     browser_stats: (Option<f32>, Option<Duration>),
     watchdog: Watchdog,
+    /// Our sequence numbers toward this far end: the bridge's, shifted so that they
+    /// continue where they stopped when the call was parked (the bridge went on
+    /// counting for another call meanwhile).
+    seq: SeqContinuity,
+}
+
+/// Keeps the sequence numbers a far end sees continuous across parking.
+#[derive(Debug, Default)]
+struct SeqContinuity {
+    shift: u16,
+    last: Option<u16>,
+    /// The next packet picks up where `last` left off.
+    resync: bool,
+}
+
+impl SeqContinuity {
+    /// The sequence number to send for the bridge's `seq`.
+    fn map(&mut self, seq: u16) -> u16 {
+        if std::mem::take(&mut self.resync) {
+            self.shift = self.last.map_or(0, |last| last.wrapping_add(1).wrapping_sub(seq));
+        }
+        let out = seq.wrapping_add(self.shift);
+        self.last = Some(out);
+        out
+    }
 }
 
 struct MediaSession {
@@ -292,6 +343,10 @@ struct MediaSession {
 }
 
 const STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// Datagrams a parked call's far end sent meanwhile, thrown away when it is bridged
+/// again (a socket buffer's worth; the rest is too old to matter either way).
+const MAX_STALE_DATAGRAMS: usize = 512;
 
 impl MediaSession {
     async fn run(mut self: Box<Self>, mut commands: mpsc::UnboundedReceiver<MediaCommand>) {
@@ -539,7 +594,12 @@ impl MediaSession {
                 Some(Ok(cand)) => self.rtc.add_remote_candidate(cand),
                 Some(Err(e)) => tracing::debug!(error = %e, "unusable ICE candidate"),
             },
-            MediaCommand::Attach { call, ports, leg } => {
+            MediaCommand::Attach {
+                call,
+                ports,
+                leg,
+                focus,
+            } => {
                 let (ports, leg) = (*ports, *leg);
                 tracing::debug!(%call, remote = %leg.remote_rtp, "bridging the call's media");
                 let now = Instant::now();
@@ -555,8 +615,13 @@ impl MediaSession {
                     next_stats: now + STATS_EVERY,
                     browser_stats: (None, None),
                     watchdog: self.watchdog_for(&leg),
+                    seq: SeqContinuity::default(),
                 };
-                self.bridge_to(next);
+                match focus || self.call.is_none() {
+                    true => self.bridge_to(next),
+                    // answered while the browser talks in another call: it waits
+                    false => self.parked.push(next),
+                }
             }
             MediaCommand::Update { call, leg } => {
                 let leg = *leg;
@@ -569,10 +634,7 @@ impl MediaSession {
                         l.latch
                             .renegotiated(Instant::now(), leg.remote_rtp, leg.remote_rtcp);
                     }
-                    if l.srtp.as_ref().map(|s| s.keys) != leg.srtp {
-                        // re-keyed (or SRTP turned on or off) by the new offer/answer
-                        l.srtp = SrtpLeg::new(leg.srtp);
-                    }
+                    SrtpLeg::renegotiated(&mut l.srtp, leg.srtp);
                     l.media = leg;
                     if is_bridged {
                         l.watchdog.set_held(Instant::now(), SipMedia::is_held(&leg));
@@ -626,6 +688,14 @@ impl MediaSession {
     /// Bridges `next` to the browser. The call bridged until now (if any) is parked, and
     /// its bridge, which holds the browser's one outgoing stream, carries on with `next`.
     fn bridge_to(&mut self, mut next: CallLeg) {
+        next.seq.resync = true;
+        // what a parked far end sent meanwhile is stale: not played now
+        for _ in 0..MAX_STALE_DATAGRAMS {
+            let mut scratch = [0u8; 1500];
+            if next.ports.rtp.try_recv_from(&mut scratch).is_err() {
+                break;
+            }
+        }
         if let Some(mut previous) = self.call.take() {
             if let Some(mut bridge) = previous.bridge.take() {
                 bridge.set_sip(next.media.leg);
@@ -785,6 +855,17 @@ impl MediaSession {
 impl CallLeg {
     /// Sends a packet of ours to the far end (RTP, or RTCP), encrypted if the leg is.
     fn send(&mut self, packet: &[u8], rtcp: bool) {
+        let mut renumbered;
+        let mut packet = packet;
+        if !rtcp && let Some(seq) = packet.get(2..4) {
+            let seq = u16::from_be_bytes([seq[0], seq[1]]);
+            let out = self.seq.map(seq);
+            if out != seq {
+                renumbered = packet.to_vec();
+                renumbered[2..4].copy_from_slice(&out.to_be_bytes());
+                packet = &renumbered;
+            }
+        }
         let packet = match self.srtp.as_mut() {
             None => packet,
             Some(s) => {
@@ -904,5 +985,26 @@ async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, So
     match sock {
         Some(s) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqContinuity;
+
+    #[test]
+    fn a_far_end_sees_its_numbering_go_on_across_parking() {
+        let mut seq = SeqContinuity::default();
+        assert_eq!(
+            [100, 101, 102].map(|s| seq.map(s)),
+            [100, 101, 102],
+            "untouched at first"
+        );
+        // parked while the bridge counted 40 000 packets for another call
+        seq.resync = true;
+        assert_eq!([40_103, 40_104].map(|s| seq.map(s)), [103, 104]);
+        // and again, across the wrap
+        seq.resync = true;
+        assert_eq!([65_535, 0, 1].map(|s| seq.map(s)), [105, 106, 107]);
     }
 }

@@ -318,6 +318,13 @@ impl Driver {
     /// Answers a ringing call; the browser turns to it, so the line's others are held.
     fn accept(&mut self, now: Instant, on: OnCall) -> Result<(), CallControlError> {
         let id = self.resolve(on)?;
+        let rings = self
+            .calls
+            .get(&id)
+            .is_some_and(|r| r.call.is_incoming() && r.call.state() == CallState::Ringing);
+        if !rings {
+            return Err(CallControlError::NotRinging);
+        }
         self.hold_others(now, on.line, id);
         self.command(now, on, |r| r.call.accept())
     }
@@ -361,6 +368,15 @@ impl Driver {
         }
     }
 
+    /// Whether a call of `line` other than `call` is the one the browser talks in.
+    fn another_talks(&self, line: LineId, call: CallRef) -> bool {
+        self.ua
+            .line_calls(line)
+            .iter()
+            .filter(|c| **c != call)
+            .any(|c| self.calls.get(c).is_some_and(|r| r.call.is_talking()))
+    }
+
     /// What the session may know of its line's calls, oldest first.
     fn calls_of(&self, line: LineId) -> Vec<CallInfo> {
         self.ua
@@ -399,10 +415,6 @@ impl Driver {
             let _ = reply.send(Err(CallControlError::OfferInProgress));
             return;
         }
-        if !hold {
-            self.hold_others(now, on.line, id);
-            self.media_action(on.line, id, MediaAction::Focus);
-        }
         let Some(record) = self.calls.get_mut(&id) else {
             let _ = reply.send(Err(CallControlError::CallEnded));
             return;
@@ -410,6 +422,11 @@ impl Driver {
         record.hold_reply = Some(reply);
         let asked = record.call.hold(hold);
         tracing::info!(call = %id, hold, "hold");
+        if !hold && asked.is_ok() {
+            // the browser turns to this call: the others wait, their audio parked
+            self.hold_others(now, on.line, id);
+            self.media_action(on.line, id, MediaAction::Focus);
+        }
         let refused = self.carry_out(now, id);
         if let Some(e) = asked.err().or(refused)
             && let Some(reply) = self.calls.get_mut(&id).and_then(|r| r.hold_reply.take())
@@ -503,10 +520,18 @@ impl Driver {
                 let Some(ports) = self.calls.get_mut(&call).and_then(|r| r.ports.take()) else {
                     return;
                 };
+                // answered while the browser talks in another call (it turned back to
+                // that one meanwhile): parked, and put on hold
+                let focus = !self.another_talks(line, call);
+                if !focus && let Some(r) = self.calls.get_mut(&call) {
+                    tracing::info!(%call, "answered while the browser talks in another call: holding it");
+                    let _ = r.call.hold(true);
+                }
                 MediaCommand::Attach {
                     call,
                     ports: Box::new(ports.hand_over()),
                     leg: Box::new(leg),
+                    focus,
                 }
             }
             MediaAction::Update(leg) => MediaCommand::Update {
@@ -674,6 +699,21 @@ impl Driver {
             },
             |r| r.call.hang_up(480, why),
         );
+        if let Err(e) = ended {
+            // already ending: the new call is refused like any that names no live call
+            tracing::info!(%old, %new, error = %e, "nothing to replace any more");
+            let _ = self.command(
+                now,
+                OnCall {
+                    line,
+                    call: Some(new),
+                },
+                |r| r.call.hang_up(481, None),
+            );
+            return;
+        }
+        // the browser turns to the new call: any other it talks in waits on hold
+        self.hold_others(now, line, new);
         let answered = self.command(
             now,
             OnCall {
@@ -682,7 +722,7 @@ impl Driver {
             },
             |r| r.call.accept(),
         );
-        if let Err(e) = ended.and(answered) {
+        if let Err(e) = answered {
             tracing::warn!(%old, %new, error = %e, "the replacement did not go through");
         }
     }

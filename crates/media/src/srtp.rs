@@ -270,28 +270,37 @@ impl SrtpContext {
     pub fn protect_rtp(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
         let header = header_len(packet).ok_or(SrtpError::Malformed)?;
         let (seq, ssrc) = seq_and_ssrc(packet);
-        let stream = match self.stream {
-            Some(s) if s.ssrc == ssrc => s,
-            _ => Stream {
-                ssrc,
-                roc: 0,
-                highest_seq: seq,
-                seen: 0,
-            },
+        let (stream, fresh) = match self.stream {
+            Some(s) if s.ssrc == ssrc => (s, false),
+            _ => (
+                Stream {
+                    ssrc,
+                    roc: 0,
+                    highest_seq: seq,
+                    seen: 0,
+                },
+                true,
+            ),
         };
-        let roc = stream.guess_roc(seq);
+        // what we send only goes forward: a smaller sequence number has wrapped (a
+        // keystream is never used twice, however far the numbering jumped)
+        let roc = match seq.cmp(&stream.highest_seq) {
+            _ if fresh => stream.roc,
+            std::cmp::Ordering::Greater => stream.roc,
+            std::cmp::Ordering::Less => stream.roc.checked_add(1).ok_or(SrtpError::Crypto)?,
+            std::cmp::Ordering::Equal => return Err(SrtpError::Replay),
+        };
         let index = (u64::from(roc) << 16) | u64::from(seq);
         out.clear();
         out.extend_from_slice(packet);
         keystream_xor(&self.rtp.cipher, self.rtp.iv(ssrc, index), &mut out[header..])?;
         let tag = self.rtp.tag(&[out, &roc.to_be_bytes()]);
         out.extend_from_slice(&tag);
-        let mut stream = stream;
-        if index > stream.highest() {
-            stream.roc = roc;
-            stream.highest_seq = seq;
-        }
-        self.stream = Some(stream);
+        self.stream = Some(Stream {
+            roc,
+            highest_seq: seq,
+            ..stream
+        });
         Ok(())
     }
 
@@ -479,8 +488,15 @@ mod tests {
         let key = MasterKey::random().unwrap();
         let (mut tx, mut rx) = (SrtpContext::new(&key).unwrap(), SrtpContext::new(&key).unwrap());
         let (mut wire, mut plain) = (Vec::new(), Vec::new());
-        for seq in [65530u16, 65531, 65535, 0, 1, 2] {
+        let late = rtp(65533, 0x1234, b"late");
+        let mut late_wire = Vec::new();
+        for seq in [65530u16, 65531, 65533, 65535, 0, 1, 2] {
             let packet = rtp(seq, 0x1234, &[seq as u8; 160]);
+            if seq == 65533 {
+                // sent now, delivered late
+                tx.protect_rtp(&late, &mut late_wire).unwrap();
+                continue;
+            }
             tx.protect_rtp(&packet, &mut wire).unwrap();
             assert_eq!(wire.len(), packet.len() + TAG_LEN);
             assert_ne!(&wire[12..172], &packet[12..], "the payload is encrypted");
@@ -489,10 +505,20 @@ mod tests {
             assert_eq!(rx.unprotect_rtp(&wire, &mut plain), Err(SrtpError::Replay));
         }
         // a late packet within the window is fine once, a forged or damaged one never
-        let late = rtp(65533, 0x1234, b"late");
-        tx.protect_rtp(&late, &mut wire).unwrap();
-        rx.unprotect_rtp(&wire, &mut plain).unwrap();
+        rx.unprotect_rtp(&late_wire, &mut plain).unwrap();
         assert_eq!(plain, late);
+        assert_eq!(rx.unprotect_rtp(&late_wire, &mut plain), Err(SrtpError::Replay));
+        // a sender whose numbering jumped far ahead (a call parked a long time) or back
+        // never uses an index twice
+        let mut jumpy = SrtpContext::new(&key).unwrap();
+        for seq in [10u16, 40_000, 5] {
+            jumpy.protect_rtp(&rtp(seq, 7, b"x"), &mut wire).unwrap();
+        }
+        assert_eq!(jumpy.stream.map(|s| (s.roc, s.highest_seq)), Some((1, 5)));
+        assert_eq!(
+            jumpy.protect_rtp(&rtp(5, 7, b"x"), &mut wire),
+            Err(SrtpError::Replay)
+        );
         tx.protect_rtp(&rtp(4, 0x1234, b"new"), &mut wire).unwrap();
         let mut forged = wire.clone();
         forged[14] ^= 1;

@@ -651,6 +651,9 @@ impl Call {
                     if key.method == Method::Refer {
                         self.on_refer_response(resp);
                     }
+                    if key.method == Method::Notify {
+                        self.on_referral_notify_answered(Some(resp.status), config, rng);
+                    }
                 }
             }
         }
@@ -662,6 +665,10 @@ impl Call {
         self.outstanding.retain(|k| k != key);
         if key.method == Method::Refer {
             self.on_refer_timeout();
+        }
+        if key.method == Method::Notify {
+            // the transferor does not answer: it hears nothing more
+            self.referral = None;
         }
         if self
             .offers

@@ -278,6 +278,9 @@ pub struct UserAgent {
     /// Lines by the user part of their Contact (usually one; two while one of the
     /// same user leaves): new INVITEs.
     by_user: HashMap<String, Vec<LineId>>,
+    /// Calls an INVITE with Replaces has claimed: a second claim gets 481 (each call is
+    /// replaced once; entries go with their call).
+    claimed: std::collections::HashSet<CallRef>,
 }
 
 /// What has a deadline in the user agent (besides transactions and the keepalive).
@@ -312,6 +315,7 @@ impl UserAgent {
             by_local_tag: HashMap::new(),
             by_invite_branch: HashMap::new(),
             by_user: HashMap::new(),
+            claimed: std::collections::HashSet::new(),
         }
     }
 
@@ -810,6 +814,7 @@ impl UserAgent {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
+        self.claimed.remove(&id);
         if self.by_local_tag.get(call.local_tag()) == Some(&id) {
             self.by_local_tag.remove(call.local_tag());
         }
@@ -849,8 +854,8 @@ impl UserAgent {
         let replaces = match req.headers.get("Replaces") {
             None => None,
             Some(named) => match self.replaced_call(line, named) {
-                Some(call) => Some(call),
-                None => {
+                Some(call) if self.claimed.insert(call) => Some(call),
+                _ => {
                     self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist");
                     return;
                 }

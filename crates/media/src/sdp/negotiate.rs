@@ -216,7 +216,16 @@ pub fn negotiate_answer(
                 theirs,
             })
     });
-    if keys.is_none() && (is_savp(media) || offer_we_sent.srtp.as_ref().is_some_and(|s| s.required)) {
+    // a key we cannot use (another tag, session parameters): the far end would encrypt
+    // while we did not
+    let unusable_key = offer_we_sent.srtp.is_some()
+        && media
+            .attributes
+            .iter()
+            .any(|a| a.name.eq_ignore_ascii_case("crypto"));
+    if keys.is_none()
+        && (unusable_key || is_savp(media) || offer_we_sent.srtp.as_ref().is_some_and(|s| s.required))
+    {
         return Err(NegotiationError::NoUsableAudio {
             reason:
                 "the answer has no SRTP key for our offer (AES_CM_128_HMAC_SHA1_80), and SRTP is required"
@@ -1015,6 +1024,8 @@ mod tests {
             (with_srtp(true), srtp_offer("RTP/AVP", "")),
             (with_srtp(true), srtp_offer("RTP/SAVP", &their_crypto(2))),
             (with_srtp(false), srtp_offer("RTP/SAVP", "")),
+            // best effort, but answered with a key for another line: it would encrypt
+            (with_srtp(false), srtp_offer("RTP/AVP", &their_crypto(2))),
         ] {
             assert!(negotiate_answer(&local, &parse(&answer)).is_err(), "{answer}");
         }

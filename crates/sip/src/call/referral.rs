@@ -22,11 +22,18 @@ pub struct ReferTarget {
     pub referred_by: Option<String>,
 }
 
-/// A transfer the far end asked of us, until its final NOTIFY.
+/// A transfer the far end asked of us, until its final NOTIFY has been sent.
 #[derive(Debug)]
 pub(super) struct Referral {
     /// The REFER's CSeq: our NOTIFYs say `Event: refer;id=CSEQ`.
     id: u32,
+    /// A NOTIFY of ours waits for its response: the next one waits too (sent back to
+    /// back, a proxy's workers can swap them, and the far end would take the
+    /// `terminated` one first and refuse the other as out of order).
+    in_flight: bool,
+    /// The status to report once the NOTIFY in flight is answered: only the latest
+    /// counts (a newer status supersedes an older provisional; a final is the last).
+    next: Option<(u16, String)>,
 }
 
 /// The longest Refer-To we look at, and the longest Replaces we pass on.
@@ -57,7 +64,11 @@ impl Call {
         let id = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
         let accepted = self.plain_response(req, 202, "Accepted", config);
         self.out.responses.push((key, accepted));
-        self.referral = Some(Referral { id });
+        self.referral = Some(Referral {
+            id,
+            in_flight: false,
+            next: None,
+        });
         // RFC 3515 §2.4.4: a NOTIFY follows the 202 at once
         let _ = self.notify_referral(100, "Trying", config, rng);
         self.out.events.push(CallEvent::Referred(target));
@@ -65,7 +76,7 @@ impl Call {
 
     /// Tells the transferor how the call it asked for is going: `status` of that call
     /// (100 Trying, 180 Ringing, 200 OK, 486 Busy Here…). A final status ends the
-    /// subscription; nothing more is sent after it.
+    /// subscription; nothing more is sent after it. NOTIFYs go one at a time.
     pub fn notify_referral(
         &mut self,
         status: u16,
@@ -73,19 +84,63 @@ impl Call {
         config: &UaConfig,
         rng: &mut fastrand::Rng,
     ) -> Result<(), CallError> {
-        let Some(id) = self.referral.as_ref().map(|r| r.id) else {
+        let Some(referral) = self.referral.as_mut() else {
             return Err(CallError::WrongState("no transfer was asked of this call"));
         };
-        let last = status >= 200;
-        if last {
-            self.referral = None;
-        }
         if !matches!(self.phase, Phase::Confirmed | Phase::Answered) {
+            self.referral = None;
             return Err(CallError::WrongState("the call is over"));
         }
-        let Some(d) = self.dialog.as_mut() else {
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(64).collect();
+        if referral.in_flight {
+            if referral.next.as_ref().is_none_or(|(queued, _)| *queued < 200) {
+                referral.next = Some((status, reason));
+            }
+            return Ok(());
+        }
+        self.send_referral_notify(status, &reason, config, rng)
+    }
+
+    /// Our NOTIFY was answered (or timed out): the next status, if one waits, goes now.
+    /// A transferor that says the subscription is gone (481) hears nothing more.
+    pub(super) fn on_referral_notify_answered(
+        &mut self,
+        status: Option<u16>,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) {
+        if matches!(status, Some(401 | 407)) {
+            return; // sent again with credentials: its answer decides
+        }
+        let Some(referral) = self.referral.as_mut() else {
+            return;
+        };
+        referral.in_flight = false;
+        if status == Some(481) {
+            self.referral = None;
+            return;
+        }
+        if let Some((status, reason)) = referral.next.take()
+            && matches!(self.phase, Phase::Confirmed | Phase::Answered)
+        {
+            let _ = self.send_referral_notify(status, &reason, config, rng);
+        }
+    }
+
+    fn send_referral_notify(
+        &mut self,
+        status: u16,
+        reason: &str,
+        config: &UaConfig,
+        rng: &mut fastrand::Rng,
+    ) -> Result<(), CallError> {
+        let last = status >= 200;
+        let contact = self.contact_uri(config);
+        let (Some(referral), Some(d)) = (self.referral.as_mut(), self.dialog.as_mut()) else {
             return Err(CallError::WrongState("the call is over"));
         };
+        let id = referral.id;
+        referral.in_flight = true;
         let (mut req, to) = d.request(Method::Notify, None, config, rng);
         req.headers.push("Event", format!("refer;id={id}"));
         req.headers.push(
@@ -93,15 +148,16 @@ impl Call {
             if last {
                 "terminated;reason=noresource"
             } else {
-                "active;expires=60"
+                "active;expires=300"
             },
         );
-        req.headers
-            .push("Contact", format!("<{}>", self.contact_uri(config)));
+        req.headers.push("Contact", format!("<{contact}>"));
         req.headers.push("User-Agent", config.user_agent.clone());
         req.headers.push("Content-Type", "message/sipfrag;version=2.0");
-        let reason: String = reason.chars().filter(|c| !c.is_control()).take(64).collect();
         req.body = format!("SIP/2.0 {status} {reason}\r\n").into_bytes();
+        if last {
+            self.referral = None;
+        }
         self.send(req, to);
         Ok(())
     }

@@ -1761,7 +1761,7 @@ fn a_refer_from_the_far_end_is_accepted_and_followed_by_notifies_until_the_outco
     assert_eq!(trying.headers.get("Event"), Some("refer;id=7"));
     assert_eq!(
         trying.headers.get("Subscription-State"),
-        Some("active;expires=60")
+        Some("active;expires=300")
     );
     assert_eq!(
         trying.headers.get("Content-Type"),
@@ -1780,14 +1780,22 @@ fn a_refer_from_the_far_end_is_accepted_and_followed_by_notifies_until_the_outco
     lab.feed(far_refer(&lab, 8, "<sip:1003@127.0.0.1>").as_bytes());
     assert_eq!(status_of(&lab.responses()), [403]);
     assert!(lab.call_events().is_empty());
-    // the new call's progress, then its outcome, which ends the reports
+    // the new call's progress, then its outcome, which ends the reports; one NOTIFY at
+    // a time: those asked for meanwhile wait, only the latest is sent
+    let trying = trying.clone();
+    lab.ua
+        .notify_referral(lab.now, call, 183, "Session Progress")
+        .unwrap();
     lab.ua.notify_referral(lab.now, call, 180, "Ringing").unwrap();
+    assert!(lab.requests().is_empty(), "waits for the answer to the first");
+    lab.respond(&trying, 200, &[], b"");
     let ringing = lab.one_request();
     assert_eq!(
-        (ringing.method, ringing.body.as_slice()),
+        (ringing.method.clone(), ringing.body.as_slice()),
         (Method::Notify, &b"SIP/2.0 180 Ringing\r\n"[..])
     );
     lab.ua.notify_referral(lab.now, call, 200, "OK").unwrap();
+    lab.respond(&ringing, 200, &[], b"");
     let done = lab.one_request();
     assert_eq!(
         done.headers.get("Subscription-State"),
@@ -1856,6 +1864,10 @@ fn an_invite_with_replaces_takes_the_place_of_an_established_call_of_its_line() 
         matches!(&events[0], CallEvent::Incoming { replaces: Some(c), .. } if *c == first),
         "{events:?}"
     );
+    assert_eq!(lab.ua.line_calls(lab.line).len(), 2);
+    // a second claim on the same call, before the first has taken it: 481
+    lab.feed(replacing_invite("x8", "third", &format!("first;to-tag={tag};from-tag=far")).as_bytes());
+    assert_eq!(status_of(&lab.responses()), [100, 481]);
     assert_eq!(lab.ua.line_calls(lab.line).len(), 2);
 }
 
