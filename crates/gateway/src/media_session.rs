@@ -894,7 +894,8 @@ impl CallLeg {
                 Ok(()) => &s.buf[..],
                 Err(e) => {
                     counters::inc(Counter::Srtp);
-                    peer_warn!(Kind::Media, call = %self.call, %source, len = data.len(), "SRTCP dropped: {e}");
+                    let plain = is_plain_rtcp(data);
+                    peer_warn!(Kind::Media, call = %self.call, %source, len = data.len(), plain, "SRTCP dropped: {e}");
                     return;
                 }
             },
@@ -908,6 +909,20 @@ impl CallLeg {
             tracing::debug!(error = e, "RTCP from the far end dropped");
         }
     }
+}
+
+/// Whether `data` reads as a whole compound of plain RTCP (its packets' lengths add up
+/// exactly): on an SRTP leg, a far end sending in clear (baresip does with its first APP
+/// packet and, at times, its last BYE), not a forgery; said in the drop's log line.
+fn is_plain_rtcp(data: &[u8]) -> bool {
+    let mut at = 0usize;
+    while let Some(header) = data.get(at..at + 4) {
+        if header[0] >> 6 != 2 {
+            return false;
+        }
+        at += (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1) * 4;
+    }
+    at == data.len() && at > 0
 }
 
 /// The `a=fingerprint` of an SDP (one per peer connection: its DTLS certificate).
@@ -1006,5 +1021,21 @@ mod tests {
         // and again, across the wrap
         seq.resync = true;
         assert_eq!([65_535, 0, 1].map(|s| seq.map(s)), [105, 106, 107]);
+    }
+
+    #[test]
+    fn plain_rtcp_is_told_from_srtcp() {
+        // an RR (8 bytes) and an SDES (12 bytes): lengths add up
+        let plain = [
+            [0x80, 201, 0, 1, 0, 0, 0, 1].as_slice(),
+            &[0x81, 202, 0, 2, 0, 0, 0, 1, 1, 0, 0, 0],
+        ]
+        .concat();
+        assert!(super::is_plain_rtcp(&plain));
+        // the same with an SRTCP trailer and tag: they do not
+        let srtcp = [plain.as_slice(), &[0x80, 0, 0, 1], &[7; 10]].concat();
+        assert!(!super::is_plain_rtcp(&srtcp));
+        assert!(!super::is_plain_rtcp(&[]));
+        assert!(!super::is_plain_rtcp(&[0x80, 201]));
     }
 }
