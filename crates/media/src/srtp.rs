@@ -26,6 +26,8 @@ const SALT_LEN: usize = 14;
 const AUTH_KEY_LEN: usize = 20;
 /// HMAC-SHA1 truncated to 80 bits.
 pub const TAG_LEN: usize = 10;
+/// SSRCs of one far end whose rollover counter and replay window are kept.
+const MAX_STREAMS: usize = 4;
 /// Packets older than this many behind the newest are replays (RFC 3711 §3.3.2).
 const REPLAY_WINDOW: u64 = 64;
 
@@ -239,9 +241,12 @@ impl Stream {
 pub struct SrtpContext {
     rtp: SessionKeys,
     rtcp: SessionKeys,
-    /// The stream we protect or unprotect (one SSRC at a time: a new one, once it
-    /// authenticates, replaces it).
+    /// The stream we protect (one SSRC at a time).
     stream: Option<Stream>,
+    /// The streams we unprotect, least recently heard first: a far end may use more
+    /// than one SSRC under its key (after a re-INVITE, a transfer); at most
+    /// [`MAX_STREAMS`], the oldest forgotten beyond.
+    received: Vec<Stream>,
     /// Our SRTCP index (sending), or the far end's highest and window (receiving).
     rtcp_index: u32,
     rtcp_seen: u64,
@@ -261,6 +266,7 @@ impl SrtpContext {
             rtp: SessionKeys::derive(master, [0, 1, 2])?,
             rtcp: SessionKeys::derive(master, [3, 4, 5])?,
             stream: None,
+            received: Vec::new(),
             rtcp_index: 0,
             rtcp_seen: 0,
         })
@@ -310,7 +316,8 @@ impl SrtpContext {
         let (body, tag) = packet.split_at(body_len);
         let header = header_len(body).ok_or(SrtpError::Malformed)?;
         let (seq, ssrc) = seq_and_ssrc(body);
-        let known = self.stream.filter(|s| s.ssrc == ssrc);
+        let at = self.received.iter().position(|s| s.ssrc == ssrc);
+        let known = at.and_then(|i| self.received.get(i).copied());
         let roc = known.map_or(0, |s| s.guess_roc(seq));
         let index = (u64::from(roc) << 16) | u64::from(seq);
         if known.is_some_and(|s| s.is_replay(index)) {
@@ -328,7 +335,16 @@ impl SrtpContext {
             seen: 0,
         });
         stream.accept(index);
-        self.stream = Some(stream);
+        match at {
+            Some(i) => {
+                self.received.remove(i);
+            }
+            None if self.received.len() >= MAX_STREAMS => {
+                self.received.remove(0);
+            }
+            None => {}
+        }
+        self.received.push(stream);
         Ok(())
     }
 
@@ -535,6 +551,36 @@ mod tests {
         for junk in [&b""[..], b"\x80\x00", &[0u8; 30]] {
             assert_eq!(rx.unprotect_rtp(junk, &mut plain), Err(SrtpError::Malformed));
         }
+    }
+
+    #[test]
+    fn a_far_end_with_two_ssrcs_keeps_both_and_an_old_packet_resets_neither() {
+        let key = MasterKey::random().unwrap();
+        let mut rx = SrtpContext::new(&key).unwrap();
+        let (mut a, mut b) = (SrtpContext::new(&key).unwrap(), SrtpContext::new(&key).unwrap());
+        let (mut wire, mut plain, mut first_of_a) = (Vec::new(), Vec::new(), Vec::new());
+        // a goes past a rollover, b starts meanwhile, then a goes on
+        for (i, seq) in [65_534u16, 65_535, 0, 1].into_iter().enumerate() {
+            a.protect_rtp(&rtp(seq, 0xa, b"a"), &mut wire).unwrap();
+            if i == 0 {
+                first_of_a = wire.clone();
+            }
+            rx.unprotect_rtp(&wire, &mut plain).unwrap();
+            b.protect_rtp(&rtp(100 + i as u16, 0xb, b"b"), &mut wire).unwrap();
+            rx.unprotect_rtp(&wire, &mut plain).unwrap();
+        }
+        // a replayed packet of a is refused and a's state (rollover 1) is intact
+        assert_eq!(rx.unprotect_rtp(&first_of_a, &mut plain), Err(SrtpError::Replay));
+        a.protect_rtp(&rtp(2, 0xa, b"a"), &mut wire).unwrap();
+        rx.unprotect_rtp(&wire, &mut plain).unwrap();
+        assert_eq!(plain, rtp(2, 0xa, b"a"));
+        // at most MAX_STREAMS are kept
+        for ssrc in 0..10u32 {
+            let mut c = SrtpContext::new(&key).unwrap();
+            c.protect_rtp(&rtp(1, 0x100 + ssrc, b"c"), &mut wire).unwrap();
+            rx.unprotect_rtp(&wire, &mut plain).unwrap();
+        }
+        assert_eq!(rx.received.len(), MAX_STREAMS);
     }
 
     #[test]
